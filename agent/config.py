@@ -1,0 +1,228 @@
+"""config.yaml -> typed settings.
+
+One pydantic model per section. Unknown keys are errors (a typo must not silently
+fall back to a default), and every error names the file, the dotted key and what
+was expected. The earlier serverless pipeline's keys (aws.*, s3.*, sagemaker.*,
+pipeline.*) are accepted so its users can bring their file.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from agent.proposers.base import STRATEGIES
+
+
+class ConfigError(Exception):
+    """A config file that cannot be used; the message says where and why."""
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class RunSettings(Section):
+    preset: Literal["auto", "gpu", "cpu", "micro"] = "auto"
+    backend: Literal["local", "sagemaker"] = "local"
+    proposer: Literal["auto", "llm", "heuristic"] = "auto"   # auto: llm when ANTHROPIC_API_KEY is set
+    generations: int = Field(3, ge=1)
+    population: int = Field(10, ge=1)
+    seed: int = 0
+    budget_usd: Optional[float] = Field(None, gt=0)
+    max_hours: Optional[float] = Field(None, gt=0)
+    runs_dir: str = "runs"
+
+
+class SelectionSettings(Section):
+    min_delta: float = Field(0.0005, ge=0)     # smallest val_bpb gain worth keeping, whatever the noise
+    k_sigma: float = Field(2.0, ge=0)          # a win must exceed k x pooled sigma of identical runs
+    baseline_repeats: int = Field(2, ge=2)     # generation 0 runs the baseline this many times
+    controls_per_generation: int = Field(1, ge=0)  # incumbent re-runs in every later generation
+    confirm_margin: float = Field(2.0, ge=1)   # a win below confirm_margin x threshold is re-run first
+    prior_sigma: Optional[float] = Field(None, ge=0)  # sigma to assume before two identical runs exist
+
+
+class LocalSettings(Section):
+    slots: int = Field(0, ge=0)                # 0 = one per visible GPU, else cores // threads_per_slot
+    threads_per_slot: int = Field(0, ge=0)     # 0 = cores // slots (at least 1)
+    startup_allowance_s: float = Field(120.0, gt=0)  # harness timeout = budget + this + eval allowance
+
+
+class LLMSettings(Section):
+    # claude-sonnet-5-5: the current Sonnet in the SDK's model list (claude-sonnet-4-5 is deprecated there)
+    model: str = "claude-sonnet-5-5"
+    max_tokens: int = Field(8000, ge=256)
+    # None = the model's own default; Sonnet 5 and later answer 400 to any other sampling value
+    temperature: Optional[float] = Field(None, ge=0, le=1)
+    # "auto" + the system prompt + an llm-no-tool repair round works on every model; forcing
+    # ("tool"/"any") is refused by claude-sonnet-5-5 and by any model with thinking on
+    tool_choice: Literal["auto", "any", "tool"] = "auto"
+    max_repairs: int = Field(2, ge=0)          # is_error tool_result rounds per call
+    max_concurrent_calls: int = Field(4, ge=1)
+    usd_cap: float = Field(5.0, gt=0)          # LLM dollars per run; past it the heuristic takes over
+    timeout_s: float = Field(120.0, gt=0)
+    max_retries: int = Field(4, ge=0)
+    unreachable_after_s: float = Field(300.0, gt=0)  # then fall back to the heuristic proposer
+    digest_token_budget: int = Field(6000, ge=200)
+    # USD per million tokens; cache writes/reads per Anthropic's pricing page
+    prices: dict[str, dict[str, float]] = Field(default_factory=lambda: {
+        "claude-sonnet-5-5": {"input": 2.0, "output": 10.0, "cache_write": 2.50, "cache_read": 0.20},
+        "claude-opus-5-5": {"input": 4.0, "output": 20.0, "cache_write": 5.00, "cache_read": 0.20},
+        "claude-haiku-5-5": {"input": 0.10, "output": 0.50, "cache_write": 0.125, "cache_read": 0.01},
+        "claude-sonnet-4-5": {"input": 3.0, "output": 15.0, "cache_write": 3.75, "cache_read": 0.30},
+        "claude-opus-4-1": {"input": 15.0, "output": 75.0, "cache_write": 18.75, "cache_read": 1.50},
+        "claude-haiku-4-5": {"input": 1.0, "output": 5.0, "cache_write": 1.25, "cache_read": 0.10},
+    })
+
+
+class AWSSettings(Section):
+    profile: Optional[str] = None
+    region: Optional[str] = None
+    role_arn: Optional[str] = None
+    role_name: str = "autoresearch-sagemaker"
+    endpoint_url: Optional[str] = None         # AWS_ENDPOINT_URL is honoured too
+
+
+class S3Settings(Section):
+    bucket: Optional[str] = None
+    prefix: str = "autoresearch"
+    data_prefix: Optional[str] = None          # serverless pipeline key; default <prefix>/data
+    output_prefix: Optional[str] = None        # serverless pipeline key; default <prefix>/runs
+
+
+class SageMakerSettings(Section):
+    instance_type: str = "ml.g5.xlarge"
+    use_spot: bool = True
+    max_run: int = Field(1800, ge=60)          # MaxRuntimeInSeconds per job
+    max_wait: int = Field(3600, ge=60)         # MaxWaitTimeInSeconds, >= max_run for spot
+    image_uri: Optional[str] = None            # pre-built image; else resolved offline from the version
+    framework_version: str = "2.8.0"
+    py_version: str = "py312"
+    max_concurrent_jobs: int = Field(4, ge=1)
+    candidates_per_job: int = Field(1, ge=1)
+    volume_size_gb: int = Field(50, ge=1)
+    checkpoint_s3_uri: Optional[str] = None
+    subnets: list[str] = Field(default_factory=list)
+    security_group_ids: list[str] = Field(default_factory=list)
+    network_isolation: bool = False
+    max_spot_requeues: int = Field(3, ge=0)
+    transient_retries: int = Field(1, ge=0)    # re-runs after e.g. "CUDA error: unknown error"
+    # polling adapts between these bounds: fast after a change, slower while nothing moves
+    poll_min_s: float = Field(10.0, ge=0)
+    poll_max_s: float = Field(60.0, ge=0)
+    search_above_jobs: int = Field(8, ge=1)    # more running jobs than this: one Search call, not N Describes
+    quota_retry_s: float = Field(120.0, ge=0)  # wait after ResourceLimitExceeded before trying again
+    api_max_attempts: int = Field(8, ge=1)     # throttled AWS calls are retried this often (jittered backoff)
+    api_backoff_s: float = Field(1.0, ge=0)    # first backoff step; grows exponentially up to 30 s
+    # estimates only (agent/ledger.py): start-up per job, and billable/training for spot jobs
+    startup_estimate_s: float = Field(180.0, ge=0)
+    spot_billable_fraction: float = Field(0.35, gt=0, le=1)
+
+    @model_validator(mode="after")
+    def _wait_covers_run(self):
+        if self.use_spot and self.max_wait < self.max_run:
+            raise ValueError(f"max_wait ({self.max_wait}) must be >= max_run ({self.max_run}) for spot jobs")
+        if self.poll_max_s < self.poll_min_s:
+            raise ValueError(f"poll_max_s ({self.poll_max_s}) must be >= poll_min_s ({self.poll_min_s})")
+        return self
+
+
+class PipelineSettings(Section):
+    """The serverless pipeline's keys, accepted so its config file loads; mapped where they mean
+    the same thing (see Settings._apply_pipeline)."""
+    model_config = ConfigDict(extra="allow")
+    generations: Optional[int] = None
+    population: Optional[int] = None
+    population_size: Optional[int] = None
+    max_generations: Optional[int] = None
+    budget_usd: Optional[float] = None
+
+
+class Settings(Section):
+    run: RunSettings = Field(default_factory=RunSettings)
+    strategy_mix: dict[str, int] = Field(default_factory=lambda: {
+        "conservative": 3, "moderate": 4, "aggressive": 2, "crossover": 1})
+    selection: SelectionSettings = Field(default_factory=SelectionSettings)
+    local: LocalSettings = Field(default_factory=LocalSettings)
+    llm: LLMSettings = Field(default_factory=LLMSettings)
+    aws: AWSSettings = Field(default_factory=AWSSettings)
+    s3: S3Settings = Field(default_factory=S3Settings)
+    sagemaker: SageMakerSettings = Field(default_factory=SageMakerSettings)
+    pipeline: PipelineSettings = Field(default_factory=PipelineSettings)
+    # USD per instance-hour, on-demand; per region with a "default" fallback (see agent/ledger.py)
+    instance_prices: dict[str, dict[str, float]] = Field(default_factory=dict)
+
+    @field_validator("strategy_mix")
+    @classmethod
+    def _known_strategies(cls, mix: dict[str, int]) -> dict[str, int]:
+        unknown = sorted(set(mix) - set(STRATEGIES))
+        if unknown:
+            raise ValueError(f"unknown strategies {unknown}; expected some of {list(STRATEGIES)}")
+        if any(v < 0 for v in mix.values()) or sum(mix.values()) == 0:
+            raise ValueError("weights must be >= 0 and not all 0")
+        return mix
+
+    @model_validator(mode="after")
+    def _apply_pipeline(self):
+        p = self.pipeline
+        gens = p.generations or p.max_generations
+        pop = p.population or p.population_size
+        fields = self.run.model_fields_set
+        if gens and "generations" not in fields:
+            self.run.generations = gens
+        if pop and "population" not in fields:
+            self.run.population = pop
+        if p.budget_usd and "budget_usd" not in fields:
+            self.run.budget_usd = p.budget_usd
+        return self
+
+
+def _format_errors(path: Path, err: ValidationError) -> str:
+    lines = [f"{path}: invalid configuration"]
+    for e in err.errors():
+        key = ".".join(str(x) for x in e["loc"]) or "(top level)"
+        got = e.get("input")
+        got_txt = "" if isinstance(got, dict) else f" (got {got!r})"
+        msg = e["msg"]
+        if e["type"] == "extra_forbidden":
+            msg = "unknown key"
+        lines.append(f"  {key}: {msg}{got_txt}")
+    return "\n".join(lines)
+
+
+def load_settings(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> Settings:
+    """Load config.yaml (default: ./config.yaml when present, else built-in defaults).
+
+    `overrides` maps dotted keys ("run.population") to values from the command line.
+    """
+    cfg_path = Path(path) if path else Path("config.yaml")
+    data: dict[str, Any] = {}
+    if cfg_path.exists():
+        try:
+            loaded = yaml.safe_load(cfg_path.read_text())
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+            raise ConfigError(f"{cfg_path}: not valid YAML{where}: {getattr(exc, 'problem', exc)}") from None
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{cfg_path}: expected a mapping of sections at the top level, got {type(loaded).__name__}")
+        data = loaded
+    elif path:
+        raise ConfigError(f"{cfg_path}: config file not found")
+    for dotted, value in (overrides or {}).items():
+        if value is None:
+            continue
+        node = data
+        *parents, leaf = dotted.split(".")
+        for key in parents:
+            node = node.setdefault(key, {}) if isinstance(node.get(key, {}), dict) else node
+        node[leaf] = value
+    try:
+        return Settings.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(_format_errors(cfg_path, err)) from None

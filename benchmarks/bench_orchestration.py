@@ -1,0 +1,192 @@
+"""Orchestration overhead and local slot efficiency of the autopilot. Prints figures; asserts nothing.
+
+    .venv/bin/python benchmarks/bench_orchestration.py [--population 100] [--micro] [--no-git]
+
+1. Overhead per candidate at population N with the INSTANT stand-in train.py of tests/test_loop.py
+   (target < 50 ms): one generation (propose, check, workspaces, git commits, launch, record,
+   results.tsv, selection) on the LocalRunner. Reported three ways:
+     * main-thread busy time per execution = (generation wall - time blocked waiting in
+       runner.poll) / executions: what the loop itself costs between children;
+     * orchestrator CPU per execution (getrusage SELF: the loop process, children excluded);
+     * a phase breakdown (propose, workspace build, submit, memory writes, results.tsv, git, select).
+   Proposals come from a scripted proposer (N distinct one-knob edits through the real
+   sandbox.candidate checks), so no LLM latency is involved; the heuristic proposer's own time is
+   reported separately.
+2. Local slot efficiency of a real micro run (`--micro`): sum of training_seconds / (slots x wall
+   of the executions), and per execution training_seconds / its slot occupancy.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from contextlib import contextmanager
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "tests"))
+
+from test_loop import ScriptedProposer, edit, make_project, open_ctx  # noqa: E402
+
+import agent.loop as loop  # noqa: E402
+import agent.scheduler as scheduler  # noqa: E402
+
+
+class PhaseTimer:
+    def __init__(self):
+        self.total = defaultdict(float)
+        self.count = defaultdict(int)
+
+    @contextmanager
+    def phase(self, name):
+        t = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.total[name] += time.perf_counter() - t
+            self.count[name] += 1
+
+    def wrap(self, owner, attr, name):
+        original = getattr(owner, attr)
+
+        def timed(*args, **kwargs):
+            with self.phase(name):
+                return original(*args, **kwargs)
+        setattr(owner, attr, timed)
+        return original
+
+
+def scripted_plan(population: int) -> dict:
+    """N distinct, valid one-knob candidates (WEIGHT_DECAY 0.2 -> 0.2 + k/10000)."""
+    return {1: [("moderate", f"weight decay {0.2 + k / 10000:.4f}",
+                 [edit("WEIGHT_DECAY", "0.2", f"{0.2 + k / 10000:.4f}")]) for k in range(1, population + 1)]}
+
+
+def bench_overhead(population: int, use_git: bool) -> None:
+    tmp = Path(tempfile.mkdtemp(prefix="bench-orch-"))
+    try:
+        project = make_project(tmp / "proj", noise=0.001, use_git=use_git, slots=2)
+        os.environ["AUTORESEARCH_TIME_BUDGET"] = "0"
+        ctx = open_ctx(project, "bench", proposer=ScriptedProposer(scripted_plan(population)))
+        ctx.console.quiet = True
+        timer = PhaseTimer()
+        # generation 0 first (not measured): the baseline and its repeats
+        loop.ensure_baseline(ctx)
+        # instrument the phases of one generation
+        timer.wrap(loop, "propose_generation", "propose (scripted, incl. checks)")
+        timer.wrap(scheduler, "ensure_workspace", "workspace build")
+        timer.wrap(loop, "commit_candidates", "git commit of candidates (batch)")
+        timer.wrap(loop, "commit_candidate", "git commit (single)")
+        timer.wrap(loop, "_promote", "git branch+tag")
+        timer.wrap(scheduler, "write_run_results", "results.tsv render")
+        timer.wrap(loop, "select_generation", "selection")
+        timer.wrap(ctx.runner, "submit", "runner.submit")
+        timer.wrap(ctx.memory, "finish_execution", "memory.finish_execution")
+        timer.wrap(ctx.memory, "mark_started", "memory.mark_started")
+        timer.wrap(ctx.memory, "add_execution", "memory.add_execution")
+        original_poll = ctx.runner.poll
+
+        def poll(timeout=0.0):
+            with timer.phase("blocked in runner.poll"):
+                return original_poll(timeout)
+        ctx.runner.poll = poll
+
+        cpu0 = resource.getrusage(resource.RUSAGE_SELF)
+        t0 = time.perf_counter()
+        loop._ensure_proposed(ctx, 1, population)
+        loop.launch_generation(ctx, 1)
+        wall = time.perf_counter() - t0
+        cpu1 = resource.getrusage(resource.RUSAGE_SELF)
+        executions = [e for e in ctx.memory.executions(generation=1)]
+        n = len(executions)
+        child_wall = sum((e["result"] or {}).get("wall_seconds") or 0.0 for e in executions)
+        cpu = (cpu1.ru_utime - cpu0.ru_utime) + (cpu1.ru_stime - cpu0.ru_stime)
+        blocked = timer.total["blocked in runner.poll"]
+        print(f"\n== orchestration overhead: population {population}, instant stand-in, "
+              f"{ctx.runner.slots} slot(s), git={'yes' if use_git else 'no'} ==")
+        print(f"executions in generation 1: {n} ({population} candidates + controls/confirmations)")
+        print(f"generation wall: {wall:.2f} s; blocked waiting on children: {blocked:.2f} s; "
+              f"children's own train.py wall (sum): {child_wall:.2f} s")
+        print(f"main-thread busy time per execution: {(wall - blocked) / n * 1000:.1f} ms   (target < 50 ms)")
+        print(f"orchestrator CPU per execution:     {cpu / n * 1000:.1f} ms")
+        print("phase breakdown (total s / per execution ms):")
+        for name in sorted(timer.total, key=lambda k: -timer.total[k]):
+            if name == "blocked in runner.poll":
+                continue
+            print(f"  {name:34s} {timer.total[name]:7.3f} s  {timer.total[name] / n * 1000:7.2f} ms"
+                  f"  ({timer.count[name]} calls)")
+        ctx.close()
+
+        # the heuristic proposer's own cost for the same population (no LLM involved)
+        from agent.proposers.heuristic import HeuristicProposer
+        from agent.proposers.base import ProposalRequest
+        source = (project / "train.py").read_text()
+        request = ProposalRequest(incumbent_source=source, incumbent_id="g000-baseline", program_md="", digest="",
+                                  slots=loop.strategy_slots({"conservative": 3, "moderate": 4, "aggressive": 2,
+                                                             "crossover": 1}, population),
+                                  preset="micro", generation=1, seed=0)
+        t = time.perf_counter()
+        proposals = HeuristicProposer(seed=0).propose(request)
+        dt = time.perf_counter() - t
+        print(f"heuristic proposer: {len(proposals)} proposals in {dt:.2f} s "
+              f"({dt / max(1, len(proposals)) * 1000:.1f} ms each)")
+    finally:
+        os.environ.pop("AUTORESEARCH_TIME_BUDGET", None)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def bench_micro_slots(population: int) -> None:
+    tmp = Path(tempfile.mkdtemp(prefix="bench-micro-"))
+    try:
+        cache = tmp / "cache"
+        env = {**os.environ, "AUTORESEARCH_CACHE": str(cache)}
+        subprocess.run([sys.executable, str(REPO / "prepare.py"), "--preset", "micro"], env=env, check=True,
+                       capture_output=True)
+        os.environ["AUTORESEARCH_CACHE"] = str(cache)
+        project = make_project(tmp / "proj", real=True, slots=0)
+        ctx = open_ctx(project, "micro")      # config.yaml: proposer heuristic
+        ctx.console.quiet = True
+        slots = ctx.runner.slots
+        t0 = time.time()
+        code = loop.run_autopilot(ctx, generations=1, population=population, max_hours=None, budget_usd=None)
+        wall = time.time() - t0
+        execs = [e for e in ctx.memory.executions() if e["started_at"] and e["ended_at"]]
+        first, last = min(e["started_at"] for e in execs), max(e["ended_at"] for e in execs)
+        training = sum(e["training_seconds"] or 0.0 for e in execs)
+        occupancy = sum(e["ended_at"] - e["started_at"] for e in execs)
+        print(f"\n== local slot efficiency: real micro run, {len(execs)} executions, {slots} slot(s) x "
+              f"{ctx.runner.threads_per_slot} thread(s), exit {code} ==")
+        print(f"autopilot wall {wall:.1f} s; executions span {last - first:.1f} s")
+        print(f"training seconds / slot wall-clock = {training:.1f} / ({slots} x {last - first:.1f}) = "
+              f"{training / (slots * (last - first)):.1%}")
+        print(f"training seconds / slot occupancy (start-up, eval excluded from numerator) = "
+              f"{training / occupancy:.1%}")
+        print(f"slot busy share (occupancy / slots x span) = {occupancy / (slots * (last - first)):.1%}")
+        ctx.close()
+    finally:
+        os.environ.pop("AUTORESEARCH_CACHE", None)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--population", type=int, default=100)
+    ap.add_argument("--no-git", action="store_true", help="project folder without git")
+    ap.add_argument("--micro", action="store_true", help="also measure slot efficiency of a real micro run")
+    ap.add_argument("--micro-population", type=int, default=4)
+    args = ap.parse_args()
+    print(f"machine: {os.cpu_count()} cores, python {sys.version.split()[0]}")
+    bench_overhead(args.population, use_git=not args.no_git)
+    if args.micro:
+        bench_micro_slots(args.micro_population)
+
+
+if __name__ == "__main__":
+    main()

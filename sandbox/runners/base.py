@@ -1,0 +1,91 @@
+"""The Runner seam: how a candidate workspace becomes a result, on any backend.
+
+The loop knows only this protocol. Every backend runs the SAME harness
+(`sandbox/harness.py`, copied into each workspace), so a result means the same
+thing locally and on SageMaker. Runners never decide keep/discard; they report.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol, Union
+
+
+@dataclass(frozen=True)
+class ExecutionSpec:
+    """One execution of one candidate workspace (a candidate may run several times)."""
+
+    execution_id: str            # unique within a run (memory assigns it), also used in job names
+    workspace: Path              # folder holding train.py, prepare.py, harness.py
+    preset: str                  # gpu | cpu | micro
+    label: str = ""              # short human label for live views ("moderate: deeper")
+    timeout_s: float | None = None   # hard wall-clock limit; None = harness default for the preset
+    env: dict[str, str] = field(default_factory=dict)  # extra NON-secret variables for the child
+    tags: dict[str, str] = field(default_factory=dict)  # run / generation / candidate, for cloud tags
+
+
+@dataclass
+class Progress:
+    """A live reading parsed from a training log line."""
+
+    execution_id: str
+    step: int
+    pct: float                   # progress through the time budget, 0..100
+    loss: float
+    tok_per_s: float
+    mfu: float | None = None
+    remaining_s: float | None = None
+    elapsed_s: float = 0.0       # wall seconds since the execution started
+
+
+@dataclass
+class Finished:
+    """An execution that ended, whatever the way. `result` is the harness's result.json."""
+
+    execution_id: str
+    result: dict                 # at least the DESIGN.md result.json fields; status != "ok" is a failure
+    backend: str
+    job_id: str | None = None
+    instance_type: str | None = None
+    billable_seconds: float | None = None
+    started_at: float | None = None  # unix seconds
+    ended_at: float | None = None
+
+
+@dataclass
+class Requeued:
+    """The backend lost the execution through no fault of the candidate (spot interruption,
+    capacity) and will run it again by itself; the loop only records the event."""
+
+    execution_id: str
+    reason: str
+    attempt: int
+
+
+RunnerEvent = Union[Progress, Finished, Requeued]
+
+
+class Runner(Protocol):
+    name: str
+
+    def free_slots(self) -> int:
+        """How many more executions `submit` may take right now."""
+
+    def submit(self, spec: ExecutionSpec) -> str:
+        """Start (or queue) an execution; returns the backend's handle (pid label or job name)."""
+
+    def poll(self, timeout: float = 0.0) -> list[RunnerEvent]:
+        """Events since the last call, waiting up to `timeout` seconds for the first one."""
+
+    def active(self) -> list[str]:
+        """Execution ids submitted and not yet finished."""
+
+    def cancel(self, execution_id: str) -> None:
+        """Stop one execution; it still ends with a Finished event (status `killed`)."""
+
+    def reattach(self, spec: ExecutionSpec, job_id: str) -> bool:
+        """After an orchestrator restart: follow an execution started earlier. False when the
+        backend cannot (a local child died with its parent), so the loop re-runs it."""
+
+    def shutdown(self) -> list[Finished]:
+        """Cancel everything still running and return their Finished (status `killed`)."""

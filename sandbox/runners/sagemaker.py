@@ -1,0 +1,613 @@
+"""SageMaker Managed Spot runner: candidates become training jobs; their result.json comes back.
+
+Lifecycle of one job (one candidate, or several packed together when
+`sagemaker.candidates_per_job` > 1):
+
+    buffered -> pending -> running -> done
+                  ^   \\__ ResourceLimitExceeded: wait quota_retry_s, try again (not a failure)
+                  \\______ spot interruption / MaxWait expiry / transient error: new attempt, new name
+
+What decides an execution's result (never a regex over the log):
+  * Completed, Failed: the harness's result.json from the job's output.tar.gz; failing that the
+    `AUTORESEARCH_RESULT` record sm_entry.py printed; failing that a crash built from the
+    FailureReason and the log tail. A job that left no result is never `ok`.
+  * Stopped after our StopTrainingJob: `killed`.
+  * Spot capacity lost (an `Interrupted` or `MaxWaitTimeExceeded` secondary status on a job that did
+    not complete): requeued up to `sagemaker.max_spot_requeues` times, then `interrupted`.
+  * MaxRuntimeExceeded: `timeout`.
+  * FailureReason that names an infrastructure fault ("CUDA error: unknown error", internal
+    errors): re-run `sagemaker.transient_retries` times before it counts as the candidate's crash.
+
+Polling adapts: `poll_min_s` after anything changed, growing x1.5 up to `poll_max_s` while nothing
+moves; with more than `search_above_jobs` running jobs one Search call replaces N Describes.
+"""
+from __future__ import annotations
+
+import io
+import json
+import re
+import tarfile
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Callable
+
+from botocore.exceptions import ClientError
+
+from agent.config import Settings
+from sandbox.progress import parse_progress_line
+from sandbox.runners import sagemaker_request as req
+from sandbox.runners.aws_clients import (
+    call_with_retry, error_code, error_message, is_retryable, make_client, make_session, region_of,
+)
+from sandbox.runners.base import ExecutionSpec, Finished, Progress, Requeued, RunnerEvent
+
+LOG_GROUP = "/aws/sagemaker/TrainingJobs"
+LOG_TAIL_LINES = 50
+TRANSIENT_PATTERNS = (
+    "cuda error: unknown error", "internalservererror", "internal server error", "internalfailure",
+    "an internal error occurred", "capacityerror", "insufficientcapacity", "unable to pull image",
+    "cuda error: an illegal memory access was encountered by the driver", "nccl error",
+)
+_PREFIXED = re.compile(r"^\[([^\]\s]+)\] ?(.*)$")
+_RESULT_RECORD = re.compile(r"AUTORESEARCH_RESULT (\S+) (\{.*\})\s*$")
+_MAX_OUTPUT_BYTES = 64 * 1024 * 1024
+
+
+@dataclass
+class _Job:
+    base: str
+    specs: list[ExecutionSpec]
+    state: str = "buffered"              # buffered | pending | running | done
+    attempt: int = 1
+    name: str = ""
+    not_before: float = 0.0
+    uploaded: bool = False
+    stop_requested: bool = False
+    quota_waiting: bool = False
+    spot_requeues: int = 0
+    transient_retries: int = 0
+    transitions_seen: int = 0
+    last_state: tuple = ()
+    started_at: float | None = None
+    closed: set[str] = field(default_factory=set)        # executions already given a Finished
+    log_tokens: dict[str, str] = field(default_factory=dict)
+    log_streams: list[str] = field(default_factory=list)
+    tails: dict[str, deque] = field(default_factory=dict)
+    log_results: dict[str, dict] = field(default_factory=dict)
+    last_step: dict[str, int] = field(default_factory=dict)
+
+    def open_specs(self) -> list[ExecutionSpec]:
+        return [s for s in self.specs if s.execution_id not in self.closed]
+
+
+def _ts(value: Any) -> float | None:
+    if isinstance(value, datetime):
+        return value.timestamp()
+    if isinstance(value, (int, float)):
+        return float(value)
+    return None
+
+
+def _crash(reason: str, log_tail: str = "", status: str = "crash") -> dict:
+    return {"status": status, "val_bpb": None, "peak_vram_mb": None, "training_seconds": None,
+            "total_seconds": None, "num_steps": None, "mfu_percent": None, "num_params_M": None,
+            "failure_reason": reason, "log_tail": log_tail}
+
+
+class SageMakerRunner:
+    """Runner protocol over SageMaker training jobs (see module docstring).
+
+    `session` is a boto3.Session (default: from settings.aws); `run_tag` names the run in job
+    names, S3 keys and the `run` tag (default: the `run` tag of the first spec, else "adhoc").
+    `dry_run` writes each CreateTrainingJob request to `<workspace>/create_training_job.json`,
+    makes no AWS call at all, and ends each execution with a non-ok `killed` result marked
+    `dry_run: true`. `clock`/`sleep` exist so tests need no real waiting.
+    """
+
+    name = "sagemaker"
+
+    def __init__(self, settings: Settings, *, run_tag: str | None = None, session: Any = None,
+                 dry_run: bool = False, image_uri: str | None = None,
+                 clock: Callable[[], float] = time.time, sleep: Callable[[float], None] = time.sleep):
+        self.settings = settings
+        self.sm = settings.sagemaker
+        self.run_tag = run_tag
+        self.dry_run = dry_run
+        self._clock, self._sleep = clock, sleep
+        self._session = session
+        self._region: str | None = None
+        self._image_uri = image_uri
+        self._clients: dict[str, Any] = {}
+        self._jobs: dict[str, _Job] = {}
+        self._by_exec: dict[str, _Job] = {}
+        self._buffer: _Job | None = None
+        self._events: list[RunnerEvent] = []
+        self._interval = self.sm.poll_min_s
+        self._next_poll = 0.0
+        if not dry_run:
+            req.require_bucket(settings)
+
+    # ----- AWS plumbing -------------------------------------------------------------------
+    @property
+    def region(self) -> str:
+        if self._region is None:
+            if self._session is None and not self.dry_run:
+                self._session = make_session(self.settings)
+            self._region = region_of(self.settings, self._session)
+        return self._region
+
+    def _client(self, service: str) -> Any:
+        if self.dry_run:
+            raise RuntimeError("dry run: no AWS call may be made")
+        if service not in self._clients:
+            if self._session is None:
+                self._session = make_session(self.settings)
+            self._clients[service] = make_client(self._session, service, self.settings, region=self.region)
+        return self._clients[service]
+
+    def _call(self, service: str, op: str, **kwargs: Any) -> Any:
+        fn = getattr(self._client(service), op)
+        return call_with_retry(fn, attempts=self.sm.api_max_attempts, backoff_s=self.sm.api_backoff_s,
+                               sleep=self._sleep, **kwargs)
+
+    def image_uri(self) -> str:
+        if self._image_uri is None:
+            self._image_uri = req.resolve_image_uri(self.settings, self.region)
+        return self._image_uri
+
+    def _role_arn(self) -> str:
+        if self.settings.aws.role_arn or self.dry_run:
+            return self.settings.aws.role_arn or ""
+        # `aws setup` creates the role by name; find its ARN rather than make the user copy it.
+        try:
+            arn = self._call("iam", "get_role", RoleName=self.settings.aws.role_name)["Role"]["Arn"]
+        except ClientError as exc:
+            raise req.AWSConfigError(f"aws.role_arn is not set and role {self.settings.aws.role_name!r} was not "
+                                     f"found ({error_code(exc)}): run `autoresearch aws setup`") from None
+        self.settings.aws.role_arn = arn
+        return arn
+
+    # ----- Runner protocol ------------------------------------------------------------------
+    def free_slots(self) -> int:
+        cpj = self.sm.candidates_per_job
+        jobs = sum(1 for j in self._jobs.values() if j.state in ("pending", "running"))
+        buffered = len(self._buffer.specs) if self._buffer else 0
+        return max(0, (self.sm.max_concurrent_jobs - jobs) * cpj - buffered)
+
+    def active(self) -> list[str]:
+        return [s.execution_id for j in self._jobs.values() if j.state != "done" for s in j.open_specs()]
+
+    def submit(self, spec: ExecutionSpec) -> str:
+        if spec.execution_id in self._by_exec:
+            raise ValueError(f"execution {spec.execution_id} was already submitted")
+        req.check_workspace(spec)
+        req.assert_no_secrets(spec.env, f"env of execution {spec.execution_id}")
+        if self.run_tag is None:
+            self.run_tag = spec.tags.get("run") or "adhoc"
+        buf = self._buffer
+        if buf is not None and buf.specs[0].preset != spec.preset:
+            self._flush_buffer()   # one job runs one preset
+            buf = None
+        if buf is None:
+            buf = _Job(base=req.job_base_name(self.run_tag, spec.execution_id), specs=[])
+            self._buffer = buf
+            self._jobs[buf.base] = buf
+        buf.specs.append(spec)
+        self._by_exec[spec.execution_id] = buf
+        buf.name = req.job_name(buf.base, buf.attempt)
+        if len(buf.specs) >= self.sm.candidates_per_job:
+            self._flush_buffer()
+            self._launch_pending()   # a full job starts now, not at the next poll
+        return buf.name
+
+    def poll(self, timeout: float = 0.0) -> list[RunnerEvent]:
+        deadline = self._clock() + max(0.0, timeout)
+        while True:
+            self._flush_buffer()     # a partly filled pack goes out once the loop starts waiting
+            self._launch_pending()
+            now = self._clock()
+            if not self.dry_run and now >= self._next_poll and any(j.state == "running" for j in self._jobs.values()):
+                changed = self._refresh()
+                self._interval = self.sm.poll_min_s if changed else min(self.sm.poll_max_s,
+                                                                        max(self._interval * 1.5, 0.001))
+                self._next_poll = self._clock() + self._interval
+            if self._events or self._clock() >= deadline:
+                events, self._events = self._events, []
+                return events
+            wake = [deadline] + [j.not_before for j in self._jobs.values() if j.state == "pending"]
+            if any(j.state == "running" for j in self._jobs.values()):
+                wake.append(self._next_poll)
+            self._sleep(max(0.01, min(wake) - self._clock()))
+
+    def cancel(self, execution_id: str) -> None:
+        job = self._by_exec.get(execution_id)
+        if job is None or execution_id in job.closed or job.state == "done":
+            return
+        if job.state in ("buffered", "pending"):
+            job.specs = [s for s in job.specs if s.execution_id != execution_id]
+            self._finish(job, execution_id, _crash("cancelled before its job started", status="killed"), {})
+            if not job.specs:
+                job.state = "done"
+                if self._buffer is job:
+                    self._buffer = None
+            return
+        others = [s for s in job.open_specs() if s.execution_id != execution_id]
+        if others:
+            # The job carries other candidates: let it run, forget this one's result.
+            self._finish(job, execution_id, _crash("cancelled (its packed job keeps running for the others)",
+                                                   status="killed"), {})
+            return
+        self._stop(job)   # Finished(killed) arrives when the job reports Stopped, with its billable time
+
+    def reattach(self, spec: ExecutionSpec, job_id: str) -> bool:
+        if self.run_tag is None:
+            self.run_tag = spec.tags.get("run") or "adhoc"
+        base, attempt = req.split_job_name(job_id)
+        job = self._jobs.get(base)
+        if job is not None and job.state == "running":
+            if spec.execution_id not in {s.execution_id for s in job.specs}:
+                job.specs.append(spec)
+            self._by_exec[spec.execution_id] = job
+            return True
+        desc = self._describe(job_id)
+        if desc is None:
+            return False
+        # A requeue may have made later attempts since the orchestrator stopped: follow the newest.
+        for later in range(attempt + 1, attempt + self.sm.max_spot_requeues + self.sm.transient_retries + 2):
+            newer = self._describe(req.job_name(base, later))
+            if newer is None:
+                break
+            desc, attempt = newer, later
+        job = _Job(base=base, specs=[spec], state="running", attempt=attempt, name=req.job_name(base, attempt),
+                   uploaded=True, started_at=_ts(desc.get("TrainingStartTime")) or _ts(desc.get("CreationTime")))
+        self._jobs[base] = job
+        self._by_exec[spec.execution_id] = job
+        self._next_poll = 0.0
+        return True
+
+    def shutdown(self) -> list[Finished]:
+        finished: list[Finished] = []
+        for job in list(self._jobs.values()):
+            if job.state == "done":
+                continue
+            if job.state == "running" and not self.dry_run:
+                try:
+                    self._call("sagemaker", "stop_training_job", TrainingJobName=job.name)
+                except ClientError:
+                    pass   # already ending; nothing more we can do on the way out
+            for spec in job.open_specs():
+                job.closed.add(spec.execution_id)
+                finished.append(Finished(spec.execution_id, _crash("runner shut down", status="killed"),
+                                         backend=self.name, job_id=job.name, instance_type=self.sm.instance_type,
+                                         ended_at=self._clock()))
+            job.state = "done"
+        self._buffer = None
+        return finished
+
+    # ----- submission -------------------------------------------------------------------------
+    def _flush_buffer(self) -> None:
+        job = self._buffer
+        if job is None:
+            return
+        self._buffer = None
+        if not job.specs:
+            job.state = "done"
+            return
+        if self.dry_run:
+            self._write_dry_run(job)
+            return
+        job.state, job.not_before = "pending", 0.0
+
+    def _write_dry_run(self, job: _Job) -> None:
+        request = self.build_request(job)
+        for spec in job.specs:
+            path = spec.workspace / "create_training_job.json"
+            path.write_text(json.dumps(request, indent=2, sort_keys=True) + "\n")
+            self._finish(job, spec.execution_id,
+                         {**_crash(f"dry run: CreateTrainingJob request written to {path}; no job created",
+                                   status="killed"), "dry_run": True, "request_path": str(path)}, {})
+        job.state = "done"
+
+    def build_request(self, job: _Job) -> dict:
+        return req.build_create_request(job.specs, self.settings, run_tag=self.run_tag or "adhoc",
+                                        region=self.region, attempt=job.attempt, image_uri=self.image_uri(),
+                                        role_arn=self._role_arn() or None)
+
+    def _launch_pending(self) -> None:
+        running = sum(1 for j in self._jobs.values() if j.state == "running")
+        for job in list(self._jobs.values()):
+            if running >= self.sm.max_concurrent_jobs:
+                return
+            if job.state != "pending" or job.not_before > self._clock():
+                continue
+            if not job.open_specs():
+                job.state = "done"
+                continue
+            outcome = self._create(job)
+            if outcome == "quota":
+                return   # the account limit is shared: the next jobs would hit it too
+            running += outcome == "running"
+
+    def _create(self, job: _Job) -> str:
+        job.specs = job.open_specs()
+        job.name = req.job_name(job.base, job.attempt)
+        request = self.build_request(job)
+        if not job.uploaded:
+            bucket, key = req.split_s3_uri(req.job_layout(self.settings, self.run_tag or "adhoc", job.base).source_uri)
+            self._call("s3", "put_object", Bucket=bucket, Key=key, Body=req.pack_source(job.specs))
+            job.uploaded = True
+        try:
+            self._call("sagemaker", "create_training_job", **request)
+        except ClientError as exc:
+            code, message = error_code(exc), error_message(exc)
+            if code == "ResourceLimitExceeded":
+                job.not_before = self._clock() + self.sm.quota_retry_s
+                if not job.quota_waiting:
+                    job.quota_waiting = True
+                    for spec in job.specs:
+                        self._events.append(Requeued(spec.execution_id, f"waiting for quota: {message}", job.attempt))
+                return "quota"
+            if is_retryable(exc):
+                # still throttled after every backoff: not the candidate's fault, try again later
+                job.not_before = self._clock() + max(self.sm.quota_retry_s, self.sm.poll_min_s)
+                return "quota"
+            if code != "ResourceInUse" and "already exists" not in message.lower():
+                # a request SageMaker refuses (role, image, limits) fails every candidate alike:
+                # stop the run with the reason rather than record N fake crashes
+                raise req.AWSConfigError(f"CreateTrainingJob {job.name} refused: {code}: {message}") from None
+            # else our earlier (e.g. timed-out) request created it: follow that job
+        job.quota_waiting = False
+        job.state = "running"
+        job.started_at = self._clock()
+        job.transitions_seen, job.last_state, job.log_tokens, job.log_streams = 0, (), {}, []
+        self._next_poll = min(self._next_poll, self._clock() + self.sm.poll_min_s)
+        return "running"
+
+    def _stop(self, job: _Job) -> None:
+        job.stop_requested = True
+        try:
+            self._call("sagemaker", "stop_training_job", TrainingJobName=job.name)
+        except ClientError as exc:
+            if error_code(exc) != "ValidationException":   # already finished: the poll will tell
+                raise
+        self._next_poll = 0.0
+
+    # ----- observation ------------------------------------------------------------------------
+    def _describe(self, name: str) -> dict | None:
+        try:
+            return self._call("sagemaker", "describe_training_job", TrainingJobName=name)
+        except ClientError as exc:
+            msg = error_message(exc).lower()
+            if error_code(exc) in ("ValidationException", "ResourceNotFound") and ("find" in msg or "not found" in msg):
+                return None
+            raise
+
+    def _refresh(self) -> bool:
+        running = [j for j in self._jobs.values() if j.state == "running"]
+        found: dict[str, dict] = {}
+        if len(running) > self.sm.search_above_jobs:
+            found = self._search_run_jobs()
+        changed = False
+        for job in running:
+            desc = found.get(job.name) or self._describe(job.name)
+            if desc is None:
+                continue   # just created, not visible yet
+            changed |= self._observe(job, desc)
+        return changed
+
+    def _search_run_jobs(self) -> dict[str, dict]:
+        found: dict[str, dict] = {}
+        kwargs: dict[str, Any] = {
+            "Resource": "TrainingJob", "MaxResults": 100,
+            "SearchExpression": {"Filters": [{"Name": "Tags.run", "Operator": "Equals", "Value": self.run_tag}]},
+        }
+        while True:
+            page = self._call("sagemaker", "search", **kwargs)
+            for item in page.get("Results", []):
+                tj = item.get("TrainingJob") or {}
+                if tj.get("TrainingJobName"):
+                    found[tj["TrainingJobName"]] = tj
+            if not page.get("NextToken"):
+                return found
+            kwargs["NextToken"] = page["NextToken"]
+
+    def _observe(self, job: _Job, desc: dict) -> bool:
+        status = desc.get("TrainingJobStatus", "")
+        secondary = desc.get("SecondaryStatus", "")
+        transitions = desc.get("SecondaryStatusTransitions") or []
+        state = (status, secondary, len(transitions))
+        changed = state != job.last_state
+        job.last_state = state
+        for tr in transitions[job.transitions_seen:]:
+            if tr.get("Status") == "Interrupted" and status in ("InProgress", "Stopping"):
+                # SageMaker restarts an interrupted spot job by itself; tell the loop it lost progress.
+                for spec in job.open_specs():
+                    self._events.append(Requeued(spec.execution_id, "spot interruption: SageMaker restarts the job "
+                                                 f"({tr.get('StatusMessage', '')})".rstrip(" ()"), job.attempt))
+        moved_on = len(transitions) > job.transitions_seen
+        job.transitions_seen = len(transitions)
+        if status in ("InProgress", "Stopping"):
+            if secondary in ("Training", "Uploading", "Interrupted", "Restarting") or not secondary:
+                # a new phase (e.g. training again after a restart) may write to a new stream
+                changed |= self._read_logs(job, desc, rescan=moved_on)
+            return changed
+        self._read_logs(job, desc, rescan=True)
+        self._conclude(job, desc, status, secondary, transitions)
+        return True
+
+    def _conclude(self, job: _Job, desc: dict, status: str, secondary: str, transitions: list) -> None:
+        statuses = {t.get("Status") for t in transitions} | {secondary}
+        last = transitions[-1].get("Status") if transitions else secondary
+        reason = desc.get("FailureReason") or ""
+        if status == "Completed":
+            self._finish_all(job, desc, self._read_output(job, desc), missing="job completed without a result.json")
+            return
+        if status == "Stopped" and job.stop_requested:
+            for spec in job.open_specs():
+                self._finish(job, spec.execution_id, _crash("stopped by autoresearch", self._tail(job, spec),
+                                                            status="killed"), desc)
+            job.state = "done"
+            return
+        if "MaxRuntimeExceeded" in statuses:
+            self._finish_all(job, desc, self._read_output(job, desc),
+                             missing=f"job exceeded MaxRuntimeInSeconds {reason}".rstrip(), status="timeout")
+            return
+        outputs = self._read_output(job, desc)
+        if all(s.execution_id in outputs or s.execution_id in job.log_results for s in job.open_specs()):
+            self._finish_all(job, desc, outputs, missing="")   # every harness finished: its verdict stands
+            return
+        spot_lost = "MaxWaitTimeExceeded" in statuses or "Interrupted" in (last, secondary)
+        if spot_lost and self.sm.use_spot:
+            why = "spot capacity: MaxWaitTimeInSeconds expired" if "MaxWaitTimeExceeded" in statuses \
+                else f"spot interruption ({reason or status})"
+            if job.spot_requeues < self.sm.max_spot_requeues:
+                job.spot_requeues += 1
+                self._requeue(job, why)
+            else:
+                self._finish_all(job, desc, outputs, missing=f"{why}; gave up after {job.spot_requeues} requeues",
+                                 status="interrupted")
+            return
+        if status == "Stopped":
+            self._finish_all(job, desc, outputs, missing="job was stopped outside autoresearch", status="killed")
+            return
+        if not outputs and not job.log_results and any(p in reason.lower() for p in TRANSIENT_PATTERNS) \
+                and job.transient_retries < self.sm.transient_retries:
+            job.transient_retries += 1
+            self._requeue(job, f"transient infrastructure error: {reason[:300]}")
+            return
+        self._finish_all(job, desc, outputs, missing=f"job failed: {reason or 'no FailureReason given'}")
+
+    def _requeue(self, job: _Job, reason: str) -> None:
+        job.attempt += 1
+        job.state, job.not_before = "pending", self._clock()
+        job.log_results, job.tails, job.last_step = {}, {}, {}
+        for spec in job.open_specs():
+            self._events.append(Requeued(spec.execution_id, reason, job.attempt))
+
+    def _finish_all(self, job: _Job, desc: dict, outputs: dict[str, dict], *, missing: str,
+                    status: str = "crash") -> None:
+        for spec in job.open_specs():
+            result = outputs.get(spec.execution_id) or job.log_results.get(spec.execution_id)
+            if result is None:
+                result = _crash(missing, self._tail(job, spec), status=status)
+            self._finish(job, spec.execution_id, result, desc)
+        job.state = "done"
+
+    def _finish(self, job: _Job, execution_id: str, result: dict, desc: dict) -> None:
+        job.closed.add(execution_id)
+        result = dict(result)
+        if result.get("status") not in ("ok", "crash", "timeout", "rejected", "over_budget", "interrupted", "killed"):
+            result = _crash(f"result.json has no valid status: {result.get('status')!r}", result.get("log_tail", ""))
+        billable = desc.get("BillableTimeInSeconds")
+        n = max(1, len(job.specs))
+        if "TrainingTimeInSeconds" in desc:
+            result["training_time_seconds"] = desc["TrainingTimeInSeconds"]
+        if billable is not None:
+            result["job_billable_seconds"] = billable
+        result.update({"job_name": job.name or None, "job_attempt": job.attempt, "job_candidates": n})
+        self._events.append(Finished(
+            execution_id, result, backend=self.name, job_id=job.name or None, instance_type=self.sm.instance_type,
+            # a packed job's bill is shared evenly, so per-candidate costs add up to the job's
+            billable_seconds=(float(billable) / n) if billable is not None else None,
+            started_at=_ts(desc.get("TrainingStartTime")) or job.started_at,
+            ended_at=_ts(desc.get("TrainingEndTime")) or self._clock()))
+
+    # ----- logs and outputs -------------------------------------------------------------------
+    def _tail(self, job: _Job, spec: ExecutionSpec) -> str:
+        return "\n".join(job.tails.get(spec.execution_id, ()))
+
+    def _read_logs(self, job: _Job, desc: dict, *, rescan: bool = False) -> bool:
+        """New CloudWatch lines of the job: progress events, log tails, result records.
+
+        Stream names are looked up once and cached (DescribeLogStreams allows ~5 calls/s per
+        account); `rescan` looks again, e.g. at the end when a restart may have added a stream."""
+        if rescan or not job.log_streams:
+            try:
+                found = self._call("logs", "describe_log_streams", logGroupName=LOG_GROUP,
+                                   logStreamNamePrefix=job.name + "/").get("logStreams", [])
+            except ClientError as exc:
+                if error_code(exc) == "ResourceNotFoundException":
+                    return False   # no log group or stream yet
+                raise
+            job.log_streams = [s["logStreamName"] for s in found]
+        got = False
+        for name in job.log_streams:
+            while True:
+                kwargs: dict[str, Any] = {"logGroupName": LOG_GROUP, "logStreamName": name, "startFromHead": True}
+                if name in job.log_tokens:
+                    kwargs["nextToken"] = job.log_tokens[name]
+                page = self._call("logs", "get_log_events", **kwargs)
+                for event in page.get("events", []):
+                    got = True
+                    self._on_log_line(job, desc, event.get("message", ""))
+                token = page.get("nextForwardToken")
+                if not token or token == job.log_tokens.get(name):
+                    break
+                job.log_tokens[name] = token
+        return got
+
+    def _on_log_line(self, job: _Job, desc: dict, message: str) -> None:
+        ids = {s.execution_id for s in job.specs}
+        for raw in message.splitlines():
+            m = _PREFIXED.match(raw)
+            if m and m.group(1) in ids:
+                execution_id, line = m.group(1), m.group(2)
+            elif len(job.specs) == 1:
+                execution_id, line = job.specs[0].execution_id, raw
+            else:
+                continue
+            rec = _RESULT_RECORD.search(raw)
+            if rec and rec.group(1) in ids:
+                try:
+                    job.log_results[rec.group(1)] = json.loads(rec.group(2))
+                except ValueError:
+                    pass
+                continue
+            job.tails.setdefault(execution_id, deque(maxlen=LOG_TAIL_LINES)).append(line)
+            fields = parse_progress_line(line)
+            if fields and execution_id not in job.closed and fields["step"] > job.last_step.get(execution_id, -1):
+                job.last_step[execution_id] = fields["step"]
+                start = _ts(desc.get("TrainingStartTime")) or job.started_at or self._clock()
+                self._events.append(Progress(execution_id=execution_id, elapsed_s=max(0.0, self._clock() - start),
+                                             **fields))
+
+    def _read_output(self, job: _Job, desc: dict) -> dict[str, dict]:
+        """result.json per execution from <S3OutputPath>/<job>/output/output.tar.gz ({} if absent)."""
+        out_path = (desc.get("OutputDataConfig") or {}).get("S3OutputPath") \
+            or req.job_layout(self.settings, self.run_tag or "adhoc", job.base).output_path
+        bucket, prefix = req.split_s3_uri(out_path.rstrip("/") + f"/{job.name}/output/output.tar.gz")
+        try:
+            body = self._call("s3", "get_object", Bucket=bucket, Key=prefix)["Body"].read(_MAX_OUTPUT_BYTES)
+        except ClientError as exc:
+            if error_code(exc) in ("NoSuchKey", "404", "NoSuchBucket"):
+                return {}
+            raise
+        results: dict[str, dict] = {}
+        try:
+            with tarfile.open(fileobj=io.BytesIO(body), mode="r:gz") as tar:
+                for member in tar.getmembers():
+                    parts = Path(member.name.lstrip("./")).parts
+                    if len(parts) == 2 and parts[1] == "result.json" and member.isfile():
+                        fh = tar.extractfile(member)
+                        try:
+                            data = json.loads(fh.read()) if fh else None
+                        except ValueError:
+                            data = _crash(f"unreadable result.json in {job.name}'s output")
+                        if isinstance(data, dict):
+                            results[parts[0]] = data
+        except (tarfile.TarError, OSError, EOFError) as exc:
+            return {spec.execution_id: _crash(f"unreadable output.tar.gz of {job.name}: {exc}") for spec in job.specs}
+        return results
+
+
+def write_dry_run_requests(specs: list[ExecutionSpec], settings: Settings, *, run_tag: str,
+                           image_uri: str | None = None) -> list[Path]:
+    """`--dry-run`: write every CreateTrainingJob request next to its candidate; no AWS call."""
+    runner = SageMakerRunner(settings, run_tag=run_tag, dry_run=True, image_uri=image_uri)
+    for spec in specs:
+        runner.submit(spec)
+    runner.poll(0)
+    return [spec.workspace / "create_training_job.json" for spec in specs]

@@ -1,0 +1,145 @@
+"""Entry point inside a SageMaker training job (STDLIB ONLY: it runs in the training image).
+
+The PyTorch image's toolkit unpacks our source tarball and runs this file. It reads
+manifest.json, links the data/tokenizer channels where prepare.py looks for them
+(<AUTORESEARCH_CACHE>/<preset>/{data,tokenizer}), then runs each candidate's own harness.py:
+one after another, or one per GPU at a time on a multi-GPU instance. Every harness writes its
+result.json under /opt/ml/output/data/<execution_id>/, which SageMaker uploads as output.tar.gz.
+
+Each output line is prefixed with `[<execution_id>] ` so the runner can tell candidates apart in
+the shared CloudWatch stream, and each result is also printed once as
+`AUTORESEARCH_RESULT <execution_id> <json>` (a fallback when a failed job uploads no output).
+Exit status: 0 only when every candidate's status is ok, so a job with a crash ends `Failed`.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import queue
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+_print_lock = threading.Lock()
+
+
+def say(execution_id: str, line: str) -> None:
+    with _print_lock:
+        sys.stdout.write(f"[{execution_id}] {line.rstrip()}\n")
+        sys.stdout.flush()
+
+
+def link_channels(preset: str, cache_root: Path) -> None:
+    """prepare.py expects <cache>/<preset>/{data,tokenizer}; the channels arrive elsewhere."""
+    target = cache_root / preset
+    target.mkdir(parents=True, exist_ok=True)
+    for name in ("data", "tokenizer"):
+        src = Path(os.environ.get(f"SM_CHANNEL_{name.upper()}", f"/opt/ml/input/data/{name}"))
+        dest = target / name
+        if src.is_dir() and not dest.exists():
+            dest.symlink_to(src, target_is_directory=True)
+
+
+def count_gpus() -> int:
+    value = os.environ.get("SM_NUM_GPUS")
+    if value and value.isdigit():
+        return int(value)
+    try:
+        out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=20).stdout
+        return sum(1 for line in out.splitlines() if line.startswith("GPU "))
+    except (OSError, subprocess.SubprocessError):
+        return 0
+
+
+def run_candidate(cand: dict, preset: str, out_root: Path, gpu: int | None) -> dict:
+    execution_id = cand["execution_id"]
+    workdir = HERE / cand["dir"]
+    out_dir = out_root / execution_id
+    out_dir.mkdir(parents=True, exist_ok=True)
+    result_path = out_dir / "result.json"
+    cmd = [sys.executable, "harness.py", "--workspace", ".", "--preset", preset, "--result", str(result_path)]
+    if cand.get("timeout_s"):
+        cmd += ["--timeout", str(cand["timeout_s"])]
+    env = dict(os.environ)
+    env.update({k: str(v) for k, v in (cand.get("env") or {}).items()})
+    if gpu is not None:
+        env["CUDA_VISIBLE_DEVICES"] = str(gpu)
+    say(execution_id, f"sm_entry: starting {' '.join(cmd)} (gpu={gpu})")
+    started = time.time()
+    proc = subprocess.Popen(cmd, cwd=workdir, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, errors="replace")
+    assert proc.stdout is not None
+    for line in proc.stdout:   # the harness echoes train.py's output line by line
+        say(execution_id, line)
+    code = proc.wait()
+    result = None
+    if result_path.is_file():
+        try:
+            result = json.loads(result_path.read_text())
+        except ValueError as exc:
+            result = {"status": "crash", "failure_reason": f"harness wrote an unreadable result.json: {exc}"}
+    if not isinstance(result, dict) or "status" not in result:
+        result = {"status": "crash", "failure_reason": f"harness exited {code} without a result.json"}
+    result.setdefault("job_wall_seconds", round(time.time() - started, 1))
+    result_path.write_text(json.dumps(result, indent=1))
+    if (workdir / "run.log").is_file():
+        shutil.copyfile(workdir / "run.log", out_dir / "run.log")
+    with _print_lock:
+        sys.stdout.write(f"AUTORESEARCH_RESULT {execution_id} {json.dumps(result, separators=(',', ':'))}\n")
+        sys.stdout.flush()
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--manifest", default=str(HERE / "manifest.json"))
+    args, _unknown = parser.parse_known_args(argv)   # the toolkit appends hyperparameters; ignore them
+    manifest = json.loads(Path(args.manifest).read_text())
+    preset = manifest["preset"]
+    link_channels(preset, Path(os.environ.get("AUTORESEARCH_CACHE", "/tmp/autoresearch-cache")))
+    out_root = Path(os.environ.get("SM_OUTPUT_DATA_DIR", "/opt/ml/output/data"))
+    candidates = manifest["candidates"]
+    gpus = count_gpus()
+    workers = max(1, min(gpus, len(candidates))) if gpus > 1 else 1
+    todo: queue.Queue = queue.Queue()
+    for cand in candidates:
+        todo.put(cand)
+    results: dict[str, dict] = {}
+
+    def worker(gpu: int | None) -> None:
+        while True:
+            try:
+                cand = todo.get_nowait()
+            except queue.Empty:
+                return
+            try:
+                results[cand["execution_id"]] = run_candidate(cand, preset, out_root, gpu)
+            except Exception as exc:  # a launcher bug must not hide the other candidates' results
+                results[cand["execution_id"]] = {"status": "crash", "failure_reason": f"sm_entry: {exc!r}"}
+
+    threads = [threading.Thread(target=worker, args=(i if workers > 1 else None,)) for i in range(workers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    bad = {k: v for k, v in results.items() if v.get("status") != "ok"}
+    if bad:
+        summary = "; ".join(f"{k}: {v.get('status')}: {str(v.get('failure_reason') or '')[:200]}" for k, v in bad.items())
+        failure_file = Path(os.environ.get("SM_OUTPUT_FAILURE", "/opt/ml/output/failure"))
+        try:
+            failure_file.parent.mkdir(parents=True, exist_ok=True)
+            failure_file.write_text(summary[:1000])   # SageMaker shows this as the FailureReason
+        except OSError:
+            pass
+        print(f"sm_entry: {len(bad)} of {len(results)} candidates did not finish ok: {summary}", flush=True)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

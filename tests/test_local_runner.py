@@ -1,0 +1,269 @@
+"""LocalRunner and build_workspace with real harness and stand-in train.py child processes."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from sandbox.runners.base import ExecutionSpec, Finished, Progress
+from sandbox.runners.local import LocalRunner, plan_slots
+from sandbox.workspace import WorkspaceError, build_workspace, runtime_imports
+
+REPO = Path(__file__).resolve().parents[1]
+
+# Prints `steps` progress lines `step_s` apart, optionally hangs, then reports like train.py.
+STANDIN = r'''
+import json, os, sys, time
+cfg = json.load(open("standin.json"))
+open("started", "w").write(str(os.getpid()))
+if cfg.get("dump_env"):
+    json.dump(dict(os.environ), open("env_seen.json", "w"))
+for i in range(cfg.get("steps", 2)):
+    print(f"step {i:05d} ({100*(i+1)/cfg.get('steps', 2):.1f}%) | loss: {5.0 - i:.6f} | lrm: 1.00 | "
+          f"dt: 5ms | tok/sec: 1,000 | mfu: 2.0% | epoch: 1 | remaining: 1s", flush=True)
+    time.sleep(cfg.get("step_s", 0))
+time.sleep(cfg.get("hang", 0))
+json.dump({"val_bpb": 1.5, "time_budget": 4, "preset": os.environ["AUTORESEARCH_PRESET"]},
+          open(os.environ["AUTORESEARCH_EVAL_RECORD"], "w"))
+print("---")
+for k, v in [("val_bpb", "1.500000"), ("training_seconds", "1.0"), ("total_seconds", "1.5"),
+             ("peak_vram_mb", "0.0"), ("mfu_percent", "2.00"), ("total_tokens_M", "0.0"),
+             ("num_steps", "2"), ("num_params_M", "0.1"), ("depth", "1")]:
+    print(f"{k + ':':<18}{v}")
+'''
+
+
+@pytest.fixture
+def project(tmp_path) -> Path:
+    """A stand-in project root: just the pinned prepare.py a workspace copies."""
+    proj = tmp_path / "project"
+    proj.mkdir()
+    (proj / "prepare.py").write_text("import numpy\nTIME_BUDGET = 4\n")
+    return proj
+
+
+def workspace(tmp_path: Path, project: Path, name: str, **behaviour) -> Path:
+    ws = build_workspace(tmp_path / name, STANDIN, project, {"candidate": name})
+    (ws / "standin.json").write_text(json.dumps(behaviour))
+    return ws
+
+
+def spec(ws: Path, eid: str, **kw) -> ExecutionSpec:
+    return ExecutionSpec(execution_id=eid, workspace=ws, preset="micro", **kw)
+
+
+def collect(runner: LocalRunner, ids: set[str], timeout: float = 30) -> tuple[dict, list[Progress]]:
+    finished, progress = {}, []
+    deadline = time.monotonic() + timeout
+    while set(finished) != ids:
+        assert time.monotonic() < deadline, f"timed out; finished {sorted(finished)}"
+        for event in runner.poll(timeout=0.5):
+            if isinstance(event, Finished):
+                finished[event.execution_id] = event
+            elif isinstance(event, Progress):
+                progress.append(event)
+    return finished, progress
+
+
+def wait_for(path: Path, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        assert time.monotonic() < deadline, f"{path} never appeared"
+        time.sleep(0.05)
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+# ---------------------------------------------------------------------------- workspace
+
+def test_build_workspace_contents_and_idempotence(tmp_path, project):
+    ws = build_workspace(tmp_path / "w", "import torch\nimport tiktoken\nprint('hi')\n", project,
+                         {"strategy": "moderate", "title": "deeper"})
+    assert sorted(p.name for p in ws.iterdir()) == ["candidate.json", "harness.py", "prepare.py",
+                                                      "requirements.txt", "train.py"]
+    assert (ws / "prepare.py").read_text() == (project / "prepare.py").read_text()
+    assert (ws / "harness.py").read_text() == (REPO / "sandbox" / "harness.py").read_text()
+    reqs = (ws / "requirements.txt").read_text().splitlines()
+    assert [r.split("==")[0] for r in reqs] == ["numpy", "tiktoken"]  # torch comes from the image
+    assert all("==" in r for r in reqs)  # pinned to what is installed here
+    meta = json.loads((ws / "candidate.json").read_text())
+    assert meta["title"] == "deeper" and len(meta["train_sha256"]) == 64
+    mtimes = {p.name: p.stat().st_mtime_ns for p in ws.iterdir()}
+    time.sleep(0.01)
+    assert build_workspace(tmp_path / "w", "import torch\nimport tiktoken\nprint('hi')\n", project,
+                           {"strategy": "moderate", "title": "deeper"}) == ws
+    assert {p.name: p.stat().st_mtime_ns for p in ws.iterdir()} == mtimes
+
+
+def test_build_workspace_errors(tmp_path, project):
+    with pytest.raises(WorkspaceError, match=r"prepare.py not found"):
+        build_workspace(tmp_path / "w", "x = 1\n", tmp_path / "nowhere", {})
+    with pytest.raises(WorkspaceError, match="does not parse: line 1"):
+        build_workspace(tmp_path / "w", "def (:\n", project, {})
+
+
+def test_runtime_imports_ignore_stdlib_torch_and_local_modules():
+    src = "import os, torch.nn as nn\nfrom prepare import X\nimport pyarrow.parquet\n" \
+          "def f():\n    import kernels\n    from . import y\n"
+    assert runtime_imports(src) == ["kernels", "pyarrow"]
+
+
+# ---------------------------------------------------------------------------- slots
+
+@pytest.mark.parametrize("slots,threads,gpus,cores,expected", [
+    (0, 0, [], 2, (1, 2)), (0, 0, [], 16, (4, 4)), (0, 0, [], 1, (1, 1)), (3, 0, [], 12, (3, 4)),
+    (0, 1, [], 2, (2, 1)), (0, 0, ["0", "1"], 16, (2, 8)), (2, 2, [], 2, (2, 2)),
+])
+def test_plan_slots(slots, threads, gpus, cores, expected):
+    assert plan_slots(slots, threads, gpus, cores) == expected
+
+
+def test_parallel_slots_and_full_runner_refuses(tmp_path, project):
+    runner = LocalRunner(slots=2, threads_per_slot=1, gpus=[])
+    a, b, c = (workspace(tmp_path, project, n, hang=1.0) for n in "abc")
+    runner.submit(spec(a, "a"))
+    handle = runner.submit(spec(b, "b"))
+    assert handle.startswith("local:") and runner.free_slots() == 0
+    assert sorted(runner.active()) == ["a", "b"]
+    with pytest.raises(RuntimeError, match="all 2 slots are busy"):
+        runner.submit(spec(c, "c"))
+    finished, _ = collect(runner, {"a", "b"})
+    assert all(f.result["status"] == "ok" and f.backend == "local" for f in finished.values())
+    fa, fb = finished["a"], finished["b"]
+    assert fa.started_at < fb.ended_at and fb.started_at < fa.ended_at  # they overlapped
+    assert runner.free_slots() == 2 and runner.active() == []
+    # results live per execution, so re-running one workspace does not collide
+    assert Path(fa.result["log_path"]) == a / "executions" / "a" / "run.log"
+    assert (a / "executions" / "a" / "result.json").is_file()
+
+
+def test_same_workspace_twice_concurrently(tmp_path, project):
+    runner = LocalRunner(slots=2, threads_per_slot=1, gpus=[])
+    ws = workspace(tmp_path, project, "w", hang=0.3)
+    runner.submit(spec(ws, "x/1"))
+    runner.submit(spec(ws, "x/2"))
+    finished, _ = collect(runner, {"x/1", "x/2"})
+    assert [finished[k].result["status"] for k in ("x/1", "x/2")] == ["ok", "ok"]
+    assert (ws / "executions" / "x_1" / "result.json").is_file()
+
+
+def test_progress_events(tmp_path, project):
+    runner = LocalRunner(slots=1, threads_per_slot=1, gpus=[])
+    ws = workspace(tmp_path, project, "p", steps=4, step_s=0.3)
+    runner.submit(spec(ws, "p1", label="moderate: deeper"))
+    finished, progress = collect(runner, {"p1"})
+    assert finished["p1"].result["status"] == "ok"
+    assert len(progress) >= 2  # coalesced per poll, but the steps are 0.3 s apart
+    steps = [p.step for p in progress]
+    assert steps == sorted(steps) and steps[-1] <= 3
+    first = progress[0]
+    assert first.execution_id == "p1" and first.tok_per_s == 1000.0 and first.mfu == 2.0
+    assert first.loss == pytest.approx(5.0 - first.step) and first.elapsed_s > 0
+
+
+def test_gpu_slots_pin_cuda_visible_devices(tmp_path, project):
+    runner = LocalRunner(gpus=["3", "5"], threads_per_slot=1)
+    assert runner.slots == 2
+    ws = [workspace(tmp_path, project, n, dump_env=True) for n in ("g0", "g1")]
+    runner.submit(spec(ws[0], "g0"))
+    runner.submit(spec(ws[1], "g1", env={"AUTORESEARCH_TIME_BUDGET": "4"}))
+    finished, _ = collect(runner, {"g0", "g1"})
+    seen = [json.loads((w / "env_seen.json").read_text()) for w in ws]
+    assert [s["CUDA_VISIBLE_DEVICES"] for s in seen] == ["3", "5"]
+    assert seen[1]["AUTORESEARCH_TIME_BUDGET"] == "4" and seen[0]["OMP_NUM_THREADS"] == "1"
+    assert finished["g0"].instance_type == "local-gpu3"
+
+
+def test_cancel_kills_and_reports_killed(tmp_path, project):
+    runner = LocalRunner(slots=1, threads_per_slot=1, gpus=[])
+    ws = workspace(tmp_path, project, "k", hang=600)
+    runner.submit(spec(ws, "k1"))
+    wait_for(ws / "started")
+    child = int((ws / "started").read_text())
+    runner.cancel("k1")
+    finished, _ = collect(runner, {"k1"}, timeout=20)
+    assert finished["k1"].result["status"] == "killed"
+    assert not pid_alive(child)
+    runner.cancel("k1")  # already gone: a no-op
+
+
+def test_shutdown_returns_killed_for_everything_running(tmp_path, project):
+    runner = LocalRunner(slots=2, threads_per_slot=1, gpus=[])
+    spaces = [workspace(tmp_path, project, n, hang=600) for n in ("s1", "s2")]
+    for ws in spaces:
+        runner.submit(spec(ws, ws.name))
+    for ws in spaces:
+        wait_for(ws / "started")
+    done = runner.shutdown()
+    assert sorted(f.execution_id for f in done) == ["s1", "s2"]
+    assert {f.result["status"] for f in done} == {"killed"}
+    assert runner.active() == [] and runner.poll() == []
+
+
+def test_harness_that_writes_no_result_is_a_crash(tmp_path, project):
+    runner = LocalRunner(slots=1, threads_per_slot=1, gpus=[])
+    ws = workspace(tmp_path, project, "h")
+    (ws / "harness.py").write_text("import sys; print('boom'); sys.exit(1)\n")
+    runner.submit(spec(ws, "h1"))
+    finished, _ = collect(runner, {"h1"})
+    result = finished["h1"].result
+    assert result["status"] == "crash"
+    assert result["failure_reason"] == "harness wrote no result.json (harness exit code 1)"
+    assert "boom" in result["log_tail"]
+
+
+def test_submit_needs_a_built_workspace(tmp_path):
+    runner = LocalRunner(slots=1, threads_per_slot=1, gpus=[])
+    with pytest.raises(FileNotFoundError, match="harness.py not found"):
+        runner.submit(spec(tmp_path, "x"))
+    assert runner.free_slots() == 1
+    assert runner.reattach(spec(tmp_path, "x"), "local:1") is False
+
+
+# ---------------------------------------------------------------------------- orchestrator death
+
+ORCHESTRATOR = textwrap.dedent('''
+    import sys, time
+    from pathlib import Path
+    from sandbox.runners.base import ExecutionSpec
+    from sandbox.runners.local import LocalRunner
+    runner = LocalRunner(slots=2, threads_per_slot=1, gpus=[])
+    for ws in sys.argv[1:]:
+        runner.submit(ExecutionSpec(execution_id=Path(ws).name, workspace=Path(ws), preset="micro"))
+    while True:
+        runner.poll(timeout=1.0)
+''')
+
+
+@pytest.mark.parametrize("sig,status", [(signal.SIGINT, "interrupted"), (signal.SIGTERM, "killed"),
+                                        (signal.SIGKILL, "killed")])
+def test_orchestrator_death_leaves_no_orphans(tmp_path, project, sig, status):
+    spaces = [workspace(tmp_path, project, n, hang=600) for n in ("o1", "o2")]
+    orch = subprocess.Popen([sys.executable, "-c", ORCHESTRATOR, *map(str, spaces)], cwd=REPO,
+                            env=dict(os.environ, PYTHONPATH=str(REPO)))
+    for ws in spaces:
+        wait_for(ws / "started")
+    children = [int((ws / "started").read_text()) for ws in spaces]
+    orch.send_signal(sig)
+    orch.wait(timeout=30)
+    for ws, child in zip(spaces, children):
+        result_file = ws / "executions" / ws.name / "result.json"
+        wait_for(result_file)  # after SIGKILL the harness writes it on its own (PDEATHSIG)
+        assert json.loads(result_file.read_text())["status"] == status
+        deadline = time.monotonic() + 10
+        while pid_alive(child):
+            assert time.monotonic() < deadline, f"train.py {child} outlived its orchestrator"
+            time.sleep(0.05)

@@ -1,0 +1,461 @@
+"""SageMakerRunner against moto's server on 127.0.0.1 (real boto3 over HTTP).
+
+Workspaces are real (sandbox.workspace.build_workspace) with a stand-in train.py; when a test
+"runs" a job, SageMakerSim downloads the packed sourcedir from the local S3 and really runs
+sm_entry.py -> harness.py -> train.py, then uploads output.tar.gz where SageMaker would.
+"""
+from __future__ import annotations
+
+import importlib.util
+import io
+import json
+import re
+import tarfile
+from pathlib import Path
+
+import boto3
+import pytest
+
+pytest.register_assert_rewrite("tests.aws_fixtures")   # imported below before pytest loads it as a plugin
+
+from agent.config import Settings  # noqa: E402
+from sandbox.runners import sagemaker_request as req  # noqa: E402
+from sandbox.runners.aws_clients import AWSConfigError  # noqa: E402
+from sandbox.runners.base import ExecutionSpec, Finished, Progress, Requeued  # noqa: E402
+from sandbox.runners.sagemaker import SageMakerRunner, write_dry_run_requests  # noqa: E402
+from sandbox.workspace import build_workspace  # noqa: E402
+from tests.aws_fixtures import REGION, set_job  # noqa: E402
+
+pytest_plugins = ("tests.aws_fixtures",)   # fixtures: aws_server, aws, sim
+
+PROJECT = Path(__file__).resolve().parents[1]
+IMAGE = "763104351884.dkr.ecr.us-east-1.amazonaws.com/pytorch-training:2.8.0-gpu-py312-cu129-ubuntu22.04-sagemaker"
+ROLE = "arn:aws:iam::123456789012:role/autoresearch-sagemaker"
+BUCKET = "ar-test-bucket"
+
+STANDIN = r'''
+import json, os, sys
+cfg = json.load(open("scenario.json"))
+print("cuda=" + os.environ.get("CUDA_VISIBLE_DEVICES", "-"), flush=True)
+for i in range(1, 4):
+    print(f"step {i:05d} ({33.3*i:.1f}%) | loss: {4.0 - i/10:.6f} | lrm: 1.00 | dt: 10ms | "
+          f"tok/sec: 12,345 | mfu: 1.5% | epoch: 1 | remaining: {3-i}s", flush=True)
+if cfg.get("raise"):
+    raise RuntimeError(cfg["raise"])
+val = cfg.get("val", 1.234567)
+json.dump({"val_bpb": val, "time_budget": 4, "preset": os.environ["AUTORESEARCH_PRESET"],
+           "total_nats": 1.0, "total_bytes": 2}, open(os.environ["AUTORESEARCH_EVAL_RECORD"], "w"))
+print("---")
+for k, v in {"val_bpb": f"{val:.6f}", "training_seconds": "1.0", "total_seconds": "2.0", "peak_vram_mb": "0.0",
+             "mfu_percent": "1.50", "total_tokens_M": "0.1", "num_steps": "3", "num_params_M": "0.5",
+             "depth": "2"}.items():
+    print(f"{k + ':':<18}{v}")
+'''
+
+
+class FakeClock:
+    """Time that moves only when the runner sleeps: no real waiting in tests."""
+
+    def __init__(self) -> None:
+        self.t = 1_000_000.0
+        self.sleeps: list[float] = []
+
+    def __call__(self) -> float:
+        return self.t
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.t += seconds
+
+
+def make_settings(**sm) -> Settings:
+    base = {"image_uri": IMAGE, "poll_min_s": 0, "poll_max_s": 0, "api_backoff_s": 0.01, "quota_retry_s": 30}
+    base.update(sm)
+    return Settings.model_validate({"aws": {"region": REGION, "role_arn": ROLE}, "s3": {"bucket": BUCKET},
+                                    "sagemaker": base})
+
+
+def make_spec(tmp_path: Path, execution_id: str, generation: int = 1, env: dict | None = None, **scenario) -> ExecutionSpec:
+    ws = build_workspace(tmp_path / "ws" / execution_id, STANDIN, PROJECT, {"execution_id": execution_id})
+    (ws / "scenario.json").write_text(json.dumps(scenario))
+    return ExecutionSpec(execution_id=execution_id, workspace=ws, preset="micro", label=execution_id,
+                         env=env or {}, tags={"run": "t1", "generation": str(generation), "candidate": f"c-{execution_id}"})
+
+
+def make_runner(**sm) -> tuple[SageMakerRunner, FakeClock]:
+    clock = FakeClock()
+    return SageMakerRunner(make_settings(**sm), run_tag="t1", clock=clock, sleep=clock.sleep), clock
+
+
+@pytest.fixture
+def bucket(aws):
+    boto3.client("s3", region_name=REGION, endpoint_url=aws.url).create_bucket(Bucket=BUCKET)
+    return BUCKET
+
+
+def drain(runner: SageMakerRunner, rounds: int = 5) -> list:
+    events: list = []
+    for _ in range(rounds):
+        events += runner.poll(0)
+    return events
+
+
+def finished(events: list) -> dict[str, Finished]:
+    return {e.execution_id: e for e in events if isinstance(e, Finished)}
+
+
+def created(aws, name: str | None = None) -> list[dict]:
+    calls = [c.params for c in aws.calls_of("sagemaker.CreateTrainingJob")]
+    return [p for p in calls if name is None or p["TrainingJobName"] == name]
+
+
+# ----- request contents ----------------------------------------------------------------------------
+def test_dry_run_writes_requests_and_makes_no_aws_call(aws, tmp_path):
+    specs = [make_spec(tmp_path, f"g1-e{i}") for i in range(3)]
+    paths = write_dry_run_requests(specs, make_settings(), run_tag="t1")
+    assert aws.calls == []   # AWS_ENDPOINT_URL points at the server, yet nothing reached it
+    for spec, path in zip(specs, paths):
+        assert path == spec.workspace / "create_training_job.json"
+        request = json.loads(path.read_text())
+        assert request["EnableManagedSpotTraining"] is True
+        assert request["ResourceConfig"]["InstanceType"] == "ml.g5.xlarge"
+        stop = request["StoppingCondition"]
+        assert stop["MaxWaitTimeInSeconds"] >= stop["MaxRuntimeInSeconds"] == 1800
+        metrics = {m["Name"]: m["Regex"] for m in request["AlgorithmSpecification"]["MetricDefinitions"]}
+        assert re.search(metrics["val_bpb"], "val_bpb:          0.997900").group(1) == "0.997900"
+        assert re.search(metrics["peak_vram_mb"], "peak_vram_mb:     45060.2").group(1) == "45060.2"
+        assert {"mfu_percent", "training_seconds"} <= set(metrics)
+        tags = {t["Key"]: t["Value"] for t in request["Tags"]}
+        assert tags["run"] == "t1" and tags["generation"] == "1" and tags["candidate"] == f"c-{spec.execution_id}"
+        assert request["Environment"]["AUTORESEARCH_PRESET"] == "micro"
+        assert not any(re.search("KEY|SECRET|TOKEN", k) for k in request["Environment"])
+        assert request["TrainingJobName"] == f"ar-t1-{spec.execution_id}-a1"
+
+
+def test_dry_run_needs_role_and_image_with_clear_fixes(tmp_path, monkeypatch):
+    spec = make_spec(tmp_path, "e1")
+    no_role = make_settings()
+    no_role.aws.role_arn = None
+    with pytest.raises(AWSConfigError, match="autoresearch aws setup"):
+        write_dry_run_requests([spec], no_role, run_tag="t1")
+    if importlib.util.find_spec("sagemaker") is not None:
+        pytest.skip("the sagemaker package is installed: the image resolves offline")
+    with pytest.raises(AWSConfigError, match=r"pip install 'autoresearch-at-scale\[aws\]'.*sagemaker.image_uri"):
+        write_dry_run_requests([spec], make_settings(image_uri=None), run_tag="t1")
+
+
+def test_image_uri_resolves_offline_with_the_sagemaker_package(tmp_path):
+    pytest.importorskip("sagemaker.core.image_uris")
+    request = json.loads(write_dry_run_requests([make_spec(tmp_path, "e1")], make_settings(image_uri=None),
+                                                run_tag="t1")[0].read_text())
+    assert re.match(r"\d+\.dkr\.ecr\.us-east-1\.amazonaws\.com/pytorch-training:2\.8\.0-gpu",
+                    request["AlgorithmSpecification"]["TrainingImage"])
+
+
+def test_secrets_never_reach_the_job(tmp_path):
+    runner, _ = make_runner()
+    with pytest.raises(ValueError, match="ANTHROPIC_API_KEY.*secret"):
+        runner.submit(make_spec(tmp_path, "e1", env={"ANTHROPIC_API_KEY": "sk-ant-api03-abcdefghijk"}))
+    with pytest.raises(ValueError, match="NOTE.*secret"):
+        runner.submit(make_spec(tmp_path, "e2", env={"NOTE": "AKIAABCDEFGHIJKLMNOP"}))
+    spec = make_spec(tmp_path, "e3", env={"AUTORESEARCH_TIME_BUDGET": "60"})
+    req.assert_no_secrets(req.job_environment([spec]), "ok")   # ordinary variables pass
+
+
+# ----- lifecycle -----------------------------------------------------------------------------------
+def test_completed_job_reports_progress_metrics_and_billable_time(aws, sim, bucket, tmp_path):
+    runner, _ = make_runner()
+    spec = make_spec(tmp_path, "g1-e1", val=1.111111)
+    name = runner.submit(spec)
+    assert name == "ar-t1-g1-e1-a1" and runner.active() == ["g1-e1"]
+    (request,) = created(aws)
+    assert request["RoleArn"] == ROLE and request["EnableManagedSpotTraining"] is True
+    assert request["AlgorithmSpecification"]["TrainingImage"] == IMAGE
+    assert json.loads(request["HyperParameters"]["sagemaker_program"]) == "sm_entry.py"
+    source = json.loads(request["HyperParameters"]["sagemaker_submit_directory"])
+    assert source == f"s3://{bucket}/autoresearch/runs/t1/ar-t1-g1-e1/source/sourcedir.tar.gz"
+    channels = {c["ChannelName"]: c["DataSource"]["S3DataSource"]["S3Uri"] for c in request["InputDataConfig"]}
+    assert channels == {"data": f"s3://{bucket}/autoresearch/data/micro/data/",
+                        "tokenizer": f"s3://{bucket}/autoresearch/data/micro/tokenizer/"}
+    assert request["OutputDataConfig"]["S3OutputPath"] == f"s3://{bucket}/autoresearch/runs/t1/ar-t1-g1-e1/output"
+    # the source tarball in S3 carries the launcher, the manifest and the whole workspace
+    body = boto3.client("s3", region_name=REGION).get_object(
+        Bucket=bucket, Key="autoresearch/runs/t1/ar-t1-g1-e1/source/sourcedir.tar.gz")["Body"].read()
+    names = tarfile.open(fileobj=io.BytesIO(body)).getnames()
+    assert {"sm_entry.py", "manifest.json", "requirements.txt", "candidates/g1-e1/train.py",
+            "candidates/g1-e1/harness.py", "candidates/g1-e1/prepare.py"} <= set(names)
+
+    # live progress from CloudWatch while the job trains
+    set_job(name, secondary="Training")
+    sim.put_logs(name, ["step 00001 (10.0%) | loss: 4.500000 | lrm: 1.00 | dt: 10ms | tok/sec: 1,000 | mfu: 1.0% "
+                        "| epoch: 1 | remaining: 9s", "some other line"])
+    events = runner.poll(0)
+    (prog,) = [e for e in events if isinstance(e, Progress)]
+    assert (prog.execution_id, prog.step, prog.loss, prog.pct) == ("g1-e1", 1, 4.5, 10.0)
+    assert runner.poll(0) == []   # the same line is not reported twice
+
+    proc = sim.run_container(name, billable=120, training_time=400)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    done = finished(drain(runner))["g1-e1"]
+    assert done.result["status"] == "ok" and done.result["val_bpb"] == pytest.approx(1.111111)
+    assert done.backend == "sagemaker" and done.job_id == name and done.instance_type == "ml.g5.xlarge"
+    assert done.billable_seconds == 120 and done.result["training_time_seconds"] == 400
+    assert done.started_at and done.ended_at and runner.active() == []
+
+
+def test_crashed_candidate_is_a_failure_with_its_reason(aws, sim, bucket, tmp_path):
+    runner, _ = make_runner()
+    name = runner.submit(make_spec(tmp_path, "e1", **{"raise": "exploding gradients"}))
+    proc = sim.run_container(name)
+    assert proc.returncode == 1
+    assert sim.job(name).training_job_status == "Failed"
+    done = finished(drain(runner))["e1"]
+    assert done.result["status"] == "crash"
+    assert "exploding gradients" in done.result["failure_reason"] + done.result.get("log_tail", "")
+
+
+def test_failed_job_without_output_reports_failure_reason_and_log_tail(aws, sim, bucket, tmp_path):
+    runner, _ = make_runner()
+    name = runner.submit(make_spec(tmp_path, "e1"))
+    sim.put_logs(name, ["Traceback (most recent call last):", "ImportError: no module named flash_attn"])
+    set_job(name, status="Failed", secondary="Failed", failure_reason="AlgorithmError: ExecuteUserScriptError",
+            billable=50, transitions=["Starting", "Training", "Failed"])
+    done = finished(drain(runner))["e1"]
+    assert done.result["status"] == "crash"
+    assert "ExecuteUserScriptError" in done.result["failure_reason"]
+    assert "flash_attn" in done.result["log_tail"] and done.billable_seconds == 50
+
+
+def test_completed_job_without_result_is_never_ok(aws, sim, bucket, tmp_path):
+    runner, _ = make_runner()
+    name = runner.submit(make_spec(tmp_path, "e1"))
+    set_job(name, status="Completed", secondary="Completed", billable=10)
+    done = finished(drain(runner))["e1"]
+    assert done.result["status"] == "crash" and "without a result.json" in done.result["failure_reason"]
+
+
+def test_spot_interruption_and_max_wait_requeue_under_new_names(aws, sim, bucket, tmp_path):
+    runner, _ = make_runner(max_spot_requeues=1)
+    name = runner.submit(make_spec(tmp_path, "e1"))
+    # an interruption SageMaker recovers from by itself: the loop hears about it, nothing resubmitted
+    set_job(name, secondary="Interrupted", transitions=["Starting", "Training", "Interrupted"])
+    (ev,) = runner.poll(0)
+    assert isinstance(ev, Requeued) and ev.attempt == 1 and "spot interruption" in ev.reason
+    # capacity never came back before MaxWait: a new attempt under a new name
+    set_job(name, status="Stopped", secondary="MaxWaitTimeExceeded",
+            transitions=["Starting", "Training", "Interrupted", "MaxWaitTimeExceeded"])
+    (ev,) = runner.poll(0)
+    assert isinstance(ev, Requeued) and ev.attempt == 2 and "MaxWait" in ev.reason
+    drain(runner, 1)
+    assert [c["TrainingJobName"] for c in created(aws)] == [name, "ar-t1-e1-a2"]
+    # the same happens again: requeues are used up, so it ends `interrupted`, not ok and not crash
+    set_job("ar-t1-e1-a2", status="Stopped", secondary="MaxWaitTimeExceeded",
+            transitions=["Starting", "MaxWaitTimeExceeded"])
+    done = finished(drain(runner))["e1"]
+    assert done.result["status"] == "interrupted" and "gave up after 1 requeues" in done.result["failure_reason"]
+    assert len(created(aws)) == 2
+
+
+def test_requeued_attempt_can_succeed(aws, sim, bucket, tmp_path):
+    runner, _ = make_runner()
+    name = runner.submit(make_spec(tmp_path, "e1", val=1.05))
+    set_job(name, status="Stopped", secondary="MaxWaitTimeExceeded", transitions=["Starting", "MaxWaitTimeExceeded"])
+    drain(runner, 2)
+    assert sim.run_container("ar-t1-e1-a2").returncode == 0
+    done = finished(drain(runner))["e1"]
+    assert done.result["status"] == "ok" and done.job_id == "ar-t1-e1-a2" and done.result["job_attempt"] == 2
+
+
+def test_transient_infrastructure_error_is_retried_once(aws, sim, bucket, tmp_path):
+    runner, _ = make_runner()
+    name = runner.submit(make_spec(tmp_path, "e1"))
+    set_job(name, status="Failed", secondary="Failed", failure_reason="AlgorithmError: CUDA error: unknown error")
+    (ev,) = runner.poll(0)
+    assert isinstance(ev, Requeued) and "transient" in ev.reason and ev.attempt == 2
+    drain(runner, 1)
+    set_job("ar-t1-e1-a2", status="Failed", secondary="Failed",
+            failure_reason="AlgorithmError: CUDA error: unknown error")
+    done = finished(drain(runner))["e1"]
+    assert done.result["status"] == "crash" and "CUDA error" in done.result["failure_reason"]
+    assert len(created(aws)) == 2
+
+
+def test_max_runtime_exceeded_is_a_timeout(aws, sim, bucket, tmp_path):
+    runner, _ = make_runner()
+    name = runner.submit(make_spec(tmp_path, "e1"))
+    set_job(name, status="Stopped", secondary="MaxRuntimeExceeded", transitions=["Training", "MaxRuntimeExceeded"])
+    assert finished(drain(runner))["e1"].result["status"] == "timeout"
+
+
+# ----- API pressure ---------------------------------------------------------------------------------
+def test_throttling_backs_off_with_jitter(aws, sim, bucket, tmp_path):
+    runner, clock = make_runner(api_backoff_s=1.0)
+    aws.fail("sagemaker.CreateTrainingJob", "ThrottlingException", "Rate exceeded", times=3)
+    aws.fail("sagemaker.DescribeTrainingJob", "ThrottlingException", "Rate exceeded", times=2)
+    name = runner.submit(make_spec(tmp_path, "e1"))
+    assert len(aws.calls_of("sagemaker.CreateTrainingJob")) == 4 and len(created(aws)) == 4
+    backoffs = list(clock.sleeps)
+    assert len(backoffs) == 3 and all(0 <= s <= 30 for s in backoffs)
+    set_job(name, status="Completed", secondary="Completed")
+    sim.put_output(name, {"e1": {"status": "ok", "val_bpb": 1.0}})
+    assert finished(drain(runner))["e1"].result["status"] == "ok"
+    assert len(clock.sleeps) == 5
+
+
+def test_throttling_that_outlasts_the_backoff_waits_and_retries(aws, sim, bucket, tmp_path):
+    runner, clock = make_runner(api_max_attempts=3, quota_retry_s=30)
+    aws.fail("sagemaker.CreateTrainingJob", "ThrottlingException", "Rate exceeded", times=3)
+    runner.submit(make_spec(tmp_path, "e1"))
+    assert sim.job_names() == [] and runner.active() == ["e1"]   # not a failure of the candidate
+    runner.poll(timeout=31)
+    assert sim.job_names() == ["ar-t1-e1-a1"] and len(aws.calls_of("sagemaker.CreateTrainingJob")) == 4
+
+
+def test_refused_request_stops_the_run_with_the_reason(aws, bucket, tmp_path):
+    runner, _ = make_runner()
+    aws.fail("sagemaker.CreateTrainingJob", "ValidationException", "Could not assume role", times=1)
+    with pytest.raises(AWSConfigError, match="refused: ValidationException: Could not assume role"):
+        runner.submit(make_spec(tmp_path, "e1"))
+
+
+def test_quota_exhaustion_queues_then_succeeds(aws, sim, bucket, tmp_path):
+    runner, clock = make_runner(quota_retry_s=30, poll_min_s=1, poll_max_s=8)
+    aws.fail("sagemaker.CreateTrainingJob", "ResourceLimitExceeded",
+             "The account-level service limit 'ml.g5.xlarge for spot training job usage' is 0", times=2)
+    runner.submit(make_spec(tmp_path, "e1"))
+    assert runner.active() == ["e1"] and sim.job_names() == []
+    events = runner.poll(0)
+    assert [type(e) for e in events] == [Requeued] and "waiting for quota" in events[0].reason
+    t0 = clock.t
+    assert runner.poll(timeout=100) == []          # waits, retries after 30 s, hits the limit again, waits
+    assert clock.t - t0 == pytest.approx(100, abs=0.1)
+    assert len(aws.calls_of("sagemaker.CreateTrainingJob")) == 3 and sim.job_names() == ["ar-t1-e1-a1"]
+    # nothing moved for 40 s: polling slowed down from 1 s towards 8 s instead of hammering the API
+    assert 5 <= len(aws.calls_of("sagemaker.DescribeTrainingJob")) <= 12
+    set_job("ar-t1-e1-a1", status="Completed", secondary="Completed")
+    sim.put_output("ar-t1-e1-a1", {"e1": {"status": "ok", "val_bpb": 1.0}})
+    assert finished(runner.poll(timeout=20))["e1"].result["status"] == "ok"
+
+
+def test_max_concurrent_jobs_is_respected(aws, sim, bucket, tmp_path):
+    runner, _ = make_runner(max_concurrent_jobs=2)
+    assert runner.free_slots() == 2
+    for i in range(3):
+        runner.submit(make_spec(tmp_path, f"e{i}"))
+    assert runner.free_slots() == 0
+    drain(runner, 2)
+    assert len(created(aws)) == 2
+    set_job("ar-t1-e0-a1", status="Completed", secondary="Completed")
+    sim.put_output("ar-t1-e0-a1", {"e0": {"status": "ok", "val_bpb": 1.0}})
+    events = drain(runner, 2)
+    assert "e0" in finished(events) and len(created(aws)) == 3
+
+
+def test_many_jobs_are_polled_with_one_search(aws, sim, bucket, tmp_path):
+    runner, _ = make_runner(search_above_jobs=2, max_concurrent_jobs=10)
+    for i in range(4):
+        runner.submit(make_spec(tmp_path, f"e{i}"))
+    before = len(aws.calls_of("sagemaker.DescribeTrainingJob"))
+    runner.poll(0)
+    assert len(aws.calls_of("sagemaker.Search")) == 1
+    assert len(aws.calls_of("sagemaker.DescribeTrainingJob")) == before
+    set_job("ar-t1-e2-a1", status="Completed", secondary="Completed")
+    sim.put_output("ar-t1-e2-a1", {"e2": {"status": "ok", "val_bpb": 0.9}})
+    assert finished(runner.poll(0))["e2"].result["val_bpb"] == 0.9
+
+
+# ----- packing, cancel, resume ---------------------------------------------------------------------
+def test_packed_job_runs_each_candidate_through_the_harness(aws, sim, bucket, tmp_path):
+    runner, _ = make_runner(candidates_per_job=3, instance_type="ml.g5.12xlarge")
+    specs = [make_spec(tmp_path, "e1", val=1.1), make_spec(tmp_path, "e2", **{"raise": "bad init"}),
+             make_spec(tmp_path, "e3", val=1.3)]
+    names = {runner.submit(s) for s in specs}
+    assert names == {"ar-t1-e1-a1"}
+    (request,) = created(aws)
+    assert request["StoppingCondition"]["MaxRuntimeInSeconds"] == 1800   # 3 candidates on 4 GPUs: one round
+    assert {t["Key"]: t["Value"] for t in request["Tags"]}["candidate"] == "c-e1,c-e2,c-e3"
+    proc = sim.run_container("ar-t1-e1-a1", billable=300, gpus=2)
+    assert proc.returncode == 1   # one crash fails the job ...
+    done = finished(drain(runner))
+    assert {k: v.result["status"] for k, v in done.items()} == {"e1": "ok", "e2": "crash", "e3": "ok"}
+    assert done["e1"].result["val_bpb"] == pytest.approx(1.1) and done["e3"].result["val_bpb"] == pytest.approx(1.3)
+    assert "bad init" in done["e2"].result["failure_reason"] + done["e2"].result["log_tail"]
+    assert all(f.billable_seconds == 100 for f in done.values())   # the bill is shared, not tripled
+    # one per GPU: two harnesses at a time, pinned to GPUs 0 and 1
+    assert set(re.findall(r"\] cuda=(\d)", proc.stdout)) == {"0", "1"}
+
+
+def test_partial_pack_is_sent_when_the_loop_polls(aws, bucket, tmp_path):
+    runner, _ = make_runner(candidates_per_job=4)
+    runner.submit(make_spec(tmp_path, "e1"))
+    runner.submit(make_spec(tmp_path, "e2"))
+    assert created(aws) == []
+    runner.poll(0)
+    (request,) = created(aws)
+    assert json.loads(request["HyperParameters"]["sagemaker_submit_directory"]).endswith("ar-t1-e1/source/sourcedir.tar.gz")
+
+
+def test_cancel_stops_the_job_and_reports_killed(aws, sim, bucket, tmp_path):
+    def stop(params):
+        set_job(params["TrainingJobName"], status="Stopped", secondary="Stopped", billable=33)
+        return 200, {}
+
+    aws.handle("sagemaker.StopTrainingJob", stop)
+    runner, _ = make_runner()
+    runner.submit(make_spec(tmp_path, "e1"))
+    runner.submit(make_spec(tmp_path, "e2"))
+    runner.cancel("e1")
+    assert [c.params["TrainingJobName"] for c in aws.calls_of("sagemaker.StopTrainingJob")] == ["ar-t1-e1-a1"]
+    done = finished(drain(runner))
+    assert done["e1"].result["status"] == "killed" and done["e1"].billable_seconds == 33
+    assert runner.active() == ["e2"]
+    (left,) = runner.shutdown()
+    assert left.execution_id == "e2" and left.result["status"] == "killed"
+    assert len(aws.calls_of("sagemaker.StopTrainingJob")) == 2 and runner.active() == []
+
+
+def test_resume_reattaches_to_running_jobs_by_name(aws, sim, bucket, tmp_path):
+    first, _ = make_runner()
+    spec = make_spec(tmp_path, "e1", val=1.2)
+    name = first.submit(spec)
+    set_job(name, status="Stopped", secondary="MaxWaitTimeExceeded", transitions=["MaxWaitTimeExceeded"])
+    drain(first, 2)                                 # requeued as -a2; then the orchestrator "dies"
+    second, _ = make_runner()
+    assert second.reattach(spec, name) is True      # memory knew only -a1: the newest attempt is followed
+    assert second.reattach(make_spec(tmp_path, "ghost"), "ar-t1-ghost-a1") is False
+    assert second.active() == ["e1"]
+    assert sim.run_container("ar-t1-e1-a2").returncode == 0
+    done = finished(drain(second))["e1"]
+    assert done.result["status"] == "ok" and done.job_id == "ar-t1-e1-a2"
+    assert len(created(aws)) == 2                   # re-attaching created nothing
+
+
+# ----- the real experiment through the job layout -------------------------------------------------
+def test_real_train_py_runs_through_upload_channels_and_sm_entry(aws, sim, bucket, tmp_path, monkeypatch):
+    """prepare.py (micro) -> upload_prepared -> runner -> sourcedir in S3 -> channels downloaded ->
+    sm_entry.py -> harness.py -> the project's real train.py -> output.tar.gz -> Finished ok."""
+    import subprocess
+    import sys
+
+    from agent.aws_setup import upload_prepared
+
+    cache = tmp_path / "local-cache"
+    monkeypatch.setenv("AUTORESEARCH_CACHE", str(cache))
+    prep = subprocess.run([sys.executable, "prepare.py", "--preset", "micro"], cwd=PROJECT, capture_output=True,
+                          text=True, timeout=120)
+    assert prep.returncode == 0, prep.stdout + prep.stderr
+    settings = make_settings()
+    assert "uploaded" in upload_prepared(settings, "micro")[0]
+    ws = build_workspace(tmp_path / "ws-real", (PROJECT / "train.py").read_text(), PROJECT, {"execution_id": "real"})
+    spec = ExecutionSpec("real", ws, "micro", tags={"run": "t1", "generation": "0", "candidate": "baseline"})
+    clock = FakeClock()
+    runner = SageMakerRunner(settings, run_tag="t1", clock=clock, sleep=clock.sleep)
+    name = runner.submit(spec)
+    proc = sim.run_container(name, billable=200, training_time=500, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    done = finished(drain(runner))["real"]
+    assert done.result["status"] == "ok", done.result.get("failure_reason")
+    assert 0 < done.result["val_bpb"] < 20 and done.result["num_steps"] >= 1
+    assert done.result["eval_record"]["preset"] == "micro"
+    assert re.search(r"^\[real\] step \d+ \(", proc.stdout, re.M)   # train.py's progress reached the job log
+    assert re.search(r"^\[real\] val_bpb:\s+\d", proc.stdout, re.M)     # what the MetricDefinitions scrape
