@@ -447,8 +447,13 @@ PEAK_FLOPS = {"H100": 989.5e12, "H200": 989.5e12, "A100": 312e12, "L40S": 362e12
 
 def main():
     t_start = time.time()
+    # CPU threads: OMP_NUM_THREADS when given (a harness running N slots on C cores should pass
+    # C // N); micro defaults to 1 thread: its matrices are too small to gain from more, and
+    # oversubscribed cores (tests running in parallel) make multi-threaded steps 5-30x slower.
     if os.environ.get("OMP_NUM_THREADS"):
         torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+    elif PRESET == "micro":
+        torch.set_num_threads(1)
     torch.manual_seed(SEED)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     use_cuda = device.type == "cuda"

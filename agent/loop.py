@@ -281,8 +281,8 @@ def ensure_baseline(ctx, view: LiveView | None = None) -> None:
     if mem.incumbent_id() is None:
         mem.set_state("incumbent", cid)
     pending = [e for e in mem.executions(generation=0) if e["status"] in ("pending", "running")]
+    _promote(ctx, 0, cid)       # before the phase is marked: a kill in between re-does it (idempotent)
     set_phase(mem, 0, phase="selected", incumbent=cid, complete=not pending)
-    _promote(ctx, 0, cid)
     mem.log_event("selected", {"generation": 0, "incumbent": cid, "val_bpb": _mean(bpbs)}, 0)
     _emit(ctx, "selected", generation=0, previous=None, incumbent=cid, changed=True,
           incumbent_val_bpb=_mean(bpbs), sigma=mem.noise_sigma(), decisions={})
@@ -404,8 +404,10 @@ def select_generation(ctx, generation: int, start_incumbent: str, view: LiveView
     if not mem.val_bpbs(start_incumbent, preset=ctx.preset):
         raise NoResultError(f"incumbent {start_incumbent} has no ok run to compare against")
     decisions = _decide_all(ctx, generation, start_incumbent)
+    # a marginal winner gets one confirmation run (a new attempt if the earlier one was lost/killed)
     marginal = [cid for cid, d in decisions.items() if d.verdict == "confirm"
-                and not mem.executions(generation=generation, candidate_id=cid, kind="confirmation")]
+                and not any(e["status"] not in INEFFECTIVE for e in
+                            mem.executions(generation=generation, candidate_id=cid, kind="confirmation"))]
     if marginal:
         ids = []
         for cid in marginal:
@@ -425,12 +427,14 @@ def select_generation(ctx, generation: int, start_incumbent: str, view: LiveView
     new_incumbent = winner.candidate_id if winner else start_incumbent
     if new_incumbent != previous:
         mem.set_state("incumbent", new_incumbent)
-    unfinished = [e for e in mem.executions(generation=generation) if e["status"] in ("pending", "running")]
     accepted = [c for c in mem.candidates(generation=generation, check_status="accepted")]
+    counted = {c["id"] for c in accepted} | {start_incumbent}     # a dropped candidate's leftovers do not count
+    unfinished = [e for e in mem.executions(generation=generation)
+                  if e["status"] in ("pending", "running") and e["candidate_id"] in counted]
     complete = not unfinished and len(_judgeable(mem, generation)) + _never_ran(mem, generation) >= len(accepted)
+    _promote(ctx, generation, new_incumbent)   # before the phase is marked: a kill in between re-does it
     set_phase(mem, generation, phase="selected", incumbent=start_incumbent, winner=new_incumbent,
               complete=complete)
-    _promote(ctx, generation, new_incumbent)
     inc_bpbs = mem.val_bpbs(new_incumbent, preset=ctx.preset)
     summary = {"generation": generation, "previous": previous, "incumbent": new_incumbent,
                "changed": new_incumbent != previous, "incumbent_val_bpb": _mean(inc_bpbs),

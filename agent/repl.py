@@ -250,11 +250,9 @@ class ResearchRepl(cmd.Cmd):
             return self.ctx.proposer
         if self._llm is None:
             from agent.proposers.factory import make_proposer
-            prompts_dir = self.ctx.project_dir / "prompts"
-            if not prompts_dir.is_dir():    # the templates shipped with the package
-                prompts_dir = Path(__file__).resolve().parents[1] / "prompts"
+            from agent.run_context import prompts_dir_for
             self._llm = make_proposer("llm", self.ctx.settings, memory=self.memory, console=self.console,
-                                      prompts_dir=prompts_dir)
+                                      prompts_dir=prompts_dir_for(self.ctx.project_dir))
         return self._llm if hasattr(self._llm, "propose_from_idea") else None
 
     def _request(self, incumbent: dict, generation: int):

@@ -253,7 +253,8 @@ def run_executions(ctx, execution_ids: list[str], *, live: bool = True,
                    view: LiveView | None = None) -> list[dict]:
     """Run the given executions to the end (see the module docstring). Raises KeyboardInterrupt
     after recording the executions it stopped as `killed`. `ctx.last_schedule` says what was left
-    undone (budget, deadline)."""
+    undone (budget, deadline). `live=False`: plain lines instead of the rich live table; `view`:
+    an open LiveView to reuse (the autopilot keeps one for the whole run)."""
     outcome = ScheduleOutcome()
     ctx.last_schedule = outcome
     if not execution_ids:

@@ -6,13 +6,17 @@ import json
 import math
 import os
 import sys
-import types
 from pathlib import Path
 
 import pytest
 from rich.console import Console
 
 from agent.run_one import RunOneError, load_prepare_module, prepare_data, run_one
+
+pytest.register_assert_rewrite("tests.aws_fixtures")   # imported below before pytest loads it as a plugin
+from tests.aws_fixtures import REGION  # noqa: E402
+
+pytest_plugins = ("tests.aws_fixtures",)   # fixtures: aws_server, aws
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -100,16 +104,22 @@ def test_prepare_rejects_unknown_preset():
         prepare_data("huge", project_dir=REPO, console=quiet_console())
 
 
-def test_prepare_upload_calls_the_aws_hook(use_cache, monkeypatch):
-    calls = []
-    hook = types.ModuleType("agent.aws_setup")
-    hook.upload_prepared = lambda preset, **kw: calls.append((preset, kw)) or f"s3://b/{preset}"
-    monkeypatch.setitem(sys.modules, "agent.aws_setup", hook)
-    info = prepare_data("micro", upload=True, project_dir=REPO, settings="S", console=quiet_console())
-    assert calls == [("micro", {"settings": "S"})] and info["upload"] == "s3://b/micro"
+def test_prepare_upload_puts_data_and_tokenizer_in_the_run_bucket(use_cache, aws):
+    """`autoresearch prepare --upload`: the real upload against moto's S3 on 127.0.0.1."""
+    import boto3
+    from agent.aws_setup import aws_setup
+    from agent.config import Settings
+    settings = Settings.model_validate({"aws": {"region": REGION}, "s3": {"bucket": "ar-upload"}})
+    aws_setup(settings, upload=False)                       # role + bucket
+    info = prepare_data("micro", upload=True, project_dir=REPO, settings=settings, console=quiet_console())
+    assert info["upload"] and "uploaded" in info["upload"][0]
+    keys = [o["Key"] for o in boto3.client("s3").list_objects_v2(Bucket="ar-upload")["Contents"]]
+    assert any(k.endswith("micro/tokenizer/tokenizer.pkl") for k in keys)
+    assert any("micro/data/" in k and k.endswith(".parquet") for k in keys)
+    again = prepare_data("micro", upload=True, project_dir=REPO, settings=settings, console=quiet_console())
+    assert "uploaded 0 files" in again["upload"][0]          # idempotent: unchanged files are skipped
 
 
-def test_prepare_upload_without_the_aws_hook_is_a_clear_error(use_cache, monkeypatch):
-    monkeypatch.setitem(sys.modules, "agent.aws_setup", None)  # import fails
-    with pytest.raises(RunOneError, match="--upload needs agent.aws_setup.upload_prepared"):
+def test_prepare_upload_without_settings_is_a_clear_error(use_cache):
+    with pytest.raises(RunOneError, match="needs the AWS settings"):
         prepare_data("micro", upload=True, project_dir=REPO, console=quiet_console())

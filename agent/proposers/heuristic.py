@@ -400,31 +400,36 @@ class HeuristicProposer:
         changes: dict[str, object] = {}
         if name == "DEPTH":
             changes[name] = old + rng.choice((-2, -1, 1, 2))
-            why = "trading depth against time per step within the fixed budget"
+            claim = f"a {'deeper' if changes[name] > old else 'shallower'} model uses the fixed time budget better"
         elif name == "ASPECT_RATIO":
             changes[name] = rng.choice([a for a in ASPECT_CHOICES if a != old])
-            why = "a different width changes capacity against steps per second"
+            claim = (f"a {'wider' if changes[name] > old else 'narrower'} model balances capacity against "
+                     "steps per second better")
         elif name == "TOTAL_BATCH_SIZE":
             changes[name] = rng.choice(_pow2_neighbors(old, *lim["batch"]) or [old])
-            why = "a different batch trades gradient noise against the number of optimizer steps"
+            claim = (f"a {'larger' if changes[name] > old else 'smaller'} batch trades gradient noise against "
+                     "the number of optimizer steps better")
         elif name == "DEVICE_BATCH_SIZE":
             lo, hi = lim["device_batch"]
             changes[name] = rng.choice([v for v in (old // 2, old * 2) if lo <= v <= hi] or [old])
             total = knobs.get("TOTAL_BATCH_SIZE")
             if isinstance(total, int) and total % (changes[name] * seq_len):
-                changes["TOTAL_BATCH_SIZE"] = changes[name] * seq_len
-            why = "a different micro-batch changes throughput at the same optimisation"
+                changes["TOTAL_BATCH_SIZE"] = changes[name] * seq_len   # keep the divisibility contract
+            claim = (f"a {'larger' if changes[name] > old else 'smaller'} micro-batch raises throughput "
+                     "at the same optimisation")
         elif name == "HEAD_DIM":
             changes[name] = rng.choice([h for h in lim["head_dims"] if h != old] or [old])
-            why = "more, smaller heads or fewer, larger ones change what attention can represent"
+            claim = (f"{'fewer, larger' if changes[name] > old else 'more, smaller'} attention heads "
+                     "model the data better")
         else:
             changes[name] = rng.choice([w for w in WINDOW_CHOICES if w != old])
-            why = "the share of full-context layers trades long-range modelling against attention cost"
+            claim = ("a different share of full-context layers balances long-range modelling against "
+                     "attention cost better")
         changes = {k: v for k, v in changes.items() if v != knobs.get(k)}
         if not changes:
             return None
         return Draft("moderate", changes, _describe(knobs, changes),
-                     f"{why_prefix}The structural change tests whether {why} helps at this budget.", parents)
+                     f"{why_prefix}Changing {name} tests whether {claim}.", parents)
 
     # ------------------------------------------------------------------ aggressive
     def _aggressive(self, rng, knobs: KnobBlock, seq_len, parents) -> Draft | None:
@@ -487,19 +492,18 @@ class HeuristicProposer:
         parents = [p for p in request.recent if p.edits and p.candidate_id != request.incumbent_id]
         pairs = [(a, b) for i, a in enumerate(parents) for b in parents[i + 1:]]
         pairs.sort(key=lambda ab: (_score(ab[0]) + _score(ab[1])))
-        for a, b in pairs[:6]:   # the best few pairs; later attempts fall through to moderate
+        pairs = pairs[:6]          # the best few pairs
+        for offset in range(len(pairs)):
+            # retries walk down the pairs; odd tries carry the knob changes alone
+            a, b = pairs[(attempt // 2 + offset) % len(pairs)]
             changes = _parent_changes(b, knobs.preset)
             changes.update(_parent_changes(a, knobs.preset))        # the better parent wins conflicts
             changes = {k: v for k, v in changes.items() if k in knobs and v != knobs.get(k)}
-            extra = _code_edits(a) + _code_edits(b)
-            if attempt % 2:
-                extra = []          # every other try: the knob changes alone
+            extra = [] if attempt % 2 else _code_edits(a) + _code_edits(b)
             if not changes and not extra:
                 continue
             if Shape(knobs, seq_len, changes).problems() or not _schedule_ok(knobs, changes):
                 continue
-            if attempt >= 2 and pairs.index((a, b)) < attempt // 2:
-                continue            # on retries, walk down the list of pairs
             title = f"cross {a.candidate_id} x {b.candidate_id}"
             if changes:
                 title += f": {_describe(knobs, changes)}"

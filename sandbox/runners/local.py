@@ -19,6 +19,7 @@ import json
 import os
 import queue
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -36,15 +37,21 @@ TAIL_INTERVAL_S = 0.2        # how often run.log is read for progress
 
 
 def visible_gpus() -> list[str]:
-    """GPU ids this process may use: CUDA_VISIBLE_DEVICES when set, else torch's count."""
+    """GPU ids this process may use: CUDA_VISIBLE_DEVICES when set, else what `nvidia-smi -L` lists.
+
+    Not torch.cuda.device_count(): importing torch costs the orchestrator ~200 MB and makes every
+    submit slower, and the orchestrator itself never touches a GPU."""
     env = os.environ.get("CUDA_VISIBLE_DEVICES")
     if env is not None:
         return [g.strip() for g in env.split(",") if g.strip() and g.strip() != "-1"]
-    try:
-        import torch
-        return [str(i) for i in range(torch.cuda.device_count())]
-    except Exception:  # no torch, or a broken driver: no GPUs
+    smi = shutil.which("nvidia-smi")
+    if not smi:
         return []
+    try:
+        out = subprocess.run([smi, "-L"], capture_output=True, text=True, timeout=10).stdout
+    except (OSError, subprocess.SubprocessError):  # a broken driver: no GPUs
+        return []
+    return [str(i) for i, line in enumerate(l for l in out.splitlines() if l.startswith("GPU "))]
 
 
 def available_cores() -> int:
