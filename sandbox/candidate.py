@@ -3,9 +3,10 @@
 Order of the gates, cheapest and most specific first:
 1. `edit-apply`  the edits apply to the incumbent (sandbox/edits.py);
 2. `no-change`   the result differs from the incumbent by more than comments/formatting;
-3. a check rule  the integrity checker accepts it (sandbox/check.py; the first rule is the
-                 headline, the message lists every violation);
-4. `duplicate`   its fingerprint was not tried before in this run (unless allow_duplicate).
+3. `duplicate`   its fingerprint was not tried before in this run (unless allow_duplicate); an
+                 exact repeat already has its verdict in memory, so it is not checked again;
+4. a check rule  the integrity checker accepts it (sandbox/check.py; the first rule is the
+                 headline, the message lists every violation).
 """
 from __future__ import annotations
 
@@ -45,11 +46,11 @@ def build_candidate(incumbent_source: str, edits: list[dict], seen_fingerprints:
     if fp == _incumbent_fingerprint(incumbent_source):
         return CandidateCheck(False, None, result.diff, fp, "no-change",
                               "the edits change only comments, formatting or docstrings; nothing to run")
+    if not allow_duplicate and seen_fingerprints and fp in seen_fingerprints:
+        return CandidateCheck(False, None, result.diff, fp, "duplicate",
+                              "an identical train.py (up to comments and formatting) was already tried in this run")
     violations = check_source(result.source, incumbent_source if baseline_source is None else baseline_source)
     if violations:
         message = "; ".join(f"{v.rule}: {v.message}" + (f" (line {v.line})" if v.line else "") for v in violations)
         return CandidateCheck(False, None, result.diff, fp, violations[0].rule, message, violations)
-    if not allow_duplicate and seen_fingerprints and fp in seen_fingerprints:
-        return CandidateCheck(False, None, result.diff, fp, "duplicate",
-                              "an identical train.py (up to comments and formatting) was already tried in this run")
     return CandidateCheck(True, result.source, result.diff, fp, None, None)

@@ -45,25 +45,57 @@ Rule ids (stable; memory and prompts refer to them):
                        relative and has no `..`; anything else (absolute, `~`, `..`, computed) is
                        rejected for open() in w/a/x/+ modes, os.remove/rename/makedirs/chdir/...,
                        Path.write_text/unlink/..., torch.save, numpy.save*, logging file handlers.
-                       Reading any file is fine.
+                       Inside the folder, the files the harness owns are off limits too
+                       (.harness/ with the evaluator record, result.json, run.log, prepare.py,
+                       harness.py, ...: WORKSPACE_FILES). Reading any file is fine.
 - `process-network`    no os.system/popen/exec*/spawn*/fork/kill/posix_spawn (the process modules
                        themselves are import-not-allowed).
 - `evaluation`         evaluate_bpb(...) is still called from code that runs (module level, or a
                        function reachable from it), and the summary is still printed: `---`
                        and the keys val_bpb, training_seconds, total_seconds, peak_vram_mb,
-                       mfu_percent, total_tokens_M, num_steps, num_params_M, depth.
+                       mfu_percent, total_tokens_M, num_steps, num_params_M, depth. Also: the
+                       library functions evaluate_bpb's loss goes through are not monkeypatched
+                       (assigning, setattr or del of `torch.nn.functional.*`, `torch.Tensor.*`,
+                       `torch.nn.Module.*` and torch's loss/reduction functions; see
+                       MONKEYPATCH_TARGETS). Reading or aliasing them (`ce = F.cross_entropy`) is fine.
 
-Built on Python's `ast` rather than libcst: the checker only reads the tree, `ast` gives line
-numbers without a metadata pass, it is exactly what the interpreter will run, and it is about
-10x faster (a proposer checks hundreds of drafts per generation).
+What a static check cannot see (the limits, stated so nobody relies on them):
+- evaluate_bpb sums the per-token loss that the candidate's own `model(x, y, reduction="none")`
+  returns (as upstream does). A forward that returns a smaller loss in that mode is a change of
+  the candidate's own code, indistinguishable here from a legitimate architecture change. The
+  monkeypatch rule closes the cheap global route (`F.cross_entropy = ...` before evaluation), not
+  this one; noise-aware selection, confirmation re-runs and reading the winning diff do.
+- The printed summary is cross-checked at run time, not here: the harness compares the printed
+  val_bpb with the evaluator record that evaluate_bpb writes, and bounds the wall clock; a file
+  that calls evaluate_bpb but prints a made-up number passes this checker and is `rejected` by
+  the harness (and by sandbox/preflight.py before any cloud money is spent).
+
+Built on libcst, the library the proposers edit train.py with: the checker reads the same
+concrete tree those edits produce (comments, strings and parentheses exactly as written, so
+messages quote the candidate's own text), and line numbers are positions in the original text.
+One `libcst.parse_module`, one `CSTVisitor` pass; positions (`MetadataWrapper` +
+`PositionProvider`, the only metadata used) are resolved only when there is a violation to place,
+because an accepted file needs none and the provider costs about as much as the parse. libcst
+accepts some code the running interpreter rejects (and the reverse), so the file is also
+`compile()`d: the `syntax` rule reports what Python itself says. Timings on a 2-core box
+(benchmarks/bench_check.py): ~60 ms for an accepted train.py, ~135 ms for a rejected one (the
+positions), ~8 ms for a number-only edit of an accepted file (the acceptance memo, below).
 """
 from __future__ import annotations
 
-import ast
+import io
 import sys
+import threading
+import tokenize
+import warnings
+from collections import OrderedDict
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import Iterator
+
+import libcst as cst
+from libcst.metadata import MetadataWrapper, PositionProvider
 
 RULES: dict[str, str] = {
     "syntax": "the file must parse and compile",
@@ -129,6 +161,17 @@ PROCESS_CALLS = frozenset({"system", "popen", "execl", "execle", "execlp", "exec
 DATA_MARKERS = ("climbmix", ".cache/autoresearch", "AUTORESEARCH", "shard_", ".parquet", "/opt/ml/input")
 VAL_SPLITS = frozenset({"val", "valid", "validation", "test"})
 
+# Library code that evaluate_bpb's number flows through (the model's forward calls it with
+# reduction="none"). Replacing it globally changes the measurement for every model, so a
+# candidate may call, read and alias these, never assign them. Prefixes cover whole namespaces
+# that hold only functions and methods (torch's configuration flags live elsewhere:
+# torch.backends.*, torch._dynamo.config.*, which stay assignable).
+MONKEYPATCH_PREFIXES = ("torch.nn.functional.", "torch.Tensor.", "torch.nn.Module.", "torch.nn.modules.")
+MONKEYPATCH_TARGETS = frozenset(f"torch.{name}" for name in (
+    "cross_entropy", "log_softmax", "softmax", "logsumexp", "nll_loss", "gather", "where", "sum",
+    "mean", "tanh", "log", "exp", "zeros_like", "no_grad", "autocast", "nn.CrossEntropyLoss",
+    "nn.functional", "Tensor", "nn.Module", "tensor"))
+
 _WRITE_MODE_CHARS = set("wax+")
 # dotted callee -> (positional index, keyword) of each path argument that must stay inside.
 _PATH_CALLS: dict[str, tuple[tuple[int, str], ...]] = {
@@ -151,6 +194,11 @@ _PATH_WRITE_METHODS = frozenset({"write_text", "write_bytes", "touch", "unlink",
                                  "symlink_to", "hardlink_to", "chmod", "lchmod"})
 _PATH_CTORS = frozenset({"Path", "pathlib.Path", "PurePath", "pathlib.PurePath", "PosixPath",
                          "pathlib.PosixPath", "os.path.join"})
+_ENVIRON = ("os.environ", "os.environb")
+# What the workspace holds besides the candidate's own outputs (sandbox/workspace.py, harness.py):
+# writing .harness/eval_record.json after evaluate_bpb could forge the score the harness checks.
+WORKSPACE_FILES = frozenset({".harness", "result.json", "run.log", "prepare.py", "harness.py",
+                             "candidate.json", "requirements.txt", "train.py", "__pycache__"})
 
 
 @dataclass(frozen=True)
@@ -170,22 +218,163 @@ class _Baseline:
     prepare_names: frozenset[str]    # names it imports from prepare
 
 
+# ---------------------------------------------------------------------------------------- tree helpers
+
+def _dotted_name(node: cst.BaseExpression | None) -> str | None:
+    """`a.b.c` of a Name/Attribute chain as written (import statements); None otherwise."""
+    if isinstance(node, cst.Name):
+        return node.value
+    if isinstance(node, cst.Attribute):
+        base = _dotted_name(node.value)
+        return f"{base}.{node.attr.value}" if base else None
+    return None
+
+
+def _statements(body) -> Iterator[cst.CSTNode]:
+    """Every statement (compound and small) under a module or suite, at any depth. Imports and
+    assignments are statements, so this is all the pre-pass needs, and far cheaper than a visit."""
+    stack = list(reversed(body))
+    while stack:
+        node = stack.pop()
+        yield node
+        if isinstance(node, cst.SimpleStatementLine):
+            stack.extend(reversed(node.body))
+            continue
+        if not isinstance(node, cst.BaseCompoundStatement):
+            continue
+        suite = getattr(node, "body", None)      # Match has cases only
+        children = list(suite.body) if suite is not None else []
+        for clause in (*getattr(node, "handlers", ()), *getattr(node, "cases", ())):
+            children += clause.body.body
+        orelse = getattr(node, "orelse", None)
+        if isinstance(orelse, cst.If):
+            children.append(orelse)          # elif: a statement of its own
+        elif orelse is not None:
+            children += orelse.body.body
+        final = getattr(node, "finalbody", None)
+        if final is not None:
+            children += final.body.body
+        stack.extend(reversed(children))
+
+
+def _module_assignments(module: cst.Module) -> Iterator[tuple[list, cst.BaseExpression | None]]:
+    """(targets, value) of each module-level statement that binds names (for loops count too)."""
+    for line in module.body:
+        if isinstance(line, cst.For):
+            yield [line.target], None
+        elif isinstance(line, cst.SimpleStatementLine):
+            for stmt in line.body:
+                if isinstance(stmt, cst.Assign):
+                    yield [t.target for t in stmt.targets], stmt.value
+                elif isinstance(stmt, (cst.AnnAssign, cst.AugAssign)):
+                    yield [stmt.target], stmt.value
+
+
+def _literal(node: cst.CSTNode | None) -> str | bytes | None:
+    """Value of a plain string literal ('a', b'a', implicit 'a' 'b'); None for anything else.
+    Implicit concatenations are folded iteratively: libcst nests them one level per piece, and a
+    long one would exhaust the recursion of libcst's own `evaluated_value`."""
+    if isinstance(node, cst.SimpleString):
+        return node.evaluated_value
+    if not isinstance(node, cst.ConcatenatedString):
+        return None
+    pieces = []
+    while isinstance(node, cst.ConcatenatedString):
+        pieces.append(node.left)
+        node = node.right
+    pieces.append(node)
+    if not all(isinstance(piece, cst.SimpleString) for piece in pieces):
+        return None   # an f-string piece: not a plain literal
+    values = [piece.evaluated_value for piece in pieces]
+    if all(isinstance(v, str) for v in values):
+        return "".join(values)
+    if all(isinstance(v, bytes) for v in values):
+        return b"".join(values)
+    return None   # str mixed with bytes: compile() rejects it anyway
+
+
+def _string_value(node: cst.CSTNode | None) -> str | None:
+    """Value of a string expression built only from literals ("a" + "b" is folded)."""
+    if isinstance(node, cst.BinaryOperation):
+        if not isinstance(node.operator, cst.Add):
+            return None
+        left, right = _string_value(node.left), _string_value(node.right)
+        return left + right if left is not None and right is not None else None
+    value = _literal(node)
+    return value if isinstance(value, str) else None
+
+
+def _unsafe_piece(text: str) -> bool:
+    """A literal path piece that leaves the candidate's folder (absolute, ~, drive, ..)."""
+    if not text or text.startswith(("/", "\\", "~")) or (len(text) > 1 and text[1] == ":"):
+        return True
+    return ".." in text.replace("\\", "/").split("/")
+
+
+def _first_component(pieces: list[str]) -> str | None:
+    for piece in pieces:
+        for part in piece.replace("\\", "/").split("/"):
+            if part not in ("", "."):
+                return part
+    return None
+
+
+def _fstring_text(raw: str, is_raw: bool) -> str:
+    """A literal piece of an f-string as the interpreter sees it (escapes decoded, {{ -> {)."""
+    text = raw.replace("{{", "{").replace("}}", "}")
+    if is_raw or "\\" not in text:
+        return text
+    try:  # non-latin-1 characters become \\u escapes first, so unicode_escape keeps them
+        return text.encode("latin-1", "backslashreplace").decode("unicode_escape")
+    except UnicodeDecodeError:
+        return text
+
+
+def _positional(call: cst.Call) -> list[cst.Arg]:
+    """Positional arguments, `*args` included (as ast's Call.args)."""
+    return [a for a in call.args if a.keyword is None and a.star != "**"]
+
+
+def _arg(call: cst.Call, index: int, keyword: str) -> cst.BaseExpression | None:
+    positional = _positional(call)
+    if len(positional) > index and not any(a.star for a in positional[:index + 1]):
+        return positional[index].value
+    for a in call.args:
+        if a.keyword is not None and a.keyword.value == keyword:
+            return a.value
+    return None
+
+
+def _targets(node: cst.BaseExpression) -> Iterator[cst.BaseExpression]:
+    """The Name/Attribute/Subscript nodes an assignment target binds (tuples unpacked)."""
+    if isinstance(node, (cst.Tuple, cst.List)):
+        for element in node.elements:
+            yield from _targets(element.value)
+    elif isinstance(node, cst.StarredElement):
+        yield from _targets(node.value)
+    else:
+        yield node
+
+
+# ---------------------------------------------------------------------------------------- policy
+
 @lru_cache(maxsize=8)
 def _baseline_policy(baseline_source: str | None) -> _Baseline:
     if baseline_source is None:
         return _Baseline(frozenset(), DEFAULT_PREPARE_IMPORTS)
     try:
-        tree = ast.parse(baseline_source)
-    except (SyntaxError, ValueError) as exc:
-        raise ValueError(f"baseline train.py does not parse: {exc}") from None
+        module = cst.parse_module(baseline_source)
+    except cst.ParserSyntaxError as exc:
+        raise ValueError(f"baseline train.py does not parse: {exc.message}") from None
     modules, names = set(), set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            modules.update(a.name.split(".")[0] for a in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
-            top = node.module.split(".")[0]
+    for node in _statements(module.body):
+        if isinstance(node, cst.Import):
+            modules.update(a.evaluated_name.split(".")[0] for a in node.names)
+        elif isinstance(node, cst.ImportFrom) and node.module is not None and not node.relative:
+            top = _dotted_name(node.module).split(".")[0]
             if top == PREPARE_MODULE:
-                names.update(a.name for a in node.names)
+                if not isinstance(node.names, cst.ImportStar):
+                    names.update(a.evaluated_name for a in node.names)
             else:
                 modules.add(top)
     modules.discard(PREPARE_MODULE)
@@ -206,167 +395,254 @@ def _module_denial(top: str, baseline: _Baseline) -> str | None:
             f"and {', '.join(sorted(TRAINING_PACKAGES))}")
 
 
-def _safe_path(node: ast.AST) -> bool:
-    """True when `node` is provably a path inside the candidate's folder (see file-write)."""
-    if isinstance(node, ast.Constant) and isinstance(node.value, (str, bytes)):
-        text = node.value.decode(errors="replace") if isinstance(node.value, bytes) else node.value
-        if not text or text.startswith(("/", "\\", "~")) or (len(text) > 1 and text[1] == ":"):
-            return False
-        return ".." not in text.replace("\\", "/").split("/")
-    if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Div):
-        return _safe_path(node.left) and _safe_path(node.right)
-    return False
+def _monkeypatched(dotted: str | None) -> bool:
+    return bool(dotted) and (dotted in MONKEYPATCH_TARGETS or dotted.startswith(MONKEYPATCH_PREFIXES))
 
 
-def _string_value(node: ast.AST) -> str | None:
-    """Value of a string expression built only from literals ("a" + "b" is folded)."""
-    if isinstance(node, ast.Constant) and isinstance(node.value, str):
-        return node.value
-    if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Add):
-        left, right = _string_value(node.left), _string_value(node.right)
-        if left is not None and right is not None:
-            return left + right
-    return None
+# ---------------------------------------------------------------------------------------- the visitor
+
+_STORE, _DEL = "store", "del"
+_RECURSION_LIMIT = 20_000
+_UNSEEN = object()
 
 
-class _Checker(ast.NodeVisitor):
-    def __init__(self, tree: ast.Module, baseline: _Baseline):
+class _Checker(cst.CSTVisitor):
+    def __init__(self, module: cst.Module, baseline: _Baseline):
+        super().__init__()
+        self.module = module
         self.baseline = baseline
         self.protected = PREPARE_EXPORTS | baseline.prepare_names
-        self.found: list[Violation] = []
+        self.found: list[tuple[str, str, cst.CSTNode | None]] = []   # positions resolved at the end
         self.aliases: dict[str, str] = {}      # bound name -> dotted import target
         self.module_strings: dict[str, str] = {}   # module-level NAME = "literal", assigned once
         self.vetted: set[int] = set()          # ids of nodes whose use a parent already approved
+        self.context: dict[int, str] = {}      # ids of assignment/del targets -> _STORE | _DEL
+        self.not_refs: set[int] = set()        # ids of Names that are not expressions (x.attr, f(kw=...))
         self.strings: list[str] = []           # every literal string piece (for the summary keys)
-        self._index(tree)
+        # For the evaluation rule: names each scope (None = module level) calls or references,
+        # the scopes that call evaluate_bpb, and the definitions by name.
+        self.scope: cst.CSTNode | None = None
+        self.refs: dict[cst.CSTNode | None, set[str]] = {None: set()}
+        self.evaluating_scopes: set[cst.CSTNode | None] = set()
+        self.definitions: dict[str, list[cst.CSTNode]] = {}
+        self.methods: dict[cst.CSTNode, list[cst.CSTNode]] = {}
+        self._index(module)
+
+    # CSTVisitor looks up visit_X / leave_X / visit_X_field / leave_X_field methods by name for
+    # every node and every field of it. The checker has only visit_X methods: a per-class cache of
+    # those and no-op leave/field hooks halve the traversal's cost.
+    _dispatch: dict[type, object] = {}
+
+    def on_visit(self, node: cst.CSTNode) -> bool:
+        kind = type(node)
+        method = self._dispatch.get(kind, _UNSEEN)
+        if method is _UNSEEN:
+            method = self._dispatch[kind] = getattr(_Checker, f"visit_{kind.__name__}", None)
+        return method is None or method(self, node) is not False
+
+    def on_leave(self, original_node: cst.CSTNode) -> None:
+        return None
+
+    def on_visit_attribute(self, node: cst.CSTNode, attribute: str) -> None:
+        return None
+
+    def on_leave_attribute(self, original_node: cst.CSTNode, attribute: str) -> None:
+        return None
 
     # ------------------------------------------------------------------ helpers
-    def flag(self, rule: str, message: str, node: ast.AST | None) -> None:
-        self.found.append(Violation(rule, message, getattr(node, "lineno", None)))
+    def flag(self, rule: str, message: str, node: cst.CSTNode | None) -> None:
+        self.found.append((rule, message, node))
 
-    def _index(self, tree: ast.Module) -> None:
-        for node in ast.walk(tree):
-            if isinstance(node, ast.Import):
+    def _index(self, module: cst.Module) -> None:
+        for node in _statements(module.body):
+            if isinstance(node, cst.Import):
                 for a in node.names:
+                    name = a.evaluated_name
                     if a.asname:
-                        self.aliases[a.asname] = a.name
+                        self.aliases[a.evaluated_alias] = name
                     else:
-                        top = a.name.split(".")[0]
+                        top = name.split(".")[0]
                         self.aliases[top] = top
-            elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            elif isinstance(node, cst.ImportFrom) and node.module is not None and not node.relative \
+                    and not isinstance(node.names, cst.ImportStar):
+                dotted = _dotted_name(node.module)
                 for a in node.names:
-                    if a.name != "*":
-                        self.aliases[a.asname or a.name] = f"{node.module}.{a.name}"
+                    self.aliases[a.evaluated_alias or a.evaluated_name] = f"{dotted}.{a.evaluated_name}"
         counts: dict[str, int] = {}
-        for stmt in tree.body:
-            for target in getattr(stmt, "targets", [getattr(stmt, "target", None)]):
-                if isinstance(target, ast.Name):
-                    counts[target.id] = counts.get(target.id, 0) + 1
-                    value = getattr(stmt, "value", None)
-                    if isinstance(value, ast.Constant) and isinstance(value.value, str):
-                        self.module_strings[target.id] = value.value
+        for targets, value in _module_assignments(module):
+            for target in targets:
+                if isinstance(target, cst.Name):
+                    counts[target.value] = counts.get(target.value, 0) + 1
+                    literal = _literal(value)
+                    if isinstance(literal, str):
+                        self.module_strings[target.value] = literal
         for name, n in counts.items():
             if n > 1:
                 self.module_strings.pop(name, None)
 
-    def dotted(self, node: ast.AST) -> str | None:
+    def dotted(self, node: cst.CSTNode) -> str | None:
         """`np.save` -> 'numpy.save' through the import aliases; None for non-name chains."""
-        if isinstance(node, ast.Name):
-            return self.aliases.get(node.id, node.id)
-        if isinstance(node, ast.Attribute):
+        if isinstance(node, cst.Name):
+            return self.aliases.get(node.value, node.value)
+        if isinstance(node, cst.Attribute):
             base = self.dotted(node.value)
-            return f"{base}.{node.attr}" if base else None
+            return f"{base}.{node.attr.value}" if base else None
         return None
 
-    def is_module_ref(self, node: ast.AST) -> bool:
+    def is_module_ref(self, node: cst.CSTNode) -> bool:
         """A name bound by an import (modules and prepare's objects), or an attribute of one."""
-        while isinstance(node, ast.Attribute):
+        while isinstance(node, cst.Attribute):
             node = node.value
-        return isinstance(node, ast.Name) and node.id in self.aliases
+        return isinstance(node, cst.Name) and node.value in self.aliases
 
-    def literal_or_known(self, node: ast.AST) -> str | None:
+    def literal_or_known(self, node: cst.CSTNode) -> str | None:
         value = _string_value(node)
-        if value is None and isinstance(node, ast.Name):
-            value = self.module_strings.get(node.id)
+        if value is None and isinstance(node, cst.Name):
+            value = self.module_strings.get(node.value)
         return value
 
-    def safe_path(self, node: ast.AST) -> bool:
-        if _safe_path(node):
-            return True
-        if isinstance(node, ast.Name) and node.id in self.module_strings:
-            return _safe_path(ast.Constant(self.module_strings[node.id]))
-        if isinstance(node, ast.Call) and self.dotted(node.func) in _PATH_CTORS:
-            return bool(node.args) and all(self.safe_path(a) for a in node.args) and not node.keywords
-        if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Div):
-            return self.safe_path(node.left) and self.safe_path(node.right)
-        return False
-
-    @staticmethod
-    def arg(call: ast.Call, index: int, keyword: str) -> ast.AST | None:
-        if len(call.args) > index and not any(isinstance(a, ast.Starred) for a in call.args[:index + 1]):
-            return call.args[index]
-        for kw in call.keywords:
-            if kw.arg == keyword:
-                return kw.value
+    def path_pieces(self, node: cst.CSTNode) -> list[str] | None:
+        """The literal pieces a path expression is built from (literals, module-level string
+        constants, `/`, Path() and os.path.join() of those); None when any piece is computed."""
+        value = _literal(node)
+        if value is not None:
+            return [value.decode(errors="replace") if isinstance(value, bytes) else value]
+        if isinstance(node, cst.Name) and node.value in self.module_strings:
+            return [self.module_strings[node.value]]
+        if isinstance(node, cst.BinaryOperation) and isinstance(node.operator, cst.Divide):
+            left, right = self.path_pieces(node.left), self.path_pieces(node.right)
+            return left + right if left is not None and right is not None else None
+        if isinstance(node, cst.Call) and node.args and self.dotted(node.func) in _PATH_CTORS:
+            pieces: list[str] = []
+            for a in node.args:
+                part = None if a.star or a.keyword is not None else self.path_pieces(a.value)
+                if part is None:
+                    return None
+                pieces += part
+            return pieces
         return None
 
+    def path_problem(self, node: cst.CSTNode | None) -> str | None:
+        """Why writing to `node` may leave the candidate's own files (see file-write); None if safe."""
+        pieces = self.path_pieces(node) if node is not None else None
+        if pieces is None or any(_unsafe_piece(p) for p in pieces):
+            return "must use a literal relative path without '..' (inside the candidate's folder)"
+        first = _first_component(pieces)
+        if first in WORKSPACE_FILES:
+            return (f"must not touch '{first}': it belongs to the harness (evaluator record, result, log, "
+                    "pinned prepare.py); use a name of your own")
+        return None
+
+    def code(self, node: cst.CSTNode) -> str:
+        """The node's source text as the candidate wrote it, on one line (for messages)."""
+        return " ".join(line.strip() for line in self.module.code_for_node(node).strip().splitlines())
+
+    def _show(self, node: cst.CSTNode | None) -> str:
+        if node is None:
+            return "an unseen path"
+        text = self.code(node)
+        return text if len(text) <= 60 else text[:57] + "..."
+
+    def _mark(self, target: cst.BaseExpression, how: str) -> None:
+        for node in _targets(target):
+            self.context[id(node)] = how
+
     # ------------------------------------------------------------------ imports
-    def visit_Import(self, node: ast.Import) -> None:
+    def visit_Import(self, node: cst.Import) -> bool:
         for a in node.names:
-            top = a.name.split(".")[0]
+            name, alias = a.evaluated_name, a.evaluated_alias
+            top = name.split(".")[0]
             if top == PREPARE_MODULE:
-                self.flag("prepare-names", f"'import {a.name}' gives access to all of prepare; use "
+                self.flag("prepare-names", f"'import {name}' gives access to all of prepare; use "
                           f"'from prepare import {', '.join(sorted(self.baseline.prepare_names))}'", node)
                 continue
             why = _module_denial(top, self.baseline)
             if why:
-                self.flag("import-not-allowed", f"import {a.name}: {why}", node)
-            if a.asname in self.protected:
-                self.flag("prepare-rebind", f"'import {a.name} as {a.asname}' shadows prepare's {a.asname}", node)
+                self.flag("import-not-allowed", f"import {name}: {why}", node)
+            if alias in self.protected:
+                self.flag("prepare-rebind", f"'import {name} as {alias}' shadows prepare's {alias}", node)
+        return False
 
-    def visit_ImportFrom(self, node: ast.ImportFrom) -> None:
-        module = node.module or ""
+    def visit_ImportFrom(self, node: cst.ImportFrom) -> bool:
+        module = _dotted_name(node.module) or ""
         top = module.split(".")[0]
-        if node.level:
-            if top == PREPARE_MODULE or any(a.name == PREPARE_MODULE for a in node.names):
+        star = isinstance(node.names, cst.ImportStar)
+        names = () if star else node.names
+        if node.relative:
+            if top == PREPARE_MODULE or any(a.evaluated_name == PREPARE_MODULE for a in names):
                 self.flag("prepare-names", "relative import of prepare; use 'from prepare import ...'", node)
             else:
-                self.flag("import-not-allowed", f"relative import 'from {'.' * node.level}{module}': "
+                self.flag("import-not-allowed", f"relative import 'from {'.' * len(node.relative)}{module}': "
                           "train.py is a single file", node)
-            return
+            return False
         if top == PREPARE_MODULE:
-            for a in node.names:
-                if a.name == "*":
-                    self.flag("prepare-names", "'from prepare import *' hides which names are used", node)
-                elif module != PREPARE_MODULE or a.name not in self.baseline.prepare_names:
-                    self.flag("prepare-names", f"'{a.name}' is not one of the names train.py may take "
+            if star:
+                self.flag("prepare-names", "'from prepare import *' hides which names are used", node)
+            for a in names:
+                name, alias = a.evaluated_name, a.evaluated_alias
+                if module != PREPARE_MODULE or name not in self.baseline.prepare_names:
+                    self.flag("prepare-names", f"'{name}' is not one of the names train.py may take "
                               f"from prepare ({', '.join(sorted(self.baseline.prepare_names))})", node)
-                elif a.asname and a.asname != a.name:
-                    self.flag("prepare-names", f"'from prepare import {a.name} as {a.asname}': "
+                elif alias and alias != name:
+                    self.flag("prepare-names", f"'from prepare import {name} as {alias}': "
                               "aliasing prepare's names hides their use", node)
-            return
+            return False
         why = _module_denial(top, self.baseline)
         if why:
             self.flag("import-not-allowed", f"from {module} import ...: {why}", node)
-        for a in node.names:
-            bound = a.asname or a.name
+        for a in names:
+            name = a.evaluated_name
+            bound = a.evaluated_alias or name
             if bound in self.protected:
-                self.flag("prepare-rebind", f"'from {module} import {a.name}' shadows prepare's {bound}", node)
-            full = f"{module}.{a.name}"
-            if module == "os" and a.name in PROCESS_CALLS:
-                self.flag("process-network", f"os.{a.name} starts or signals processes", node)
-            elif a.name in REFLECTION_ATTRS or full in ("sys.modules", "gc.get_objects"):
+                self.flag("prepare-rebind", f"'from {module} import {name}' shadows prepare's {bound}", node)
+            full = f"{module}.{name}"
+            if module == "os" and name in PROCESS_CALLS:
+                self.flag("process-network", f"os.{name} starts or signals processes", node)
+            elif name in REFLECTION_ATTRS or full in ("sys.modules", "gc.get_objects"):
                 self.flag("dynamic-access", f"'{full}' reaches interpreter internals", node)
+        return False
+
+    # ------------------------------------------------------------------ assignment targets
+    def visit_Assign(self, node: cst.Assign) -> None:
+        for target in node.targets:
+            self._mark(target.target, _STORE)
+
+    def visit_AnnAssign(self, node: cst.AnnAssign) -> None:
+        self._mark(node.target, _STORE)
+
+    def visit_AugAssign(self, node: cst.AugAssign) -> None:
+        self._mark(node.target, _STORE)
+
+    def visit_For(self, node: cst.For) -> None:
+        self._mark(node.target, _STORE)
+
+    def visit_CompFor(self, node: cst.CompFor) -> None:
+        self._mark(node.target, _STORE)
+
+    def visit_NamedExpr(self, node: cst.NamedExpr) -> None:
+        self._mark(node.target, _STORE)
+
+    def visit_WithItem(self, node: cst.WithItem) -> None:
+        if node.asname is not None:
+            self._mark(node.asname.name, _STORE)
+
+    def visit_Del(self, node: cst.Del) -> None:
+        self._mark(node.target, _DEL)
 
     # ------------------------------------------------------------------ names and bindings
-    def visit_Name(self, node: ast.Name) -> None:
-        name = node.id
-        if isinstance(node.ctx, (ast.Store, ast.Del)):
+    def visit_Name(self, node: cst.Name) -> None:
+        key = id(node)
+        if key in self.not_refs:
+            return
+        name = node.value
+        how = self.context.get(key)
+        if how is not None:
             if name in self.protected:
-                verb = "deletes" if isinstance(node.ctx, ast.Del) else "rebinds"
+                verb = "deletes" if how == _DEL else "rebinds"
                 self.flag("prepare-rebind", f"{verb} prepare's {name}; it must keep prepare's value", node)
             return
-        if id(node) in self.vetted:
+        self.refs[self.scope].add(name)   # called, or passed as a callback that may be called
+        if key in self.vetted:
             return
         if name in DYNAMIC_BUILTINS and not self._imported_callable(name):
             self.flag("dynamic-access", f"'{name}' runs or exposes code dynamically", node)
@@ -374,7 +650,7 @@ class _Checker(ast.NodeVisitor):
             self.flag("prepare-names", f"{name} may only be called directly, not passed around or aliased", node)
         elif name == "vars":
             pass   # judged at the call (vars(obj) on a plain object is fine)
-        elif self.aliases.get(name) in ("os.environ", "os.environb"):
+        elif self.aliases.get(name) in _ENVIRON:
             self.flag("val-split", "os.environ may only be read with literal keys", node)
 
     def _imported_callable(self, name: str) -> bool:
@@ -382,97 +658,161 @@ class _Checker(ast.NodeVisitor):
         target = self.aliases.get(name)
         return bool(target) and target.split(".")[0] in TRAINING_PACKAGES
 
-    def _bind(self, name: str | None, node: ast.AST, how: str) -> None:
-        if name and name in self.protected:
-            self.flag("prepare-rebind", f"{how} '{name}' shadows prepare's {name}", node)
+    def _bind(self, name: cst.Name | None, node: cst.CSTNode, how: str) -> None:
+        if name is None:
+            return
+        self.not_refs.add(id(name))
+        if name.value in self.protected:
+            self.flag("prepare-rebind", f"{how} '{name.value}' shadows prepare's {name.value}", node)
 
-    def visit_FunctionDef(self, node: ast.FunctionDef | ast.AsyncFunctionDef) -> None:
-        self._bind(node.name, node, "def")
-        self.generic_visit(node)
+    def _in_scope(self, node: cst.FunctionDef | cst.ClassDef) -> None:
+        """Visit a def/class body as its own scope (decorators, defaults and bases run in the
+        enclosing scope, when the statement executes)."""
+        self.definitions.setdefault(node.name.value, []).append(node)
+        outer, self.scope = self.scope, node
+        self.refs[node] = set()
+        node.body.visit(self)
+        self.scope = outer
 
-    visit_AsyncFunctionDef = visit_FunctionDef
+    def visit_FunctionDef(self, node: cst.FunctionDef) -> bool:
+        self._bind(node.name, node.name, "def")
+        for decorator in node.decorators:
+            decorator.visit(self)
+        node.params.visit(self)
+        if node.returns is not None:
+            node.returns.visit(self)
+        self._in_scope(node)
+        return False
 
-    def visit_ClassDef(self, node: ast.ClassDef) -> None:
-        self._bind(node.name, node, "class")
-        self.generic_visit(node)
+    def visit_ClassDef(self, node: cst.ClassDef) -> bool:
+        self._bind(node.name, node.name, "class")
+        for part in (*node.decorators, *node.bases, *node.keywords):
+            part.visit(self)
+        # an instance's methods run implicitly (__init__, __call__ -> forward, ...)
+        body = node.body.body if isinstance(node.body, cst.IndentedBlock) else ()
+        self.methods[node] = [m for m in body if isinstance(m, cst.FunctionDef)]
+        self._in_scope(node)
+        return False
 
-    def visit_arg(self, node: ast.arg) -> None:
-        self._bind(node.arg, node, "parameter")
-        self.generic_visit(node)
+    def visit_Param(self, node: cst.Param) -> bool:
+        self._bind(node.name, node, "parameter")
+        if node.annotation is not None:
+            node.annotation.visit(self)
+        if node.default is not None:
+            node.default.visit(self)
+        return False
 
-    def visit_Global(self, node: ast.Global | ast.Nonlocal) -> None:
-        for name in node.names:
-            self._bind(name, node, type(node).__name__.lower())
+    def visit_Arg(self, node: cst.Arg) -> bool:
+        node.value.visit(self)   # the keyword is a parameter name, not a reference
+        return False
 
-    visit_Nonlocal = visit_Global
+    def _bind_names(self, node: cst.Global | cst.Nonlocal, how: str) -> bool:
+        for item in node.names:
+            self._bind(item.name, node, how)
+        return False
 
-    def visit_ExceptHandler(self, node: ast.ExceptHandler) -> None:
-        self._bind(node.name, node, "except ... as")
-        self.generic_visit(node)
+    def visit_Global(self, node: cst.Global) -> bool:
+        return self._bind_names(node, "global")
 
-    def visit_MatchAs(self, node: ast.MatchAs) -> None:
+    def visit_Nonlocal(self, node: cst.Nonlocal) -> bool:
+        return self._bind_names(node, "nonlocal")
+
+    def visit_ExceptHandler(self, node: cst.ExceptHandler) -> None:
+        if node.name is not None and isinstance(node.name.name, cst.Name):
+            self._bind(node.name.name, node.name, "except ... as")
+
+    def visit_ExceptStarHandler(self, node: cst.ExceptStarHandler) -> None:
+        self.visit_ExceptHandler(node)
+
+    def visit_MatchAs(self, node: cst.MatchAs) -> None:
         self._bind(node.name, node, "case pattern")
-        self.generic_visit(node)
 
-    def visit_MatchStar(self, node: ast.MatchStar) -> None:
+    def visit_MatchStar(self, node: cst.MatchStar) -> None:
         self._bind(node.name, node, "case pattern")
 
-    def visit_MatchMapping(self, node: ast.MatchMapping) -> None:
+    def visit_MatchMapping(self, node: cst.MatchMapping) -> None:
         self._bind(node.rest, node, "case pattern")
-        self.generic_visit(node)
+
+    def visit_MatchKeywordElement(self, node: cst.MatchKeywordElement) -> None:
+        self.not_refs.add(id(node.key))   # an attribute name of the matched class
 
     # ------------------------------------------------------------------ attributes
-    def visit_Attribute(self, node: ast.Attribute) -> None:
-        attr = node.attr
+    def visit_Attribute(self, node: cst.Attribute) -> bool:
+        attr = node.attr.value
         base = node.value
-        if isinstance(node.ctx, (ast.Store, ast.Del)) and isinstance(base, ast.Name) and base.id in self.protected:
-            self.flag("prepare-rebind", f"assigning {base.id}.{attr} changes prepare's object", node)
-        elif isinstance(base, ast.Name) and base.id in PREPARE_FUNCTIONS:
-            self.flag("dynamic-access", f"{base.id}.{attr} reaches into prepare's function object", node)
-            self.vetted.add(id(base))
+        how = self.context.get(id(node))
+        base_name = base.value if isinstance(base, cst.Name) else None
         dotted = self.dotted(node)
+        if how is not None and base_name in self.protected:
+            self.flag("prepare-rebind", f"assigning {base_name}.{attr} changes prepare's object", node)
+        elif base_name in PREPARE_FUNCTIONS:
+            self.flag("dynamic-access", f"{base_name}.{attr} reaches into prepare's function object", node)
+            self.vetted.add(id(base))
+        if how is not None and self.is_module_ref(base) and _monkeypatched(dotted):
+            verb = "deleting" if how == _DEL else "replacing"
+            self.flag("evaluation", f"{verb} {dotted} monkeypatches code that evaluate_bpb's loss runs "
+                      "through; call your own function from the model instead", node)
         if attr in REFLECTION_ATTRS:
             self.flag("dynamic-access", f"'.{attr}' reaches interpreter internals", node)
         elif attr == "modules" and dotted and dotted.endswith("sys.modules"):
             self.flag("dynamic-access", "sys.modules gives access to every loaded module, prepare included", node)
         elif attr == "__dict__" and self.is_module_ref(base):
-            self.flag("dynamic-access", f"'{ast.unparse(node)}' exposes a module's or prepare's namespace", node)
+            self.flag("dynamic-access", f"'{self.code(node)}' exposes a module's or prepare's namespace", node)
         elif attr in PROCESS_CALLS and dotted == f"os.{attr}":
             self.flag("process-network", f"os.{attr} starts or signals processes", node)
-        elif dotted in ("os.environ", "os.environb") and id(node) not in self.vetted:
+        elif dotted in _ENVIRON and id(node) not in self.vetted:
             self.flag("val-split", "os.environ may only be used with literal keys (no enumeration or copies)", node)
-        self.generic_visit(node)
+        base.visit(self)   # not node.attr: an attribute name is not a reference to a variable
+        return False
 
-    def visit_Subscript(self, node: ast.Subscript) -> None:
-        if self.dotted(node.value) in ("os.environ", "os.environb"):
+    def visit_Subscript(self, node: cst.Subscript) -> None:
+        if self.dotted(node.value) in _ENVIRON:
             self.vetted.add(id(node.value))
-            if _string_value(node.slice) is None:
+            key = node.slice[0].slice if len(node.slice) == 1 else None
+            if not (isinstance(key, cst.Index) and _string_value(key.value) is not None):
                 self.flag("val-split", "os.environ read with a computed key; use a literal name", node)
-        if isinstance(node.ctx, (ast.Store, ast.Del)) and isinstance(node.value, ast.Name) \
-                and node.value.id in self.protected:
-            self.flag("prepare-rebind", f"item assignment on prepare's {node.value.id}", node)
-        self.generic_visit(node)
+        if self.context.get(id(node)) is not None and isinstance(node.value, cst.Name) \
+                and node.value.value in self.protected:
+            self.flag("prepare-rebind", f"item assignment on prepare's {node.value.value}", node)
 
-    def visit_Compare(self, node: ast.Compare) -> None:
+    def visit_Comparison(self, node: cst.Comparison) -> None:
         # `"X" in os.environ` is a literal-key read.
-        for op, right in zip(node.ops, node.comparators):
-            if isinstance(op, (ast.In, ast.NotIn)) and self.dotted(right) in ("os.environ", "os.environb") \
-                    and _string_value(node.left) is not None:
-                self.vetted.add(id(right))
-        self.generic_visit(node)
+        literal_left = _string_value(node.left) is not None
+        for target in node.comparisons:
+            if literal_left and isinstance(target.operator, (cst.In, cst.NotIn)) \
+                    and self.dotted(target.comparator) in _ENVIRON:
+                self.vetted.add(id(target.comparator))
 
     # ------------------------------------------------------------------ strings
-    def visit_Constant(self, node: ast.Constant) -> None:
-        if isinstance(node.value, str):
-            self._string(node.value, node)
+    def visit_SimpleString(self, node: cst.SimpleString) -> None:
+        value = _literal(node)
+        if isinstance(value, str):
+            self._string(value, node)
 
-    def visit_BinOp(self, node: ast.BinOp) -> None:
+    def visit_ConcatenatedString(self, node: cst.ConcatenatedString) -> bool:
+        value = _literal(node)   # None when an f-string is part of it: then visit the parts
+        if value is None:
+            return True
+        if isinstance(value, str):
+            self._string(value, node)
+        return False
+
+    def visit_FormattedString(self, node: cst.FormattedString) -> None:
+        is_raw = "r" in node.prefix.lower()
+        pending = list(node.parts)
+        while pending:
+            part = pending.pop()
+            if isinstance(part, cst.FormattedStringText):
+                self._string(_fstring_text(part.value, is_raw), node)
+            elif part.format_spec:
+                pending.extend(part.format_spec)
+
+    def visit_BinaryOperation(self, node: cst.BinaryOperation) -> None:
         folded = _string_value(node)
-        if folded is not None and isinstance(node.left, (ast.Constant, ast.BinOp)):
+        if folded is not None:
             self._string(folded, node, whole_only=True)
-        self.generic_visit(node)
 
-    def _string(self, text: str, node: ast.AST, whole_only: bool = False) -> None:
+    def _string(self, text: str, node: cst.CSTNode, whole_only: bool = False) -> None:
         if not whole_only:
             self.strings.append(text)
         if id(node) in self.vetted:
@@ -484,85 +824,99 @@ class _Checker(ast.NodeVisitor):
         if text in REFLECTION_STRINGS:
             self.flag("dynamic-access", f"string {text!r} names an interpreter internal", node)
 
-    def visit_Expr(self, node: ast.Expr) -> None:
-        if isinstance(node.value, ast.Constant) and isinstance(node.value.value, str):
+    def visit_Expr(self, node: cst.Expr) -> None:
+        if isinstance(node.value, (cst.SimpleString, cst.ConcatenatedString)) \
+                and isinstance(_literal(node.value), str):
             self.vetted.add(id(node.value))
-        self.generic_visit(node)
 
     # ------------------------------------------------------------------ calls
-    def visit_Call(self, node: ast.Call) -> None:
+    def visit_Call(self, node: cst.Call) -> None:
         func = node.func
         name = self.dotted(func)
-        if isinstance(func, ast.Name) and func.id in PREPARE_FUNCTIONS:
+        if isinstance(func, cst.Attribute):
+            self.refs[self.scope].add(func.attr.value)
+        elif isinstance(func, cst.Name) and func.value == "evaluate_bpb":
+            self.evaluating_scopes.add(self.scope)
+        if isinstance(func, cst.Name) and func.value in PREPARE_FUNCTIONS:
             self.vetted.add(id(func))
-            if func.id == "make_dataloader":
+            if func.value == "make_dataloader":
                 self._check_split(node)
-        for kw in node.keywords:
-            if kw.arg == "split" and isinstance(kw.value, ast.Constant) and kw.value.value in VAL_SPLITS:
-                self.flag("val-split", f"split={kw.value.value!r}: only evaluate_bpb may read the validation split", node)
-        if isinstance(func, ast.Name) and func.id in ("getattr", "setattr", "delattr", "hasattr"):
-            self._check_reflection_call(func.id, node)
-        elif isinstance(func, ast.Name) and func.id == "vars" and "vars" not in self.aliases:
-            if not node.args or self.is_module_ref(node.args[0]) or (
-                    isinstance(node.args[0], ast.Name) and node.args[0].id in self.protected):
+        for arg in node.args:
+            if arg.keyword is not None and arg.keyword.value == "split":
+                value = _literal(arg.value)
+                if value in VAL_SPLITS:
+                    self.flag("val-split", f"split={value!r}: only evaluate_bpb may read the validation split", node)
+        if isinstance(func, cst.Name) and func.value in ("getattr", "setattr", "delattr", "hasattr"):
+            self._check_reflection_call(func.value, node)
+        elif isinstance(func, cst.Name) and func.value == "vars" and "vars" not in self.aliases:
+            positional = _positional(node)
+            first = positional[0].value if positional else None
+            if first is None or self.is_module_ref(first) or (
+                    isinstance(first, cst.Name) and first.value in self.protected):
                 self.flag("dynamic-access", "vars() of a module or the current scope exposes its names", node)
         if name:
             self._check_env_call(name, func, node)
             self._check_file_call(name, node)
-        if isinstance(func, ast.Attribute):
+        if isinstance(func, cst.Attribute):
             self._check_path_method(func, node)
-        self.generic_visit(node)
 
-    def _check_split(self, node: ast.Call) -> None:
-        if any(isinstance(a, ast.Starred) for a in node.args) or any(kw.arg is None for kw in node.keywords):
+    def _check_split(self, node: cst.Call) -> None:
+        if any(a.star for a in node.args):
             self.flag("val-split", "make_dataloader called with *args/**kwargs: its split must be visible", node)
             return
-        split = self.arg(node, 3, "split")
-        if split is not None and not (isinstance(split, ast.Constant) and split.value == "train"):
-            shown = ast.unparse(split)
-            self.flag("val-split", f"make_dataloader(..., {shown}): training data must come from the literal "
-                      "split \"train\"; only evaluate_bpb reads the validation split", node)
+        split = _arg(node, 3, "split")
+        if split is not None and _literal(split) != "train":
+            self.flag("val-split", f"make_dataloader(..., {self.code(split)}): training data must come from the "
+                      "literal split \"train\"; only evaluate_bpb reads the validation split", node)
 
-    def _check_reflection_call(self, fn: str, node: ast.Call) -> None:
-        if len(node.args) < 2:
+    def _check_reflection_call(self, fn: str, node: cst.Call) -> None:
+        positional = _positional(node)
+        if len(positional) < 2:
             return
-        target, attr_node = node.args[0], node.args[1]
-        attr = self.literal_or_known(attr_node)
-        on_prepare = isinstance(target, ast.Name) and target.id in self.protected
+        target_arg, attr_arg = positional[0], positional[1]
+        target = target_arg.value if not target_arg.star else target_arg   # *args: never a name
+        attr = self.literal_or_known(attr_arg.value) if not attr_arg.star else None
+        target_name = target.value if isinstance(target, cst.Name) else None
+        on_prepare = target_name in self.protected
         if on_prepare and fn in ("setattr", "delattr"):
-            self.flag("prepare-rebind", f"{fn}({target.id}, ...) changes prepare's object", node)
-        elif on_prepare and target.id in PREPARE_FUNCTIONS:
+            self.flag("prepare-rebind", f"{fn}({target_name}, ...) changes prepare's object", node)
+        elif on_prepare and target_name in PREPARE_FUNCTIONS:
             self.vetted.add(id(target))
-            self.flag("dynamic-access", f"{fn}({target.id}, ...) reaches into prepare's function object", node)
+            self.flag("dynamic-access", f"{fn}({target_name}, ...) reaches into prepare's function object", node)
         elif attr is not None and (attr in REFLECTION_ATTRS or attr == "__dict__"
                                    or (attr == "modules" and self.is_module_ref(target))):
             self.flag("dynamic-access", f"{fn}(..., {attr!r}) reaches interpreter internals", node)
-        elif attr is None and (self.is_module_ref(target) or on_prepare or isinstance(target, ast.Call)):
+        elif attr is None and (self.is_module_ref(target) or on_prepare or isinstance(target, cst.Call)):
             self.flag("dynamic-access", f"{fn}() with a computed attribute name on "
-                      f"'{ast.unparse(target)}'; use the attribute directly or a literal name", node)
+                      f"'{self.code(target)}'; use the attribute directly or a literal name", node)
+        elif fn in ("setattr", "delattr") and self.is_module_ref(target) \
+                and _monkeypatched(f"{self.dotted(target)}.{attr}"):
+            self.flag("evaluation", f"{fn}({self.code(target)}, {attr!r}, ...) monkeypatches code that "
+                      "evaluate_bpb's loss runs through; call your own function from the model instead", node)
 
-    def _check_env_call(self, name: str, func: ast.AST, node: ast.Call) -> None:
+    def _check_env_call(self, name: str, func: cst.BaseExpression, node: cst.Call) -> None:
         if name in ("os.environ.update", "os.environb.update"):
             self.vetted.add(id(func.value))   # writes; AUTORESEARCH* keys are caught as strings
         elif name in ("os.getenv", "os.environ.get", "os.environ.setdefault", "os.environ.pop",
                       "os.putenv", "os.unsetenv", "os.environb.get"):
-            if isinstance(func, ast.Attribute):
+            if isinstance(func, cst.Attribute):
                 self.vetted.add(id(func.value))
-            key = node.args[0] if node.args else None
-            if key is None or _string_value(key) is None:
+            positional = _positional(node)
+            key = positional[0] if positional else None
+            if key is None or key.star or _string_value(key.value) is None:
                 self.flag("val-split", f"{name} with a computed key; use a literal variable name", node)
 
-    def _check_file_call(self, name: str, node: ast.Call) -> None:
+    def _check_file_call(self, name: str, node: cst.Call) -> None:
         if name in _OPEN_CALLS and (name != "open" or "open" not in self.aliases):
-            mode = self.arg(node, 1, "mode")
+            mode = _arg(node, 1, "mode")
             mode_text = _string_value(mode) if mode is not None else "r"
             if mode_text is not None and not (_WRITE_MODE_CHARS & set(mode_text)):
                 return   # reading is always fine
-            path = self.arg(node, 0, "file")
-            if path is None or not self.safe_path(path):
+            path = _arg(node, 0, "file")
+            problem = self.path_problem(path)
+            if problem:
                 what = "a computed mode" if mode_text is None else f"mode {mode_text!r}"
-                self.flag("file-write", f"{name}() with {what} on {self._show(path)}: writes must use a literal "
-                          "relative path without '..' (inside the candidate's folder)", node)
+                self.flag("file-write", f"{name}() with {what} on {self._show(path)}: writes {problem}", node)
             return
         spec = _PATH_CALLS.get(name)
         if spec is None and name.startswith("np."):
@@ -572,26 +926,27 @@ class _Checker(ast.NodeVisitor):
         if spec is None:
             return
         for index, keyword in spec:
-            path = self.arg(node, index, keyword)
+            path = _arg(node, index, keyword)
             if path is None:
-                if index < 99 and (len(node.args) > index or any(k.arg is None for k in node.keywords)):
+                if index < 99 and (len(_positional(node)) > index or any(a.star == "**" for a in node.args)):
                     self.flag("file-write", f"{name}() path is hidden in *args/**kwargs", node)
                 continue
-            if not self.safe_path(path):
-                self.flag("file-write", f"{name}() on {self._show(path)}: file changes must use a literal relative "
-                          "path without '..' (inside the candidate's folder)", node)
+            problem = self.path_problem(path)
+            if problem:
+                self.flag("file-write", f"{name}() on {self._show(path)}: file changes {problem}", node)
 
-    def _check_path_method(self, func: ast.Attribute, node: ast.Call) -> None:
-        method = func.attr
+    def _check_path_method(self, func: cst.Attribute, node: cst.Call) -> None:
+        method = func.attr.value
         receiver = func.value
         if method in _PATH_WRITE_METHODS:
             targets = [receiver]
-        elif method in ("rename", "replace") and len(node.args) == 1 and not node.keywords:
-            targets = [receiver, node.args[0]]        # str.replace always has two arguments
-        elif method == "tofile" and node.args:
-            targets = [node.args[0]]
-        elif method == "open" and isinstance(receiver, ast.Call) and self.dotted(receiver.func) in _PATH_CTORS:
-            mode = self.arg(node, 0, "mode")
+        elif method in ("rename", "replace") and len(node.args) == 1 and not node.args[0].star \
+                and node.args[0].keyword is None:
+            targets = [receiver, node.args[0].value]        # str.replace always has two arguments
+        elif method == "tofile" and _positional(node):
+            targets = [_positional(node)[0].value]
+        elif method == "open" and isinstance(receiver, cst.Call) and self.dotted(receiver.func) in _PATH_CTORS:
+            mode = _arg(node, 0, "mode")
             mode_text = _string_value(mode) if mode is not None else "r"
             if mode_text is not None and not (_WRITE_MODE_CHARS & set(mode_text)):
                 return
@@ -599,78 +954,34 @@ class _Checker(ast.NodeVisitor):
         else:
             return
         for target in targets:
-            if not self.safe_path(target):
-                self.flag("file-write", f".{method}() on {self._show(target)}: file changes must use a literal "
-                          "relative path without '..' (inside the candidate's folder)", node)
-
-    @staticmethod
-    def _show(node: ast.AST | None) -> str:
-        if node is None:
-            return "an unseen path"
-        text = ast.unparse(node)
-        return text if len(text) <= 60 else text[:57] + "..."
+            problem = self.path_problem(target)
+            if problem:
+                self.flag("file-write", f".{method}() on {self._show(target)}: file changes {problem}", node)
 
 
-def _definition_time_parts(node: ast.AST) -> list[ast.AST]:
-    """What runs when a def/class statement itself executes (not the function body)."""
-    if isinstance(node, ast.ClassDef):
-        return [*node.decorator_list, *node.bases, *node.keywords, *node.body]
-    args = node.args
-    return [*node.decorator_list, *args.defaults, *[d for d in args.kw_defaults if d is not None]]
+# ---------------------------------------------------------------------------------------- verdict
 
-
-def _runs(nodes: list[ast.AST]) -> tuple[set[str], bool]:
-    """Names called or referenced by `nodes` (nested function bodies excluded), and whether
-    evaluate_bpb is called among them."""
-    names, evaluates = set(), False
-    stack = list(nodes)
-    while stack:
-        n = stack.pop()
-        if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
-            stack.extend(_definition_time_parts(n))
-            continue
-        if isinstance(n, ast.Call):
-            f = n.func
-            if isinstance(f, ast.Name):
-                evaluates |= f.id == "evaluate_bpb"
-            elif isinstance(f, ast.Attribute):
-                names.add(f.attr)
-        elif isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load):
-            names.add(n.id)   # called, or passed as a callback that may be called
-        stack.extend(ast.iter_child_nodes(n))
-    return names, evaluates
-
-
-def _evaluation_violations(tree: ast.Module, strings: list[str]) -> list[Violation]:
-    """Is evaluate_bpb reachable, and is the summary still printed? Reachability matches calls by
-    name (plain or method), which over-approximates and so never rejects code that evaluates."""
+def _evaluation_violations(checker: _Checker) -> list[Violation]:
+    """Is evaluate_bpb reachable, and is the summary still printed? Reachability follows names
+    (plain calls, method calls, references) from module-level code into definitions of that name;
+    it over-approximates, so it never rejects code that does evaluate."""
     found: list[Violation] = []
-    defs: dict[str, list[ast.AST]] = {}
-    for node in ast.walk(tree):
-        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
-            defs.setdefault(node.name, []).append(node)
-    frontier, evaluated = _runs(tree.body)
-    frontier = set(frontier)
-    seen: set[str] = set()
+    evaluated = None in checker.evaluating_scopes
+    frontier, seen = set(checker.refs[None]), set()
     while frontier and not evaluated:
         name = frontier.pop()
         if name in seen:
             continue
         seen.add(name)
-        for definition in defs.get(name, ()):
-            body = definition.body
-            if isinstance(definition, ast.ClassDef):
-                # an instance's methods run implicitly (__init__, __call__ -> forward, ...)
-                body = [m for m in definition.body]
-                body += [x for m in definition.body if isinstance(m, (ast.FunctionDef, ast.AsyncFunctionDef))
-                         for x in m.body]
-            calls, evaluates = _runs(body)
-            evaluated |= evaluates
-            frontier |= calls - seen
+        for definition in checker.definitions.get(name, ()):
+            for scope in [definition, *checker.methods.get(definition, ())]:
+                evaluated |= scope in checker.evaluating_scopes
+                frontier |= checker.refs.get(scope, set()) - seen
     if not evaluated:
         found.append(Violation("evaluation", "evaluate_bpb(...) is no longer called from code that runs; "
                                "the score must come from prepare's evaluation", None))
-    if not any(line.strip() == "---" for s in strings for line in s.split("\n")):
+    strings = checker.strings
+    if not any(line.strip() == "---" for s in strings if "---" in s for line in s.split("\n")):
         found.append(Violation("evaluation", "the summary separator line '---' is no longer printed", None))
     pieces = "\n".join(strings)
     missing = [k for k in SUMMARY_KEYS if f"{k}:" not in pieces and k not in strings]
@@ -680,20 +991,139 @@ def _evaluation_violations(tree: ast.Module, strings: list[str]) -> list[Violati
     return found
 
 
+def _syntax_violation(source: str, parser_error: Exception | None) -> Violation | None:
+    """What the interpreter says about `source` (authoritative), else libcst's own complaint."""
+    try:
+        with warnings.catch_warnings():   # invalid escapes etc. are the candidate's business, not stderr's
+            warnings.simplefilter("ignore")
+            compile(source, "train.py", "exec", dont_inherit=True)   # symtable errors too (return outside def)
+    except SyntaxError as exc:
+        return Violation("syntax", f"{exc.msg}", exc.lineno)
+    except ValueError as exc:   # null bytes and similar
+        return Violation("syntax", str(exc), None)
+    except (RecursionError, MemoryError) as exc:
+        return Violation("syntax", f"the interpreter cannot compile this file ({type(exc).__name__}: "
+                         "expressions nested too deeply)", None)
+    if parser_error is None:
+        return None
+    if isinstance(parser_error, cst.ParserSyntaxError):
+        return Violation("syntax", f"the checker's parser (libcst) cannot read this file: {parser_error.message}",
+                         parser_error.raw_line or None)
+    return Violation("syntax", f"the checker's parser (libcst) cannot read this file: "
+                     f"{type(parser_error).__name__}: {parser_error}", None)
+
+
+def _place(module: cst.Module, found: list[tuple[str, str, cst.CSTNode | None]]) -> list[Violation]:
+    """Violations with the line of their node (positions computed only now, and only if needed)."""
+    if not any(node is not None for _, _, node in found):
+        return [Violation(rule, message, None) for rule, message, _ in found]
+    positions = MetadataWrapper(module, unsafe_skip_copy=True).resolve(PositionProvider)
+    return [Violation(rule, message, positions[node].start.line if node is not None else None)
+            for rule, message, node in found]
+
+
+# ---------------------------------------------------------------------------------------- memo
+# Proposers check many drafts that differ from an accepted file only in number literals (the
+# heuristic proposer's knob edits: MATRIX_LR = 0.04 -> 0.05). No rule reads the value of a number
+# (they read names, strings, call shapes and structure), so such a draft has the same verdict:
+# accepted. The memo keys an accepted file by its token stream with numbers blanked (comments and
+# blank lines dropped: the checker never reads them) and answers a repeat in ~7 ms instead of a
+# full parse. Only acceptances are remembered; anything else takes the full path. A rule that one
+# day reads a number's value must drop the memo.
+_MEMO_SIZE = 512
+_MAX_NUMBER_CHARS = 40          # a number too long to be a knob (4,300+ digits fail to compile)
+_accepted_shapes: OrderedDict[tuple, None] = OrderedDict()
+_memo_lock = threading.Lock()    # proposers may check drafts from several threads
+_memo_hits = 0
+_IGNORED_TOKENS = frozenset({tokenize.COMMENT, tokenize.NL})
+
+
+def _shape(source: str, baseline: _Baseline) -> tuple | None:
+    """The number-blind token stream of `source` under `baseline`'s policy; None when it does not
+    tokenize or holds a number too long to trust."""
+    shape: list = [baseline]
+    try:
+        for token in tokenize.generate_tokens(io.StringIO(source).readline):
+            if token.type in _IGNORED_TOKENS:
+                continue
+            if token.type == tokenize.NUMBER:
+                if len(token.string) > _MAX_NUMBER_CHARS:
+                    return None
+                shape.append(tokenize.NUMBER)
+            else:
+                shape.append((token.type, token.string))
+    except (tokenize.TokenError, SyntaxError, ValueError):
+        return None
+    return tuple(shape)
+
+
+def _memo_lookup(shape: tuple) -> bool:
+    global _memo_hits
+    with _memo_lock:
+        if shape not in _accepted_shapes:
+            return False
+        _accepted_shapes.move_to_end(shape)
+        _memo_hits += 1
+        return True
+
+
+def _remember_accepted(shape: tuple) -> None:
+    with _memo_lock:
+        _accepted_shapes[shape] = None
+        _accepted_shapes.move_to_end(shape)
+        while len(_accepted_shapes) > _MEMO_SIZE:
+            _accepted_shapes.popitem(last=False)
+
+
+def clear_memo() -> None:
+    """Forget remembered acceptances (benchmarks measure the full check without it)."""
+    global _memo_hits
+    with _memo_lock:
+        _accepted_shapes.clear()
+        _memo_hits = 0
+
+
+def memo_info() -> dict[str, int]:
+    """How many accepted shapes are remembered, and how many checks they answered."""
+    with _memo_lock:
+        return {"size": len(_accepted_shapes), "hits": _memo_hits}
+
+
 def check_source(source: str, baseline_source: str | None = None) -> list[Violation]:
     """Every violation in `source`, sorted by line; [] means the candidate is accepted.
     `baseline_source` (the fixed baseline train.py) widens the import and prepare-name policy to
     what it uses; without it the defaults above apply."""
+    baseline = _baseline_policy(baseline_source)
+    shape = _shape(source, baseline)
+    if shape is not None and _memo_lookup(shape):
+        return []
+    found = _check_fully(source, baseline)
+    if not found and shape is not None:
+        _remember_accepted(shape)
+    return found
+
+
+def _check_fully(source: str, baseline: _Baseline) -> list[Violation]:
     try:
-        tree = ast.parse(source, filename="train.py")
-        compile(tree, "train.py", "exec", dont_inherit=True)   # symtable errors (return outside def, ...)
-    except SyntaxError as exc:
-        return [Violation("syntax", f"{exc.msg}", exc.lineno)]
-    except ValueError as exc:   # null bytes and similar
-        return [Violation("syntax", str(exc), None)]
-    checker = _Checker(tree, _baseline_policy(baseline_source))
-    checker.visit(tree)
-    found = checker.found + _evaluation_violations(tree, checker.strings)
+        module = cst.parse_module(source)
+    except Exception as exc:   # ParserSyntaxError, or libcst's own limits (recursion, encodings)
+        return [_syntax_violation(source, exc)]
+    syntax = _syntax_violation(source, None)
+    if syntax is not None:
+        return [syntax]
+    checker = _Checker(module, baseline)
+    # The visit recurses a few frames per tree level: code the interpreter compiles (up to ~200
+    # nested levels, long operator chains) can need more than the default limit of 1000.
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(max(limit, _RECURSION_LIMIT))
+    try:
+        module.visit(checker)
+        found = _place(module, checker.found) + _evaluation_violations(checker)
+    except RecursionError:
+        return [Violation("syntax", "the file is nested too deeply for the checker to read "
+                          "(split long expressions or deep nesting)", None)]
+    finally:
+        sys.setrecursionlimit(limit)
     unique = dict.fromkeys(found)   # same message on the same line once
     return sorted(unique, key=lambda v: (v.line or 10**9, v.rule))
 
