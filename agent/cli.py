@@ -81,10 +81,20 @@ def run_one(
 
 
 @app.command()
-def check(file: Path = typer.Argument(..., help="A candidate train.py.")):
+def check(
+    file: Path = typer.Argument(..., help="A candidate train.py."),
+    preflight: bool = typer.Option(False, "--preflight",
+                                   help="Also run it for a few steps at the micro preset on this machine."),
+):
     """Check a candidate against the experiment's rules. Exit 0 accepted, 1 rejected."""
     from sandbox.check import check_command
-    raise typer.Exit(check_command(file))
+    code = check_command(file)
+    if code == 0 and preflight:
+        from sandbox.preflight import preflight as run_preflight
+        result = run_preflight(file.read_text(), Path.cwd())
+        console.print(f"PREFLIGHT {result.reason}")
+        code = 0 if result.ok else 1
+    raise typer.Exit(code)
 
 
 @app.command()

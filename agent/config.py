@@ -28,9 +28,12 @@ class RunSettings(Section):
     preset: Literal["auto", "gpu", "cpu", "micro"] = "auto"
     backend: Literal["local", "sagemaker"] = "local"
     proposer: Literal["auto", "llm", "heuristic"] = "auto"   # auto: llm when ANTHROPIC_API_KEY is set
-    generations: int = Field(3, ge=1)
-    population: int = Field(10, ge=1)
+    generations: int = Field(2, ge=1)
+    population: int = Field(4, ge=1)
     seed: int = 0
+    # run each accepted candidate for a few steps at the micro preset here before it is launched:
+    # auto = only for the sagemaker backend, where a crash would waste a paid job start-up
+    preflight: Literal["auto", "always", "never"] = "auto"
     budget_usd: Optional[float] = Field(None, gt=0)
     max_hours: Optional[float] = Field(None, gt=0)
     runs_dir: str = "runs"

@@ -294,6 +294,22 @@ def _program_md(ctx) -> str:
     return path.read_text() if path.is_file() else ""
 
 
+def _preflight_enabled(ctx) -> bool:
+    mode = ctx.settings.run.preflight
+    return mode == "always" or (mode == "auto" and ctx.backend == "sagemaker" and not ctx.dry_run)
+
+
+def _preflight(ctx, proposal) -> tuple[bool, str | None, str | None]:
+    """A few micro-preset steps on this machine; a crash here would have crashed the paid job too."""
+    from sandbox.preflight import preflight
+    result = preflight(proposal.source, ctx.project_dir)
+    if result.skipped:
+        ctx.memory.log_event("preflight_skipped", {"reason": result.reason})
+    if result.ok:
+        return True, None, None
+    return False, "preflight", result.reason
+
+
 def propose_generation(ctx, generation: int, population: int) -> list[str]:
     """Ask the proposer for `population` candidates and store every proposal (accepted and
     rejected). Launches nothing. Each call adds to the generation (the REPL may call it again)."""
@@ -313,11 +329,14 @@ def propose_generation(ctx, generation: int, population: int) -> list[str]:
         seen_fingerprints=mem.fingerprints())
     proposals = ctx.proposer.propose(request)
     seen = set(request.seen_fingerprints)
+    preflight = _preflight_enabled(ctx)
     ids, listing = [], []
     for p in proposals:
         accepted, rule, reason = p.accepted, p.rule, p.reason
         if accepted and p.fingerprint in seen:   # belt and braces: never train identical code twice
             accepted, rule, reason = False, "duplicate", "identical to a candidate already tried in this run"
+        if accepted and preflight:
+            accepted, rule, reason = _preflight(ctx, p)
         if accepted:
             seen.add(p.fingerprint)
         cid = mem.add_candidate(generation=generation, strategy=p.strategy, title=p.title or "(untitled)",

@@ -31,9 +31,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "tests"))
 
-from test_loop import ScriptedProposer, edit, make_project, open_ctx  # noqa: E402
+from tests.test_loop import ScriptedProposer, edit, make_project, open_ctx  # noqa: E402
 
 import agent.loop as loop  # noqa: E402
 import agent.scheduler as scheduler  # noqa: E402

@@ -8,5 +8,5 @@ PY=${PYTHON:-python3}
 # torch first: with 2.13.0 (CPU) installed, the project's "torch>=2.4" installs nothing more;
 # asked for bare, pip would resolve torch to a multi-GB CUDA build.
 .venv/bin/python -c "import torch" 2>/dev/null || .venv/bin/pip install -q torch==2.13.0
-.venv/bin/pip install -q -e '.[test]'
+.venv/bin/pip install -q -e '.[test,aws]'
 exec .venv/bin/python -m pytest -q -p no:cacheprovider "$@"

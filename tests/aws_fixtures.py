@@ -285,6 +285,13 @@ class SageMakerSim:
         return proc
 
 
+def hide_sagemaker_package(monkeypatch):
+    """Make `import sagemaker...` fail as it does where the [aws] extra is not installed."""
+    for name in ("sagemaker", "sagemaker.core", "sagemaker.core.image_uris", "sagemaker.image_uris"):
+        monkeypatch.setitem(sys.modules, name, None)
+
+
+
 @pytest.fixture(scope="session")
 def aws_server():
     server = FakeAWSServer()

@@ -1,7 +1,6 @@
 """`aws setup`, `prepare --upload` and `doctor` against moto's server on 127.0.0.1."""
 from __future__ import annotations
 
-import importlib.util
 import json
 
 import boto3
@@ -12,7 +11,7 @@ pytest.register_assert_rewrite("tests.aws_fixtures")   # imported below before p
 from agent.aws_setup import aws_setup, doctor, doctor_report, role_policy, upload_prepared  # noqa: E402
 from agent.config import Settings  # noqa: E402
 from sandbox.runners.aws_clients import AWSConfigError  # noqa: E402
-from tests.aws_fixtures import REGION  # noqa: E402
+from tests.aws_fixtures import REGION, hide_sagemaker_package  # noqa: E402
 
 pytest_plugins = ("tests.aws_fixtures",)   # fixtures: aws_server, aws, sim
 
@@ -125,9 +124,8 @@ def test_doctor_without_credentials_says_how_to_get_them(aws, monkeypatch):
         aws_setup(settings(), preset=None)
 
 
-def test_doctor_image_check_names_the_fix_without_the_sagemaker_package(aws):
-    if importlib.util.find_spec("sagemaker") is not None:
-        pytest.skip("the sagemaker package is installed")
+def test_doctor_image_check_names_the_fix_without_the_sagemaker_package(aws, monkeypatch):
+    hide_sagemaker_package(monkeypatch)
     s = settings()
     s.sagemaker.image_uri = None
     image = by_name(doctor(s))["image"]

@@ -20,7 +20,7 @@ from agent.proposers.base import PastCandidate, ProposalRequest
 from agent.proposers.factory import make_proposer
 from agent.proposers.heuristic import HeuristicProposer
 from agent.proposers.llm import TOOL_NAME, LLMProposer
-from fake_anthropic import (BAD_SEARCH, default_reply, error_reply, fake_anthropic,  # noqa: F401
+from tests.fake_anthropic import (BAD_SEARCH, default_reply, error_reply, fake_anthropic,  # noqa: F401
                             raw_tool_reply, text_reply, tool_reply)
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -22,7 +22,7 @@ import pytest
 
 from agent.config import load_settings
 from agent.loop import (EXIT_BUDGET, EXIT_DEADLINE, EXIT_NO_RESULT, EXIT_OK, EXIT_USAGE, autopilot_command,
-                        get_phase, run_autopilot, strategy_slots)
+                        get_phase, propose_generation, run_autopilot, strategy_slots)
 from agent.memory import Memory
 from agent.proposers.base import STRATEGIES, Proposal
 from agent.results_tsv import UPSTREAM_COLUMNS, read_results_tsv
@@ -525,13 +525,10 @@ def test_resumed_run_keeps_its_preset(tmp_path):
 
 
 # ============================================================================ real train.py
-REAL_FILES = all((REPO / f).is_file() for f in ("train.py", "prepare.py"))
 
 
 @pytest.fixture(scope="session")
 def micro_cache(tmp_path_factory):
-    if not REAL_FILES:
-        pytest.skip("the real prepare.py/train.py are not there yet")
     cache = tmp_path_factory.mktemp("autoresearch-cache")
     env = {**os.environ, "AUTORESEARCH_CACHE": str(cache)}
     subprocess.run([sys.executable, str(REPO / "prepare.py"), "--preset", "micro"], cwd=REPO, env=env,
@@ -566,3 +563,24 @@ def test_real_micro_autopilot_through_the_cli(tmp_path, micro_cache):
     assert set(git(project, "tag", "--list", "demo/*").split()) == {
         "demo/gen-000-best", "demo/gen-001-best", "demo/gen-002-best"}
     assert git(project, "status", "--porcelain") == ""
+
+
+def test_preflight_rejects_a_candidate_that_crashes_before_it_is_launched(tmp_path, micro_cache, monkeypatch):
+    """run.preflight: a few micro steps of the real train.py on this machine; the crashing
+    candidate is recorded as rejected with rule `preflight` and the traceback's last line."""
+    monkeypatch.setenv("AUTORESEARCH_CACHE", str(micro_cache))
+    project = make_project(tmp_path / "proj", real=True)
+    good = [{"search": "MATRIX_LR = 0.04", "replace": "MATRIX_LR = 0.05"}]
+    broken = [{"search": "SEED = 42\n", "replace": "SEED = 42\nHEAD_DIM = HEAD_DIM + 1  # odd head dim\n"}]
+    proposer = ScriptedProposer({1: [("conservative", "matrix lr up", good),
+                                     ("moderate", "odd head dim", broken)]})
+    ctx = open_ctx(project, proposer=proposer, preflight="always", preset="micro")
+    try:
+        ids = propose_generation(ctx, 1, 2)
+        by_title = {c["title"]: c for c in (ctx.memory.candidate(i) for i in ids)}
+    finally:
+        ctx.close()
+    assert by_title["matrix lr up"]["check_status"] == "accepted"
+    bad = by_title["odd head dim"]
+    assert bad["check_status"] == "rejected" and bad["rule"] == "preflight"
+    assert bad["reason"].startswith("crash: ")

@@ -103,3 +103,20 @@ def test_bad_arguments_are_named(tmp_path):
         preflight(BASELINE, tmp_path)
     with pytest.raises(ValueError, match="steps"):
         preflight(BASELINE, ROOT, steps=0)
+
+
+def test_check_command_with_preflight_runs_the_candidate(micro_cache, tmp_path):
+    """`autoresearch check FILE --preflight` in a project folder: the checker, then a few micro steps."""
+    project = tmp_path / "proj"
+    project.mkdir()
+    (project / "prepare.py").write_text((ROOT / "prepare.py").read_text())
+    good = project / "good.py"
+    good.write_text(BASELINE)
+    broken = project / "broken.py"
+    broken.write_text(BASELINE.replace("SEED = 42\n", "SEED = 42\nHEAD_DIM = HEAD_DIM + 1\n", 1))
+    env = {**os.environ, "AUTORESEARCH_CACHE": str(micro_cache)}
+    cli = [sys.executable, "-m", "agent.cli", "check", "--preflight"]
+    ok = subprocess.run(cli + [str(good)], cwd=project, env=env, capture_output=True, text=True, timeout=120)
+    assert ok.returncode == 0 and "ACCEPTED" in ok.stdout and "PREFLIGHT passed" in ok.stdout, ok.stdout + ok.stderr
+    bad = subprocess.run(cli + [str(broken)], cwd=project, env=env, capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 1 and "ACCEPTED" in bad.stdout and "PREFLIGHT crash:" in bad.stdout, bad.stdout

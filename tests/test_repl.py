@@ -468,7 +468,7 @@ def test_autopilot_and_repl_take_turns_on_one_run(tmp_path):
 
 def test_add_turns_an_idea_into_a_candidate_with_the_llm(tmp_path, monkeypatch):
     """`add "..."` with a key: the real anthropic SDK against the local fake Messages API."""
-    from fake_anthropic import FakeAnthropic, tool_reply
+    from tests.fake_anthropic import FakeAnthropic, tool_reply
     proj = make_standin_project(tmp_path)
     with FakeAnthropic() as fake:
         monkeypatch.setenv("ANTHROPIC_API_KEY", "test-key")

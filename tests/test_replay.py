@@ -10,18 +10,25 @@ import pytest
 from rich.console import Console
 
 from agent.replay import ReplayError, run_replay, select_candidates
-from test_repl import make_standin_project, open_context  # the stand-in project (same folder)
+from tests.test_repl import make_standin_project, open_context  # the stand-in project (same folder)
 
 
 @pytest.fixture(scope="module")
 def evolved(tmp_path_factory):
-    """A run with the baseline (x2) and one autopilot generation of three candidates + a control."""
+    """A run with the baseline (x2), one autopilot generation of three heuristic candidates + a
+    control, and a second generation in which a human diff (WEIGHT_DECAY 0.2 -> 0.1, a sure win
+    against the noiseless stand-in) becomes the incumbent, so the lineage has two members whatever
+    the heuristic happened to find."""
     from agent.loop import run_autopilot
+    from agent.repl import run_repl
     root = tmp_path_factory.mktemp("replay")
     proj = make_standin_project(root)
     ctx = open_context(proj, console=Console(file=io.StringIO(), width=200))
     try:
         assert run_autopilot(ctx, generations=1, population=3, max_hours=None, budget_usd=None) == 0
+        script = io.StringIO(f"add-diff {root / 'tools' / 'wd.diff'} weight decay 0.1\nlaunch\nquit\n")
+        assert run_repl(ctx, stdin=script, stdout=io.StringIO()) == 0
+        assert ctx.memory.lineage()[-1]["title"] == "weight decay 0.1"
     finally:
         ctx.close()
     return proj
@@ -42,7 +49,7 @@ def test_lineage_replays_are_stored_linked_and_compared(evolved):
     try:
         memory = ctx.memory
         lineage = [row["id"] for row in memory.lineage()]
-        assert len(lineage) == 2                             # the baseline and generation 1's winner
+        assert len(lineage) >= 2 and lineage[0] == "g000-baseline"   # the baseline and its winner(s)
         before = {e["id"] for e in memory.executions()}
         assert run_replay(ctx, lineage=True, repeats=2) == 0
         replays = [e for e in memory.executions(kind="replay") if e["id"] not in before]

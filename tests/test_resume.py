@@ -24,7 +24,7 @@ from agent.results_tsv import read_results_tsv
 from sandbox.runners.base import Finished
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from test_loop import make_project  # noqa: E402
+from tests.test_loop import make_project  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 RESULT_STATUSES = {"ok", "crash", "timeout", "rejected", "over_budget"}
@@ -232,11 +232,11 @@ class DetachedRunner:
 DETACHED_CHILD = """
 import sys
 from pathlib import Path
-sys.path.insert(0, {tests!r})
+sys.path.insert(0, {repo!r})
 from agent.config import load_settings
 from agent.run_context import open_run
 from agent.loop import run_autopilot
-from test_resume import DetachedRunner
+from tests.test_resume import DetachedRunner
 project = Path({project!r})
 ctx = open_run(load_settings(project / "config.yaml"), "ra", project, json_mode=True)
 ctx.runner = DetachedRunner()
@@ -248,7 +248,7 @@ sys.exit(run_autopilot(ctx, generations=0, population=1, max_hours=None, budget_
 def test_executions_alive_elsewhere_are_reattached_not_rerun(tmp_path):
     project = make_project(tmp_path / "proj", slots=2)
     run_dir = project / "runs" / "ra"
-    script = DETACHED_CHILD.format(tests=str(Path(__file__).resolve().parent), project=str(project))
+    script = DETACHED_CHILD.format(repo=str(REPO), project=str(project))
     first = subprocess.Popen([sys.executable, "-c", script], cwd=project, env=child_env(2.0),
                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
@@ -273,7 +273,7 @@ def test_a_result_left_by_a_dead_orchestrator_is_kept_not_rerun(tmp_path):
     from agent.loop import add_baseline
     from agent.scheduler import ensure_workspace, recover_unfinished
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from test_loop import open_ctx, ScriptedProposer
+    from tests.test_loop import open_ctx, ScriptedProposer
     project = make_project(tmp_path / "proj")
     ctx = open_ctx(project, proposer=ScriptedProposer({}))
     try:

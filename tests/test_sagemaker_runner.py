@@ -6,7 +6,6 @@ sm_entry.py -> harness.py -> train.py, then uploads output.tar.gz where SageMake
 """
 from __future__ import annotations
 
-import importlib.util
 import io
 import json
 import re
@@ -24,7 +23,7 @@ from sandbox.runners.aws_clients import AWSConfigError  # noqa: E402
 from sandbox.runners.base import ExecutionSpec, Finished, Progress, Requeued  # noqa: E402
 from sandbox.runners.sagemaker import SageMakerRunner, write_dry_run_requests  # noqa: E402
 from sandbox.workspace import build_workspace  # noqa: E402
-from tests.aws_fixtures import REGION, set_job  # noqa: E402
+from tests.aws_fixtures import REGION, hide_sagemaker_package, set_job  # noqa: E402
 
 pytest_plugins = ("tests.aws_fixtures",)   # fixtures: aws_server, aws, sim
 
@@ -138,8 +137,7 @@ def test_dry_run_needs_role_and_image_with_clear_fixes(tmp_path, monkeypatch):
     no_role.aws.role_arn = None
     with pytest.raises(AWSConfigError, match="autoresearch aws setup"):
         write_dry_run_requests([spec], no_role, run_tag="t1")
-    if importlib.util.find_spec("sagemaker") is not None:
-        pytest.skip("the sagemaker package is installed: the image resolves offline")
+    hide_sagemaker_package(monkeypatch)
     with pytest.raises(AWSConfigError, match=r"pip install 'autoresearch-at-scale\[aws\]'.*sagemaker.image_uri"):
         write_dry_run_requests([spec], make_settings(image_uri=None), run_tag="t1")
 
