@@ -58,6 +58,7 @@ from agent.proposers.base import STRATEGIES, ProposalRequest
 from agent.results_tsv import write_results_tsv as _render_tsv, run_commits
 from agent.scheduler import Pricing, RunBusyError, RunLock, ensure_workspace, recover_unfinished, \
     run_executions, spec_for
+from sandbox.runners.base import BackendError
 
 EXIT_OK = 0
 EXIT_USAGE = 2
@@ -549,6 +550,11 @@ def run_autopilot(ctx, *, generations: int, population: int, max_hours: float | 
     except NoResultError as exc:
         _say(ctx, str(exc), "red")
         code, reason = EXIT_NO_RESULT, str(exc)
+    except BackendError as exc:
+        # the backend is not usable as configured: nothing was the candidates' fault; executions
+        # not started stay pending, jobs already running are re-attached when the command is repeated
+        _say(ctx, f"{exc}\nthe same command resumes once this is fixed", "red")
+        code, reason = EXIT_USAGE, str(exc)
     except (KeyboardInterrupt, SystemExit):
         code, reason = EXIT_INTERRUPTED, "interrupted; run the same command again to resume"
     ctx.memory.log_event("autopilot_end", {"exit_code": code, "reason": reason})

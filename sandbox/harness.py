@@ -377,11 +377,26 @@ def _judge(lines, record, budget, preset, result) -> tuple[str, str | None]:
     if isinstance(real_budget, (int, float)) and real_budget > 0:
         budget = float(real_budget)
         result["budget_seconds"] = budget
-    allowed = budget + max(3.0, 0.05 * budget)
+    # The loop looks at the clock between steps, so an honest run overshoots by up to one step:
+    # on a busy CPU one step can take seconds. Allow the last step's own duration on top.
+    allowed = budget + max(3.0, 0.05 * budget) + _last_step_seconds(lines)
     if summary["training_seconds"] > allowed:
         return "over_budget", (f"training_seconds {summary['training_seconds']:g} > budget {budget:g}s "
-                               f"(+{allowed - budget:g}s tolerance)")
+                               f"(+{allowed - budget:.1f}s tolerance incl. the last step)")
     return "ok", None
+
+
+_STEP_DT = re.compile(r"^step \d+ .*\| dt: (\d+(?:\.\d+)?)ms")
+
+
+def _last_step_seconds(lines) -> float:
+    """dt of the last progress line (0 when there is none); capped at a minute so a forged
+    line cannot buy a candidate unlimited training time."""
+    for line in reversed(lines):
+        match = _STEP_DT.match(line.strip())
+        if match:
+            return min(float(match.group(1)) / 1000.0, 60.0)
+    return 0.0
 
 
 # --------------------------------------------------------------------------- CLI

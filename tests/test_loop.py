@@ -584,3 +584,25 @@ def test_preflight_rejects_a_candidate_that_crashes_before_it_is_launched(tmp_pa
     bad = by_title["odd head dim"]
     assert bad["check_status"] == "rejected" and bad["rule"] == "preflight"
     assert bad["reason"].startswith("crash: ")
+
+
+def test_unreachable_aws_stops_the_run_with_the_fix_and_loses_nothing(tmp_path, monkeypatch, capsys):
+    """No AWS behind the endpoint: one clear message naming the fix, exit 2, nothing counted as a
+    crash or a success; the executions stay pending for the same command to resume."""
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")      # nothing listens there
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    project = make_project(tmp_path / "proj")
+    with open(project / "config.yaml", "a") as fh:
+        fh.write("aws:\n  region: us-east-1\n  role_arn: arn:aws:iam::123456789012:role/x\n"
+                 "s3:\n  bucket: my-bucket\n"
+                 "sagemaker:\n  image_uri: 123456789012.dkr.ecr.us-east-1.amazonaws.com/pt:2.8\n"
+                 "  api_max_attempts: 1\n")
+    ctx = open_ctx(project, proposer=ScriptedProposer({1: [WINNER]}), backend="sagemaker")
+    run_dir = ctx.run_dir
+    assert autopilot(ctx, generations=1, population=1) == EXIT_USAGE
+    out = capsys.readouterr().out
+    assert "AWS unreachable" in out and "autoresearch doctor" in out and "resumes" in out
+    with Memory.open(run_dir, create=False) as mem:
+        statuses = {e["status"] for e in mem.executions()}
+    assert statuses == {"pending"}

@@ -11,10 +11,12 @@ from typing import Any, Callable
 
 import boto3
 from botocore.config import Config
-from botocore.exceptions import ClientError, ConnectionClosedError, EndpointConnectionError, ReadTimeoutError
+from botocore.exceptions import (ClientError, ConnectionClosedError, EndpointConnectionError, NoCredentialsError,
+                                 NoRegionError, PartialCredentialsError, ReadTimeoutError)
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_random_exponential
 
 from agent.config import Settings
+from sandbox.runners.base import BackendError
 
 # Error codes that mean "slow down" or "try again": never a verdict on the request itself.
 THROTTLE_CODES = frozenset({
@@ -25,8 +27,34 @@ THROTTLE_CODES = frozenset({
 })
 
 
-class AWSConfigError(ValueError):
+class AWSConfigError(BackendError, ValueError):
     """Settings or environment that cannot reach AWS; the message names the fix."""
+
+
+# Error codes that say the account, credentials or bucket are wrong: the same for every request.
+SETUP_CODES = frozenset({
+    "AccessDenied", "AccessDeniedException", "UnauthorizedOperation", "InvalidAccessKeyId",
+    "InvalidClientTokenId", "UnrecognizedClientException", "SignatureDoesNotMatch", "ExpiredToken",
+    "ExpiredTokenException", "NoSuchBucket",
+})
+
+
+def as_setup_error(exc: BaseException, what: str) -> AWSConfigError | None:
+    """The AWSConfigError to raise instead of `exc` when it means "AWS is not set up or not
+    reachable" (after retries), else None (the caller handles the error itself)."""
+    fix = "run `autoresearch doctor` to see what is missing"
+    if isinstance(exc, (NoCredentialsError, PartialCredentialsError)):
+        return AWSConfigError(f"{what}: no usable AWS credentials ({exc}); set a profile (aws.profile) or "
+                              f"AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY; {fix}")
+    if isinstance(exc, NoRegionError):
+        return AWSConfigError(f"{what}: no AWS region; set aws.region in config.yaml; {fix}")
+    if isinstance(exc, (EndpointConnectionError, ConnectionClosedError, ReadTimeoutError)):
+        return AWSConfigError(f"{what}: AWS unreachable after retries ({exc}); check the network or "
+                              f"AWS_ENDPOINT_URL / aws.endpoint_url; {fix}")
+    if error_code(exc) in SETUP_CODES:
+        return AWSConfigError(f"{what}: {error_code(exc)}: {error_message(exc)}; "
+                              f"`autoresearch aws setup` creates the bucket and role; {fix}")
+    return None
 
 
 def error_code(exc: BaseException) -> str:

@@ -65,6 +65,12 @@ class Requeued:
 RunnerEvent = Union[Progress, Finished, Requeued]
 
 
+class BackendError(RuntimeError):
+    """The backend cannot be used as configured (no credentials, endpoint unreachable, a request
+    the service refuses for every candidate alike). Not a verdict on any candidate: the loop stops
+    with this message, which names the fix, and the same command resumes once it is fixed."""
+
+
 class Runner(Protocol):
     name: str
 

@@ -40,7 +40,8 @@ from agent.config import Settings
 from sandbox.progress import parse_progress_line
 from sandbox.runners import sagemaker_request as req
 from sandbox.runners.aws_clients import (
-    call_with_retry, error_code, error_message, is_retryable, make_client, make_session, region_of,
+    as_setup_error, call_with_retry, error_code, error_message, is_retryable, make_client, make_session,
+    region_of,
 )
 from sandbox.runners.base import ExecutionSpec, Finished, Progress, Requeued, RunnerEvent
 
@@ -150,8 +151,14 @@ class SageMakerRunner:
 
     def _call(self, service: str, op: str, **kwargs: Any) -> Any:
         fn = getattr(self._client(service), op)
-        return call_with_retry(fn, attempts=self.sm.api_max_attempts, backoff_s=self.sm.api_backoff_s,
-                               sleep=self._sleep, **kwargs)
+        try:
+            return call_with_retry(fn, attempts=self.sm.api_max_attempts, backoff_s=self.sm.api_backoff_s,
+                                   sleep=self._sleep, **kwargs)
+        except Exception as exc:   # credentials / endpoint / bucket problems: one clear message
+            setup = as_setup_error(exc, f"{service} {op}")
+            if setup is None:
+                raise
+            raise setup from None
 
     def image_uri(self) -> str:
         if self._image_uri is None:
