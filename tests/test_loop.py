@@ -458,8 +458,10 @@ def test_dry_run_local_launches_nothing_and_keeps_the_proposals(tmp_path, capsys
     assert len(proposer.requests) == 1
 
 
-def test_dry_run_sagemaker_writes_requests_and_makes_no_aws_call(tmp_path, monkeypatch, capsys):
-    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")     # any AWS call would fail loudly
+def sagemaker_project(tmp_path, monkeypatch, sagemaker_extra: str = "") -> Path:
+    """A stand-in project configured for the sagemaker backend, with AWS pointed at a closed port
+    on 127.0.0.1: any AWS call fails loudly instead of reaching anything."""
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
@@ -467,7 +469,13 @@ def test_dry_run_sagemaker_writes_requests_and_makes_no_aws_call(tmp_path, monke
     with open(project / "config.yaml", "a") as fh:
         fh.write("aws:\n  region: us-east-1\n  role_arn: arn:aws:iam::123456789012:role/x\n"
                  "s3:\n  bucket: my-bucket\n"
-                 "sagemaker:\n  image_uri: 123456789012.dkr.ecr.us-east-1.amazonaws.com/pt:2.8\n")
+                 "sagemaker:\n  image_uri: 123456789012.dkr.ecr.us-east-1.amazonaws.com/pt:2.8\n"
+                 + sagemaker_extra)
+    return project
+
+
+def test_dry_run_sagemaker_writes_requests_and_makes_no_aws_call(tmp_path, monkeypatch, capsys):
+    project = sagemaker_project(tmp_path, monkeypatch)
     ctx = open_ctx(project, proposer=ScriptedProposer({1: [WINNER]}), dry_run=True, backend="sagemaker")
     run_dir = ctx.run_dir
     assert autopilot(ctx, generations=1, population=1, budget_usd=0.06) == EXIT_OK
@@ -589,15 +597,7 @@ def test_preflight_rejects_a_candidate_that_crashes_before_it_is_launched(tmp_pa
 def test_unreachable_aws_stops_the_run_with_the_fix_and_loses_nothing(tmp_path, monkeypatch, capsys):
     """No AWS behind the endpoint: one clear message naming the fix, exit 2, nothing counted as a
     crash or a success; the executions stay pending for the same command to resume."""
-    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")      # nothing listens there
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    project = make_project(tmp_path / "proj")
-    with open(project / "config.yaml", "a") as fh:
-        fh.write("aws:\n  region: us-east-1\n  role_arn: arn:aws:iam::123456789012:role/x\n"
-                 "s3:\n  bucket: my-bucket\n"
-                 "sagemaker:\n  image_uri: 123456789012.dkr.ecr.us-east-1.amazonaws.com/pt:2.8\n"
-                 "  api_max_attempts: 1\n")
+    project = sagemaker_project(tmp_path, monkeypatch, "  api_max_attempts: 1\n")
     ctx = open_ctx(project, proposer=ScriptedProposer({1: [WINNER]}), backend="sagemaker")
     run_dir = ctx.run_dir
     assert autopilot(ctx, generations=1, population=1) == EXIT_USAGE
