@@ -19,7 +19,8 @@ from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 from agent.config import Settings
 from sandbox.runners import sagemaker_request as req
 from sandbox.runners.aws_clients import (
-    AWSConfigError, call_with_retry, error_code, error_message, make_client, make_session, region_of,
+    AWSConfigError, as_setup_error, call_with_retry, error_code, error_message, make_client, make_session,
+    region_of,
 )
 from sandbox.runners.sagemaker import LOG_GROUP
 
@@ -62,7 +63,15 @@ def _clients(settings: Settings) -> tuple[Any, str, Callable[[str], Any]]:
 
 
 def _call(client: Any, op: str, **kwargs: Any) -> Any:
-    return call_with_retry(getattr(client, op), attempts=5, backoff_s=0.5, **kwargs)
+    try:
+        return call_with_retry(getattr(client, op), attempts=5, backoff_s=0.5, **kwargs)
+    except BotoCoreError as exc:
+        # no credentials / region / endpoint: one message with the fix (the runner does the same);
+        # ClientErrors stay as they are, the set-up steps tell "missing" from "refused" themselves
+        setup = as_setup_error(exc, f"{client.meta.service_model.service_name} {op}")
+        if setup is None:
+            raise
+        raise setup from None
 
 
 def role_policy(settings: Settings, account: str, region: str) -> dict:

@@ -130,3 +130,13 @@ def test_doctor_image_check_names_the_fix_without_the_sagemaker_package(aws, mon
     s.sagemaker.image_uri = None
     image = by_name(doctor(s))["image"]
     assert image.ok is False and "autoresearch-at-scale[aws]" in image.fix
+
+
+def test_setup_against_an_unreachable_endpoint_is_one_clear_error(tmp_path, monkeypatch):
+    """No traceback: the error names the endpoint problem and where to fix it."""
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")      # nothing listens there
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    with pytest.raises(AWSConfigError, match=r"AWS unreachable.*AWS_ENDPOINT_URL"):
+        aws_setup(settings(), upload=False)

@@ -44,8 +44,8 @@ def as_setup_error(exc: BaseException, what: str) -> AWSConfigError | None:
     reachable" (after retries), else None (the caller handles the error itself)."""
     fix = "run `autoresearch doctor` to see what is missing"
     if isinstance(exc, (NoCredentialsError, PartialCredentialsError)):
-        return AWSConfigError(f"{what}: no usable AWS credentials ({exc}); set a profile (aws.profile) or "
-                              f"AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY; {fix}")
+        return AWSConfigError(f"{what}: no usable AWS credentials ({exc}); run `aws configure` (or "
+                              f"`aws sso login`), or set aws.profile in config.yaml")
     if isinstance(exc, NoRegionError):
         return AWSConfigError(f"{what}: no AWS region; set aws.region in config.yaml; {fix}")
     if isinstance(exc, (EndpointConnectionError, ConnectionClosedError, ReadTimeoutError)):
