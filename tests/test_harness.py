@@ -20,12 +20,15 @@ from sandbox.workspace import HARNESS_SOURCE
 STANDIN = r'''
 import json, math, os, sys, time
 cfg = json.load(open("standin.json"))
+def mark(name, pid):   # atomically: the tests read the pid as soon as the file exists
+    open(name + ".tmp", "w").write(str(pid))
+    os.replace(name + ".tmp", name)
 if cfg.get("dump_env"):
     json.dump(dict(os.environ), open("env_seen.json", "w"))
 if cfg.get("spawn_grandchild"):
     import subprocess
     p = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
-    open("grandchild.pid", "w").write(str(p.pid))
+    mark("grandchild.pid", p.pid)
 for i in range(cfg.get("steps", 3)):
     loss = float("nan") if cfg.get("nan_at") == i else 4.0 - 0.1 * i
     print(f"step {i:05d} ({100*i/3:.1f}%) | loss: {loss:.6f} | lrm: 1.00 | dt: {cfg.get('dt_ms', 10)}ms | "
@@ -36,7 +39,7 @@ for i in range(cfg.get("steps", 3)):
 if cfg.get("raise"):
     raise RuntimeError(cfg["raise"])
 if cfg.get("sleep"):
-    open("sleeping", "w").write(str(os.getpid()))
+    mark("sleeping", os.getpid())
     time.sleep(cfg["sleep"])
 if cfg.get("record", True):
     rec = {"val_bpb": cfg.get("record_val", 1.2345671), "time_budget": cfg.get("budget", 10),

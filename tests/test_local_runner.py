@@ -22,7 +22,9 @@ REPO = Path(__file__).resolve().parents[1]
 STANDIN = r'''
 import json, os, sys, time
 cfg = json.load(open("standin.json"))
-open("started", "w").write(str(os.getpid()))
+with open("started.tmp", "w") as fh:   # atomically: the test reads the pid as soon as the file exists
+    fh.write(str(os.getpid()))
+os.replace("started.tmp", "started")
 if cfg.get("dump_env"):
     json.dump(dict(os.environ), open("env_seen.json", "w"))
 for i in range(cfg.get("steps", 2)):
