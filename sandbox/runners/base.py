@@ -6,6 +6,7 @@ thing locally and on SageMaker. Runners never decide keep/discard; they report.
 """
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol, Union
@@ -71,8 +72,30 @@ class BackendError(RuntimeError):
     with this message, which names the fix, and the same command resumes once it is fixed."""
 
 
+class Clock(Protocol):
+    """Where the scheduler and the loop take "now" from. Real backends use the wall clock; the
+    simulated backend runs on a virtual clock that its poll() advances to the next event, and
+    that the loop advances by the (modelled) time a proposal takes."""
+
+    def now(self) -> float:
+        """Seconds (unix time for the wall clock, virtual seconds for the simulated backend)."""
+
+    def advance(self, seconds: float) -> None:
+        """Let `seconds` pass (a no-op on the wall clock, which passes by itself)."""
+
+
+class WallClock:
+    def now(self) -> float:
+        return time.time()
+
+    def advance(self, seconds: float) -> None:
+        pass
+
+
 class Runner(Protocol):
     name: str
+    clock: Clock                 # WallClock() for local and sagemaker
+    simulated: bool              # True only for the simulated backend: its results are not real
 
     def free_slots(self) -> int:
         """How many more executions `submit` may take right now."""
@@ -88,6 +111,11 @@ class Runner(Protocol):
 
     def cancel(self, execution_id: str) -> None:
         """Stop one execution; it still ends with a Finished event (status `killed`)."""
+
+    def stop_early(self, execution_id: str, reason: dict) -> None:
+        """Stop one execution because its loss curve is losing. It still ends with a Finished
+        event, status `stopped_early`, whose result carries `reason` (the figures that decided)
+        under `early_stop`. Inside a packed job only that candidate stops."""
 
     def reattach(self, spec: ExecutionSpec, job_id: str) -> bool:
         """After an orchestrator restart: follow an execution started earlier. False when the
