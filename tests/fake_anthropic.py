@@ -160,16 +160,16 @@ class RecordedRequest:
     """One request as the stand-in saw it; tests assert on these."""
 
     path: str
-    headers: dict[str, str]
-    body: dict
-    at: float                          # wall time of arrival
+    headers: dict[str, str] = field(repr=False)
+    body: dict = field(repr=False)
+    at: float = 0.0                    # wall time of arrival
     status: int = 0                    # 0 while unanswered (or never answered: a hang)
     number: int = 0                    # arrival order among all events of this server
     clock: float = 0.0                 # the stand-in's clock at arrival (what TTLs are measured in)
     answered_at: float | None = None   # wall time the answer was sent
     error: str | None = None           # the error message answered
     usage: dict | None = None
-    cache: CacheOutcome | None = None  # breakpoints (with prefix hashes), hit, writes, conflicts
+    cache: CacheOutcome | None = field(default=None, repr=False)  # breakpoints (prefix hashes), hit, writes, conflicts
     settings: dict = field(default_factory=dict)   # effective thinking / effort / tool_choice
 
     @property

@@ -79,7 +79,7 @@ def test_more_than_four_breakpoints_is_a_400(api):
 
 
 def test_a_concurrent_request_cannot_read_an_entry_still_being_written(clock):
-    with FakeAnthropic(clock=clock, latency_s=0.3) as api:
+    with FakeAnthropic(clock=clock, latency_s=1.0) as api:   # long enough that the three overlap
         c = client(api)
         start = threading.Barrier(3)
         results: list[dict] = []

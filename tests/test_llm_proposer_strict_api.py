@@ -24,7 +24,7 @@ INCUMBENT = (ROOT / "train.py").read_text()
 
 @pytest.fixture
 def api(monkeypatch):
-    with FakeAnthropic() as server:
+    with FakeAnthropic(latency_s=1.0) as server:   # answers take a second: concurrent calls really overlap
         monkeypatch.setenv("ANTHROPIC_BASE_URL", server.url)
         monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-test-dummy")
         monkeypatch.delenv("ANTHROPIC_AUTH_TOKEN", raising=False)
