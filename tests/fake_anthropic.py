@@ -1,24 +1,37 @@
-"""A small local HTTP server speaking the Anthropic Messages API (POST /v1/messages).
+"""A local HTTP server speaking the Anthropic Messages API, as strict as the API documents it.
 
 Tests point the real `anthropic` SDK at it (base_url=http://127.0.0.1:<port>, any key) so the
-whole client path — serialisation, headers, retries, error mapping — is exercised for real.
+whole client path — serialisation, headers, retries, timeouts, error mapping — is exercised for
+real. Routes: POST /v1/messages and POST /v1/messages/count_tokens.
 
-- Scripted replies are consumed in order; a reply with `match` is only used for a request whose
-  text contains that string (so concurrent per-strategy calls can be scripted deterministically).
-  With nothing scripted for a request, the default responder answers.
-- The default responder reads the incumbent train.py from the first user message and proposes
-  valid knob edits (MATRIX_LR, EMBEDDING_LR, ...), as many as the prompt asks for, each unique
-  for the life of the server; `bad_edits=N` makes the first N answers carry one edit that
-  cannot apply.
-- Every request is recorded (path, lower-cased headers, JSON body, time, status answered).
-- Usage is emulated, prompt caching included: the prefix up to each `cache_control` breakpoint
-  is remembered, a repeat reads it (`cache_read_input_tokens`), a new one writes it.
-- It enforces the API rules a client most easily gets wrong: a key (x-api-key or bearer), alternating roles,
-  a `tool_result` for every `tool_use` of the previous assistant turn, and thinking blocks passed
-  back unchanged (signatures it issued).
+What it enforces (rules and sources: tests/fake_anthropic_models.py, tests/fake_anthropic_cache.py):
+- the model's refusals as 400s with the API's messages (Sonnet 5.5: forced tool_choice, sampling
+  parameters, thinking "enabled"/"disabled", prefill, between_tools above high effort), unknown
+  or retired models as 404s, a key (x-api-key or bearer), alternating roles, a tool_result for
+  every tool_use of the previous assistant turn, thinking blocks passed back unchanged (signatures
+  it issued, bound to the conversation before them on models that bind them);
+- prompt caching: entries keyed by the exact prefix up to each breakpoint, max 4 breakpoints,
+  the minimum cacheable length, TTLs (5 min / 1 h from the start of the request that wrote or
+  read the entry, refreshed on read), no read of an entry whose writer has not answered yet (a
+  concurrent request pays the write again), thinking/effort/tool_choice changes spoiling entries;
+- usage exactly as the API reports it: input_tokens is the uncached remainder, cache_creation
+  split into ephemeral_5m/1h, thinking tokens counted in output_tokens (and inside max_tokens:
+  a reply that does not fit is cut off with stop_reason "max_tokens").
+
+Scripting: replies are consumed in order; a reply with `match` is only used for a request whose
+text contains that string. With nothing scripted the default responder answers: it reads the
+incumbent train.py from the first user message and proposes valid knob edits, as many as asked,
+each unique for the life of the server (`bad_edits=N`: the first N answers carry one bad edit).
+`server.outage = error_reply(529, ...)` or `hang_reply()` answers every request that way until
+reset to None. Every request is in `server.requests` (see RecordedRequest: time, stand-in clock,
+parameters, prefix hashes, cache hits/writes, usage, status, error).
+
+Time: `clock` (default time.time) runs the TTLs; pass `FakeClock()` and `advance()` it to test
+expiry fast. `latency_s` is how long a 200 takes (so that concurrent requests really overlap);
+`prefill_s` is the clock time after which a slow writer's entry is readable before it answers.
 
 Standalone (for a check by hand):
-    python tests/fake_anthropic.py --port 0 [--script script.json] [--demo]
+    python tests/fake_anthropic.py --port 0 [--script script.json] [--demo] [--log requests.jsonl]
 prints `ANTHROPIC_BASE_URL=http://127.0.0.1:<port>` and serves until interrupted. `--demo` answers
 the first request with a 529 (retry-after-ms: 50) and the first proposal with one bad edit.
 Script file: a JSON list of replies, each one of
@@ -26,8 +39,10 @@ Script file: a JSON list of replies, each one of
     {"tool_input": {...}}            a tool call with any input (malformed on purpose)
     {"text": "..."}                  a plain text answer (no tool call)
     {"status": 529, "retry_after_ms": 50, "retry_after": 1, "error_type": "overloaded_error"}
+    {"hang": true}                   never answer (the client's timeout fires)
     {"default": true, "bad_edit": true}   the default responder's answer
-each optionally with "match": "substring", "thinking": "text", "delay_s": 0.1, "headers": {...}.
+each optionally with "match": "substring", "thinking": "text", "delay_s": 0.1, "headers": {...},
+"usage": false (answer without a usage object), "thinking_tokens": N.
 """
 from __future__ import annotations
 
@@ -35,7 +50,6 @@ import argparse
 import hashlib
 import itertools
 import json
-import math
 import re
 import sys
 import threading
@@ -43,22 +57,37 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any, Callable
 
+if __package__ in (None, ""):      # run as a script: make `tests.` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from tests.fake_anthropic_cache import (CacheOutcome, CacheRequestError, FakeClock, PromptCache,  # noqa: E402,F401
+                                        positions_of, prefix_hashes, tokens_of)
+from tests.fake_anthropic_models import MODELS, ModelRules, refusal, settings_of, thinking_tokens  # noqa: E402
+
 TOOL_NAME = "propose_candidates"
-ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 404: "not_found_error",
-               429: "rate_limit_error", 500: "api_error", 529: "overloaded_error"}
+ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
+               404: "not_found_error", 408: "timeout_error", 413: "request_too_large", 429: "rate_limit_error",
+               500: "api_error", 503: "api_error", 504: "timeout_error", 529: "overloaded_error"}
 # Knobs the default responder may move, and the factors it walks through for each.
 DEFAULT_KNOBS = ("MATRIX_LR", "EMBEDDING_LR", "UNEMBEDDING_LR", "SCALAR_LR", "WEIGHT_DECAY", "WARMDOWN_RATIO")
 DEFAULT_FACTORS = (1.25, 0.8, 1.5, 0.67, 1.1, 0.9)
 BAD_SEARCH = "THIS_LINE_IS_NOT_IN_TRAIN_PY = 1"
+# Internal reasoning the stand-in spends per call at each effort (billed as output, inside max_tokens),
+# at most half the prompt's tokens. An assumption of this stand-in, not a documented figure; pass
+# `thinking_tokens=` to change it.
+DEFAULT_THINKING_TOKENS = {"low": 400, "medium": 1500, "high": 3000, "xhigh": 6000, "max": 12000}
+MESSAGES = "/v1/messages"
+COUNT_TOKENS = "/v1/messages/count_tokens"
 
 
 # ----------------------------------------------------------------------------- scripted replies
 
 @dataclass
 class Reply:
-    """One scripted answer. `kind`: tool | text | error | default."""
+    """One scripted answer. `kind`: tool | text | error | default | hang."""
 
     kind: str
     candidates: list[dict] | None = None
@@ -74,6 +103,9 @@ class Reply:
     delay_s: float = 0.0
     headers: dict[str, str] = field(default_factory=dict)
     stop_reason: str | None = None
+    usage: bool = True                 # False: answer without a usage object (a broken proxy, say)
+    thinking_tokens: int | None = None  # override the effort table for this reply
+    message: str | None = None          # an error's message
 
 
 def tool_reply(candidates: list[dict], **kw) -> Reply:
@@ -98,9 +130,15 @@ def default_reply(bad_edit: bool = False, **kw) -> Reply:
     return Reply("default", bad_edit=bad_edit, **kw)
 
 
+def hang_reply(**kw) -> Reply:
+    """Never answer: the request stays open until the client gives up (or the server stops)."""
+    return Reply("hang", **kw)
+
+
 def reply_from_json(item: dict) -> Reply:
     """A script-file entry -> Reply (see the module docstring for the format)."""
-    common = {k: item[k] for k in ("match", "thinking", "delay_s", "headers") if k in item}
+    common = {k: item[k] for k in ("match", "thinking", "delay_s", "headers", "usage", "thinking_tokens")
+              if k in item}
     if "candidates" in item:
         return tool_reply(item["candidates"], **common)
     if "tool_input" in item:
@@ -110,23 +148,55 @@ def reply_from_json(item: dict) -> Reply:
     if "status" in item:
         return error_reply(int(item["status"]), retry_after_ms=item.get("retry_after_ms"),
                            retry_after=item.get("retry_after"), error_type=item.get("error_type"), **common)
+    if item.get("hang"):
+        return hang_reply(**common)
     if item.get("default"):
         return default_reply(bool(item.get("bad_edit")), **common)
-    raise ValueError(f"script entry {item!r}: expected one of candidates, tool_input, text, status, default")
+    raise ValueError(f"script entry {item!r}: expected one of candidates, tool_input, text, status, hang, default")
 
 
 @dataclass
 class RecordedRequest:
+    """One request as the stand-in saw it; tests assert on these."""
+
     path: str
-    headers: dict[str, str]
-    body: dict
-    at: float
-    status: int = 0
+    headers: dict[str, str] = field(repr=False)
+    body: dict = field(repr=False)
+    at: float = 0.0                    # wall time of arrival
+    status: int = 0                    # 0 while unanswered (or never answered: a hang)
+    number: int = 0                    # arrival order among all events of this server
+    clock: float = 0.0                 # the stand-in's clock at arrival (what TTLs are measured in)
+    answered_at: float | None = None   # wall time the answer was sent
+    error: str | None = None           # the error message answered
+    usage: dict | None = None
+    cache: CacheOutcome | None = field(default=None, repr=False)  # breakpoints (prefix hashes), hit, writes, conflicts
+    settings: dict = field(default_factory=dict)   # effective thinking / effort / tool_choice
 
     @property
     def text(self) -> str:
         """Every text the request carries (system, messages, tool results), joined."""
         return request_text(self.body)
+
+    @property
+    def kind(self) -> str:
+        return "count_tokens" if self.path.split("?")[0] == COUNT_TOKENS else "messages"
+
+    @property
+    def params(self) -> dict:
+        """The generation parameters sent (what a test most often asserts on)."""
+        keys = ("model", "max_tokens", "thinking", "output_config", "tool_choice", "temperature", "top_p",
+                "top_k", "cache_control", "stream")
+        return {k: self.body[k] for k in keys if k in self.body}
+
+    def as_json(self) -> dict:
+        cache = None
+        if self.cache is not None:
+            cache = {"read": self.cache.read, "write_5m": self.cache.write_5m, "write_1h": self.cache.write_1h,
+                     "hit": self.cache.hit, "writes": self.cache.writes, "breakpoints": self.cache.breakpoints,
+                     "conflicts": self.cache.pending_conflicts}
+        return {"path": self.path, "status": self.status, "at": self.at, "clock": self.clock,
+                "answered_at": self.answered_at, "error": self.error, "params": self.params,
+                "settings": self.settings, "usage": self.usage, "cache": cache, "body": self.body}
 
 
 # ----------------------------------------------------------------------------- request reading
@@ -171,6 +241,18 @@ def asked_for(body: dict) -> tuple[int, str]:
 def incumbent_source(body: dict) -> str:
     messages = body.get("messages", [])
     return message_text(messages[0]) if messages else ""
+
+
+def _conversation_digest(model: str, messages: list[dict]) -> str:
+    """What a thinking block is signed over: the model and the turns before it (cache marks aside)."""
+    def clean(value):
+        if isinstance(value, dict):
+            return {k: clean(v) for k, v in value.items() if k != "cache_control"}
+        if isinstance(value, list):
+            return [clean(v) for v in value]
+        return value
+    turns = [{"role": m.get("role"), "content": clean(_blocks(m.get("content")))} for m in messages]
+    return hashlib.sha256(json.dumps([model, turns], sort_keys=True).encode()).hexdigest()
 
 
 # ----------------------------------------------------------------------------- default responder
@@ -218,19 +300,33 @@ def _scaled(knob: str, value: float, factor: float) -> str:
 
 # ----------------------------------------------------------------------------- the server
 
+_HANG = object()   # handle()'s answer for "send nothing"
+
+
 class FakeAnthropic:
-    """The fake Messages API. Use as a context manager or call start()/stop()."""
+    """The stand-in Messages API. Use as a context manager or call start()/stop()."""
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, *, bad_edits: int = 0,
-                 responder: Callable[[dict, "FakeAnthropic"], Reply] | None = None):
+                 responder: Callable[[dict, "FakeAnthropic"], Reply] | None = None,
+                 clock: Callable[[], float] | None = None, latency_s: float = 0.05,
+                 prefill_s: float | None = 1.0, settings_scope: str = "all",
+                 thinking_tokens: dict[str, int] | None = None, hang_s: float = 600.0,
+                 bind_thinking: bool = True):
         self.requests: list[RecordedRequest] = []
         self.bad_edits_left = bad_edits
         self.knobs = KnobProposer()
+        self.clock = clock or time.time
+        self.cache = PromptCache(self.clock, prefill_s=prefill_s, settings_scope=settings_scope)
+        self.latency_s = latency_s
+        self.thinking_table = dict(thinking_tokens or DEFAULT_THINKING_TOKENS)
+        self.hang_s = hang_s
+        self.bind_thinking = bind_thinking
+        self.outage: Reply | None = None     # answers every request while set
         self._responder = responder
         self._script: list[Reply] = []
-        self._cache: set[str] = set()
-        self._signatures: set[str] = set()
+        self._signatures: dict[str, str] = {}   # signature -> digest of the conversation it was issued on
         self._lock = threading.Lock()
+        self._released = threading.Event()
         self._server = ThreadingHTTPServer((host, port), _handler_for(self))
         self._server.daemon_threads = True
         self._thread: threading.Thread | None = None
@@ -248,6 +344,7 @@ class FakeAnthropic:
         return self
 
     def stop(self) -> None:
+        self._released.set()               # hung requests return (and send nothing)
         self._server.shutdown()
         self._server.server_close()
 
@@ -267,8 +364,32 @@ class FakeAnthropic:
         with self._lock:
             return list(self._script)
 
+    # the request log
     def message_requests(self) -> list[RecordedRequest]:
-        return [r for r in self.requests if r.path.startswith("/v1/messages")]
+        """POST /v1/messages requests (not count_tokens), in arrival order."""
+        return [r for r in list(self.requests) if r.kind == "messages"]
+
+    def count_requests(self) -> list[RecordedRequest]:
+        return [r for r in list(self.requests) if r.kind == "count_tokens"]
+
+    def write_conflicts(self) -> list[RecordedRequest]:
+        """Requests that paid a cache write for a prefix another request was still writing: what a
+        client that fans out before the first response has begun pays for."""
+        return [r for r in self.message_requests() if r.cache is not None and r.cache.pending_conflicts]
+
+    def total_usage(self) -> dict[str, int]:
+        keys = ("input_tokens", "output_tokens", "cache_read_input_tokens", "cache_creation_input_tokens")
+        total = {k: 0 for k in keys} | {"ephemeral_5m_input_tokens": 0, "ephemeral_1h_input_tokens": 0,
+                                        "thinking_tokens": 0}
+        for r in self.message_requests():
+            if not r.usage:
+                continue
+            for k in keys:
+                total[k] += r.usage.get(k) or 0
+            for k, v in (r.usage.get("cache_creation") or {}).items():
+                total[k] += v
+            total["thinking_tokens"] += (r.usage.get("output_tokens_details") or {}).get("thinking_tokens", 0)
+        return total
 
     # answering
     def _next_reply(self, body: dict) -> Reply:
@@ -284,128 +405,187 @@ class FakeAnthropic:
             return self._responder(body, self)
         return default_reply(bad_edit=bad)
 
-    def handle(self, path: str, headers: dict[str, str], raw: bytes) -> tuple[int, dict[str, str], dict]:
-        try:
-            body = json.loads(raw or b"{}")
-        except json.JSONDecodeError as exc:
-            body = {}
-            record = RecordedRequest(path, headers, body, time.time())
-            return self._finish(record, *_error(400, f"request body is not JSON: {exc}"))
-        record = RecordedRequest(path, headers, body, time.time())
+    def handle(self, path: str, headers: dict[str, str], raw: bytes):
+        """-> (status, headers, payload), or _HANG to send nothing."""
+        record = RecordedRequest(path, headers, {}, time.time(), number=self.cache.next_event(), clock=self.clock())
         with self._lock:
             self.requests.append(record)
-        if not path.startswith("/v1/messages"):
+        try:
+            record.body = json.loads(raw or b"{}")
+        except json.JSONDecodeError as exc:
+            return self._finish(record, *_error(400, f"request body is not JSON: {exc}"))
+        if self.outage is not None:
+            return self._answer_failure(record, self.outage)
+        route = path.split("?")[0]
+        if route not in (MESSAGES, COUNT_TOKENS):
             return self._finish(record, *_error(404, f"no route {path}"))
         if not headers.get("x-api-key") and not headers.get("authorization"):
             return self._finish(record, *_error(401, "x-api-key header is required"))
-        problem = self._invalid(body)
+        body = record.body
+        counting = route == COUNT_TOKENS
+        problem = self._invalid(body, counting)
         if problem:
-            return self._finish(record, *_error(400, problem))
+            return self._finish(record, *problem)
+        rules = MODELS[body["model"]]
+        settings = settings_of(rules, body)
+        record.settings = {"thinking": settings.thinking, "effort": settings.effort,
+                           "tool_choice": settings.tool_choice, "display": settings.display}
+        try:
+            positions = positions_of(body)
+        except CacheRequestError as exc:
+            return self._finish(record, *_error(400, str(exc)))
+        if counting:   # "token counting provides an estimate without using caching logic" (docs)
+            return self._finish(record, 200, {}, {"input_tokens": sum(p.tokens for p in positions)})
         reply = self._next_reply(body)
+        if reply.kind in ("error", "hang"):
+            return self._answer_failure(record, reply)
+        hashes = prefix_hashes(rules.name, positions, settings.cache_key(), settings.tool_choice_key(),
+                               self.cache.settings_scope)
+        record.cache = self.cache.process(record.number, record.clock, positions, hashes, rules.min_cacheable)
         if reply.delay_s:
             time.sleep(reply.delay_s)
-        if reply.kind == "error":
-            extra = dict(reply.headers)
-            if reply.retry_after_ms is not None:
-                extra["retry-after-ms"] = str(reply.retry_after_ms)
-            if reply.retry_after is not None:
-                extra["retry-after"] = str(reply.retry_after)
-            status, hdrs, payload = _error(reply.status, f"scripted {reply.status}", reply.error_type)
-            return self._finish(record, status, {**hdrs, **extra}, payload)
-        return self._finish(record, 200, dict(reply.headers), self._message(body, reply))
+        if self.latency_s:
+            time.sleep(self.latency_s)
+        payload = self._message(body, reply, rules, settings, record.cache)
+        record.usage = payload.get("usage")
+        self.cache.answered(record.number)
+        return self._finish(record, 200, dict(reply.headers), payload)
+
+    def _answer_failure(self, record: RecordedRequest, reply: Reply):
+        if reply.kind == "hang":
+            record.error = "never answered (hang)"
+            return _HANG
+        extra = dict(reply.headers)
+        if reply.retry_after_ms is not None:
+            extra["retry-after-ms"] = str(reply.retry_after_ms)
+        if reply.retry_after is not None:
+            extra["retry-after"] = str(reply.retry_after)
+        status, hdrs, payload = _error(reply.status, reply.message or f"scripted {reply.status}", reply.error_type)
+        return self._finish(record, status, {**hdrs, **extra}, payload)
 
     def _finish(self, record: RecordedRequest, status: int, headers: dict, payload: dict):
         record.status = status
+        record.answered_at = time.time()
+        if status >= 400:
+            record.error = (payload.get("error") or {}).get("message")
         return status, headers, payload
 
-    def _invalid(self, body: dict) -> str | None:
+    def _invalid(self, body: dict, counting: bool) -> tuple[int, dict, dict] | None:
         """The request rules the real API enforces that a client can plausibly break."""
-        for key in ("model", "max_tokens", "messages"):
+        required = ("model", "messages") if counting else ("model", "max_tokens", "messages")
+        for key in required:
             if key not in body:
-                return f"{key}: Field required"
+                return _error(400, f"{key}: Field required")
+        model = body["model"]
+        rules: ModelRules | None = MODELS.get(model)
+        if rules is None or rules.retired:
+            return _error(404, f"model: {model}")
+        if not counting and (not isinstance(body["max_tokens"], int) or body["max_tokens"] < 0):
+            return _error(400, "max_tokens: Input should be a valid integer greater than or equal to 0")
+        if body.get("stream"):
+            return _error(400, "stream: this stand-in does not implement streaming")
         messages = body["messages"]
         if not messages or messages[0].get("role") != "user":
-            return "messages: the first message must use the user role"
+            return _error(400, "messages: the first message must use the user role")
         for prev, cur in zip(messages, messages[1:]):
             if prev.get("role") == cur.get("role"):
-                return "messages: roles must alternate between user and assistant"
+                return _error(400, "messages: roles must alternate between user and assistant")
             if prev.get("role") == "assistant":
                 ids = {b.get("id") for b in _blocks(prev.get("content")) if b.get("type") == "tool_use"}
                 answered = {b.get("tool_use_id") for b in _blocks(cur.get("content")) if b.get("type") == "tool_result"}
                 if ids - answered:
-                    return (f"messages: tool_use ids were found without tool_result blocks immediately after: "
-                            f"{', '.join(sorted(ids - answered))}")
-        for message in messages:
+                    return _error(400, f"messages: tool_use ids were found without tool_result blocks immediately "
+                                       f"after: {', '.join(sorted(ids - answered))}")
+        for k, message in enumerate(messages):
             if message.get("role") != "assistant":
                 continue
             for block in _blocks(message.get("content")):
-                if block.get("type") == "thinking" and block.get("signature") not in self._signatures:
-                    return "messages: thinking block signature is invalid (blocks must be passed back unchanged)"
+                if block.get("type") != "thinking":
+                    continue
+                issued = self._signatures.get(block.get("signature") or "")
+                if issued is None:
+                    return _error(400, "messages: thinking block signature is invalid (blocks must be passed "
+                                       "back unchanged)")
+                if rules.binds_thinking and self.bind_thinking and issued != _conversation_digest(model, messages[:k]):
+                    return _error(400, f"messages.{k}: a thinking block was replayed after an edit to the "
+                                       f"conversation before it; keep conversations append-only")
         choice = body.get("tool_choice") or {}
         if choice.get("type") == "tool" and not any(t.get("name") == choice.get("name") for t in body.get("tools", [])):
-            return f"tool_choice: tool {choice.get('name')!r} not found in tools"
-        return None
+            return _error(400, f"tool_choice: tool {choice.get('name')!r} not found in tools")
+        for tool in body.get("tools") or []:
+            if tool.get("strict") and not _strict_schema_ok(tool.get("input_schema") or {}):
+                return _error(400, f"tools.{tool.get('name')}: strict tool use needs additionalProperties: false "
+                                   f"on every object in input_schema")
+        problem = refusal(rules, body, count_tokens=counting)
+        return _error(400, problem) if problem else None
 
-    def _message(self, body: dict, reply: Reply) -> dict:
+    def _message(self, body: dict, reply: Reply, rules: ModelRules, settings, cache: CacheOutcome) -> dict:
         content: list[dict] = []
-        if reply.thinking:
-            signature = uuid.uuid4().hex
-            with self._lock:
-                self._signatures.add(signature)
-            content.append({"type": "thinking", "thinking": reply.thinking, "signature": signature})
-        if reply.kind == "text":
-            content.append({"type": "text", "text": reply.text})
+        max_tokens = body["max_tokens"]
+        reasoning = reply.thinking_tokens if reply.thinking_tokens is not None else \
+            thinking_tokens(settings, self.thinking_table, cache.total)
+        if max_tokens == 0:   # cache pre-warming: nothing generated, nothing billed as output
+            reasoning, output, stop = 0, 0, "max_tokens"
         else:
-            if reply.kind == "default":
-                count, strategy = asked_for(body)
-                tool_input: Any = {"candidates": self.knobs.candidates(incumbent_source(body), count, strategy,
-                                                                      reply.bad_edit)}
-            elif reply.candidates is not None:
-                tool_input = {"candidates": reply.candidates}
+            if reasoning or reply.thinking:
+                signature = uuid.uuid4().hex
+                with self._lock:
+                    self._signatures[signature] = _conversation_digest(body["model"], body["messages"])
+                shown = (reply.thinking or "(summary of the reasoning)") if settings.display == "summarized" else ""
+                content.append({"type": "thinking", "thinking": shown, "signature": signature})
+            answer = self._answer_blocks(body, reply)
+            output = reasoning + tokens_of(answer)
+            if output > max_tokens:
+                # Thinking counts toward max_tokens: a long think leaves no room for the tool call.
+                stop, output = "max_tokens", max_tokens
+                if max_tokens > reasoning:
+                    content.append({"type": "text", "text": "Here are my candid"})
             else:
-                tool_input = reply.tool_input
-            content.append({"type": "text", "text": "Here are my candidates."})
-            content.append({"type": "tool_use", "id": f"toolu_{uuid.uuid4().hex[:24]}", "name": TOOL_NAME,
-                            "input": tool_input})
-        stop = reply.stop_reason or ("tool_use" if content[-1]["type"] == "tool_use" else "end_turn")
-        return {"id": f"msg_{uuid.uuid4().hex[:24]}", "type": "message", "role": "assistant",
-                "model": body.get("model"), "content": content, "stop_reason": stop,
-                "stop_sequence": None, "usage": self._usage(body, content)}
+                content.extend(answer)
+                stop = reply.stop_reason or ("tool_use" if answer[-1]["type"] == "tool_use" else "end_turn")
+        message = {"id": f"msg_{uuid.uuid4().hex[:24]}", "type": "message", "role": "assistant",
+                   "model": body.get("model"), "content": content, "stop_reason": stop, "stop_sequence": None}
+        if reply.usage:
+            message["usage"] = {
+                "input_tokens": cache.uncached, "cache_creation_input_tokens": cache.created,
+                "cache_read_input_tokens": cache.read,
+                "cache_creation": {"ephemeral_5m_input_tokens": cache.write_5m,
+                                   "ephemeral_1h_input_tokens": cache.write_1h},
+                "output_tokens": output, "output_tokens_details": {"thinking_tokens": min(reasoning, output)},
+                "service_tier": "standard", "inference_geo": "global"}
+        return message
 
-    def _usage(self, body: dict, content: list[dict]) -> dict:
-        """Token counts at ~4 characters a token, with prompt caching emulated per breakpoint."""
-        segments = [("tools", t) for t in body.get("tools", [])]
-        segments += [("system", b) for b in _blocks(body.get("system"))]
-        for i, message in enumerate(body.get("messages", [])):
-            segments += [(f"m{i}", b) for b in _blocks(message.get("content"))]
-        sizes = [len(json.dumps(seg, sort_keys=True)) for seg in segments]
-        total = _tokens(sum(sizes))
-        breakpoints = [i for i, (_, seg) in enumerate(segments) if seg.get("cache_control")]
-        read = write = 0
-        with self._lock:
-            longest_hit = 0
-            keys = []
-            for i in breakpoints:
-                key = hashlib.sha256(json.dumps([body.get("model"), segments[: i + 1]], sort_keys=True).encode()).hexdigest()
-                keys.append(key)
-                if key in self._cache:
-                    longest_hit = _tokens(sum(sizes[: i + 1]))
-            if breakpoints:
-                cached_upto = _tokens(sum(sizes[: breakpoints[-1] + 1]))
-                read = longest_hit
-                write = cached_upto - longest_hit
-                self._cache.update(keys)
-        return {"input_tokens": total - read - write, "output_tokens": _tokens(len(json.dumps(content))),
-                "cache_read_input_tokens": read, "cache_creation_input_tokens": write}
+    def _answer_blocks(self, body: dict, reply: Reply) -> list[dict]:
+        if reply.kind == "text":
+            return [{"type": "text", "text": reply.text}]
+        if reply.kind == "default":
+            count, strategy = asked_for(body)
+            tool_input: Any = {"candidates": self.knobs.candidates(incumbent_source(body), count, strategy,
+                                                                  reply.bad_edit)}
+        elif reply.candidates is not None:
+            tool_input = {"candidates": reply.candidates}
+        else:
+            tool_input = reply.tool_input
+        return [{"type": "text", "text": "Here are my candidates."},
+                {"type": "tool_use", "id": f"toolu_{uuid.uuid4().hex[:24]}", "name": TOOL_NAME, "input": tool_input}]
 
 
-def _tokens(chars: int) -> int:
-    return math.ceil(chars / 4)
+def _strict_schema_ok(schema: Any) -> bool:
+    if isinstance(schema, dict):
+        if schema.get("type") == "object" and schema.get("additionalProperties") is not False:
+            return False
+        return all(_strict_schema_ok(v) for v in schema.values())
+    if isinstance(schema, list):
+        return all(_strict_schema_ok(v) for v in schema)
+    return True
 
 
 def _error(status: int, message: str, error_type: str | None = None) -> tuple[int, dict, dict]:
+    """The API's error shape: {"type": "error", "error": {"type", "message"}, "request_id"}
+    (https://platform.claude.com/docs/en/api/errors#error-shapes)."""
     kind = error_type or ERROR_TYPES.get(status, "api_error")
-    return status, {}, {"type": "error", "error": {"type": kind, "message": message}}
+    return status, {}, {"type": "error", "error": {"type": kind, "message": message},
+                        "request_id": f"req_{uuid.uuid4().hex[:24]}"}
 
 
 def _handler_for(fake: FakeAnthropic):
@@ -416,16 +596,24 @@ def _handler_for(fake: FakeAnthropic):
             length = int(self.headers.get("content-length") or 0)
             raw = self.rfile.read(length) if length else b""
             headers = {k.lower(): v for k, v in self.headers.items()}
-            status, extra, payload = fake.handle(self.path, headers, raw)
+            answer = fake.handle(self.path, headers, raw)
+            if answer is _HANG:
+                fake._released.wait(fake.hang_s)
+                self.close_connection = True
+                return
+            status, extra, payload = answer
             data = json.dumps(payload).encode()
-            self.send_response(status)
-            self.send_header("content-type", "application/json")
-            self.send_header("content-length", str(len(data)))
-            self.send_header("request-id", f"req_{uuid.uuid4().hex[:16]}")
-            for key, value in extra.items():
-                self.send_header(key, value)
-            self.end_headers()
-            self.wfile.write(data)
+            try:
+                self.send_response(status)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(data)))
+                self.send_header("request-id", f"req_{uuid.uuid4().hex[:16]}")
+                for key, value in extra.items():
+                    self.send_header(key, value)
+                self.end_headers()
+                self.wfile.write(data)
+            except (BrokenPipeError, ConnectionResetError):   # the client gave up (its timeout)
+                self.close_connection = True
 
         def log_message(self, *args):  # keep test output quiet
             pass
@@ -451,18 +639,21 @@ if pytest is not None:
 # ----------------------------------------------------------------------------- standalone
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="A local fake of the Anthropic Messages API.")
+    parser = argparse.ArgumentParser(description="A local stand-in of the Anthropic Messages API.")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--script", help="JSON file: a list of scripted replies (see the module docstring)")
     parser.add_argument("--demo", action="store_true",
                         help="answer the first request with 529 (retry-after-ms: 50) and the first proposal with one bad edit")
-    parser.add_argument("--log", help="append every request (JSON lines) to this file")
+    parser.add_argument("--hang", action="store_true", help="never answer any request (timeout tests by hand)")
+    parser.add_argument("--log", help="append every answered request (JSON lines) to this file")
     args = parser.parse_args(argv)
 
     server = FakeAnthropic(args.host, args.port, bad_edits=1 if args.demo else 0)
     if args.demo:
         server.queue(error_reply(529, retry_after_ms=50))
+    if args.hang:
+        server.outage = hang_reply()
     if args.script:
         with open(args.script, encoding="utf-8") as fh:
             items = json.load(fh)
@@ -480,8 +671,7 @@ def main(argv: list[str] | None = None) -> int:
             if args.log and done:
                 with open(args.log, "a", encoding="utf-8") as fh:
                     for rec in done:
-                        fh.write(json.dumps({"path": rec.path, "status": rec.status, "at": rec.at,
-                                             "body": rec.body}) + "\n")
+                        fh.write(json.dumps(rec.as_json()) + "\n")
                 logged += len(done)
     except KeyboardInterrupt:
         pass
