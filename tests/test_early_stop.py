@@ -1,0 +1,136 @@
+"""The early-stopping rule on synthetic curves: equal-progress comparison against the band of the
+incumbent's reference curves, and each guard (min_progress, min_gap, patience, min_references)."""
+from __future__ import annotations
+
+import math
+
+import pytest
+from pydantic import ValidationError
+
+from agent.early_stop import (
+    EarlyStopSettings, StopDecision, decide, first_stop, interpolate, reference_band, reference_curves,
+)
+
+
+def curve(end: float, start: float = 6.0, points: int = 21, wiggle: float = 0.0, shift: float = 0.0) -> list:
+    """A smooth decaying loss curve from `start` to `end` over 0..100%, optionally wiggled by
+    +/- `wiggle` (alternating) and shifted in pct (a reference sampled at other progress points)."""
+    out = []
+    for i in range(points):
+        pct = min(100.0, 100.0 * i / (points - 1) + shift)
+        loss = end + (start - end) * math.exp(-pct / 25.0) + (wiggle if i % 2 else -wiggle)
+        out.append([pct, loss])
+    return out
+
+
+REFS = [curve(4.00), curve(4.02, shift=1.3), curve(3.99, shift=0.7)]
+SETTINGS = EarlyStopSettings(min_progress=30, k=3, min_gap=0.05, patience=3, min_references=2)
+
+
+def upto(c: list, pct: float) -> list:
+    return [p for p in c if p[0] <= pct]
+
+
+def test_clearly_losing_candidate_is_stopped_with_the_figures():
+    candidate = upto(curve(4.40), 60)
+    d = decide(REFS, candidate, SETTINGS)
+    assert d.stop and d.code == "losing"
+    assert d.pct == 60 and d.candidate_loss == pytest.approx(candidate[-1][1])
+    assert d.n_references == 3 and d.losing_readings == 3
+    band = reference_band(REFS, 60)
+    assert d.reference_mean == pytest.approx(band.mean) and d.spread == pytest.approx(band.spread)
+    assert d.threshold == pytest.approx(max(3 * band.spread, 0.05))
+    assert d.gap == pytest.approx(d.candidate_loss - d.reference_mean) and d.gap > d.threshold
+    for figure in ("60.0%", f"{d.candidate_loss:.4f}", f"{d.reference_mean:.4f}", "3 curves"):
+        assert figure in d.reason
+    reason = d.as_reason()       # what the runner stores under result["early_stop"]
+    assert reason["stop"] is True and reason["pct"] == 60 and reason["rule"] == "early_stop/v1"
+
+
+def test_within_the_band_goes_on():
+    d = decide(REFS, upto(curve(4.03), 80), SETTINGS)
+    assert not d.stop and d.code == "within_band" and d.gap < d.threshold
+
+
+def test_a_better_candidate_is_never_stopped():
+    assert first_stop(REFS, curve(3.80), SETTINGS) is None
+
+
+def test_before_min_progress_goes_on_however_bad():
+    d = decide(REFS, upto(curve(5.5), 25), SETTINGS)
+    assert not d.stop and d.code == "before_min_progress" and d.pct == 25
+
+
+def test_too_few_references_never_decide():
+    d = decide(REFS[:1], upto(curve(5.5), 90), SETTINGS)
+    assert not d.stop and d.code == "not_enough_references" and d.n_references == 1
+    assert "not enough references" in d.reason
+    # a curve with one reading is no reference either
+    assert decide([REFS[0], [[0.0, 6.0]]], upto(curve(5.5), 90), SETTINGS).code == "not_enough_references"
+
+
+def test_references_that_do_not_reach_the_candidates_progress_do_not_count():
+    short = [upto(c, 50) for c in REFS]           # controls that stopped reporting at 50%
+    d = decide(short, upto(curve(5.0), 70), SETTINGS)
+    assert not d.stop and d.code == "not_enough_references"
+
+
+def test_min_gap_guards_against_references_that_agree_by_chance():
+    identical = [curve(4.0), curve(4.0)]          # spread 0: without min_gap any gap would stop
+    candidate = upto(curve(4.03), 70)
+    assert not decide(identical, candidate, SETTINGS).stop
+    assert decide(identical, candidate, SETTINGS.model_copy(update={"min_gap": 0.0})).stop
+
+
+def test_one_noisy_reading_does_not_stop_with_patience():
+    candidate = upto(curve(4.0), 60)
+    candidate[-1] = [candidate[-1][0], candidate[-1][1] + 1.0]      # one spike
+    d = decide(REFS, candidate, SETTINGS)
+    assert not d.stop and d.code == "not_held" and d.losing_readings == 1
+    assert decide(REFS, candidate, SETTINGS.model_copy(update={"patience": 1})).stop
+    # the spike passes: the next reading is back in the band and the count starts over
+    later = candidate + [[65.0, interpolate(curve(4.0), 65.0)]]
+    assert decide(REFS, later, SETTINGS).code == "within_band"
+
+
+def test_patience_readings_must_all_be_past_min_progress():
+    candidate = upto(curve(4.6), 35)              # losing, but only 2 readings at >= 30%
+    d = decide(REFS, candidate, SETTINGS.model_copy(update={"patience": 3}))
+    assert not d.stop and d.losing_readings == 2
+
+
+def test_disabled_and_empty():
+    assert decide(REFS, upto(curve(5.5), 90), SETTINGS.model_copy(update={"enabled": False})).code == "disabled"
+    assert decide(REFS, [], SETTINGS).code == "no_reading"
+    nan_only = [[50.0, float("nan")]]
+    assert decide(REFS, nan_only, SETTINGS).code == "no_reading"
+
+
+def test_first_stop_replays_a_curve_as_it_arrives():
+    d = first_stop(REFS, curve(4.40), SETTINGS)
+    assert isinstance(d, StopDecision) and d.stop
+    assert 30 <= d.pct <= 50           # the first moment all three guards allow it
+
+
+def test_interpolation_compares_at_equal_progress():
+    c = [[0.0, 6.0], [0.0, 5.9], [50.0, 5.0], [100.0, 4.0]]
+    assert interpolate(c, 25.0) == pytest.approx(5.45)   # between the LAST 0% reading and 50%
+    assert interpolate(c, 100.0) == 4.0
+    assert interpolate(c, 100.5) is None and interpolate(c, -1) is None   # never extrapolated
+    band = reference_band([[[0, 6.0], [100, 4.0]], [[0, 6.0], [100, 4.2]]], 50.0)
+    assert band.n == 2 and band.mean == pytest.approx(5.05) and band.spread == pytest.approx(0.1 / math.sqrt(2))
+
+
+def test_reference_curves_takes_ok_results_with_a_curve():
+    results = [{"status": "ok", "curve": REFS[0]}, {"status": "crash", "curve": REFS[1]},
+               {"status": "ok", "curve": [[0, 6.0]]}, {"status": "ok", "curve": None}, {"status": "ok"}]
+    assert reference_curves(results) == [REFS[0]]
+
+
+def test_settings_are_strict():
+    with pytest.raises(ValidationError, match="min_referencez"):
+        EarlyStopSettings(min_referencez=3)
+    with pytest.raises(ValidationError):
+        EarlyStopSettings(min_references=1)
+    with pytest.raises(ValidationError):
+        EarlyStopSettings(min_progress=120)
