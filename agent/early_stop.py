@@ -132,49 +132,85 @@ def reference_curves(results: Iterable[dict]) -> list[list[list[float]]]:
     return curves
 
 
+@dataclass(frozen=True)
+class Observation:
+    """One reading of the candidate with the reference band at its progress."""
+
+    pct: float
+    loss: float
+    band: Band
+
+
+def _usable(references: Iterable[Curve]) -> list[_Prepared]:
+    return [c for c in (_Prepared(r) for r in references) if len(c.pcts) >= 2]
+
+
+def observe(references: Sequence[Curve], candidate: Curve) -> tuple[int, list[Observation]]:
+    """(usable reference curves, every finite reading of the candidate with its band). The band
+    does not depend on the settings: benchmarks observe once and try many settings."""
+    usable = _usable(references)
+    return len(usable), [Observation(p, v, _band(usable, p)) for p, v in _finite(candidate)]
+
+
 def decide(references: Sequence[Curve], candidate: Curve, settings: EarlyStopSettings) -> StopDecision:
     """Stop the candidate now? See the module docstring for the rule."""
-    prepared = [c for c in (_Prepared(r) for r in references) if len(c.pcts) >= 2]
-    return _decide(prepared, _latest_readings(candidate, settings.patience), settings)
+    usable = _usable(references)
+    latest = _finite(candidate)[-settings.patience:]
+    return _decide(len(usable), [Observation(p, v, _band(usable, p)) for p, v in latest], settings)
 
 
-def _decide(usable: Sequence[_Prepared], readings: list[tuple[float, float]],
-            settings: EarlyStopSettings) -> StopDecision:
+def first_stop(references: Sequence[Curve], candidate: Curve,
+               settings: EarlyStopSettings) -> Optional[StopDecision]:
+    """Replay a whole curve reading by reading, as the scheduler sees it arrive: the first
+    decision that stops it, or None when it would have run to the end."""
+    return first_stop_observed(*observe(references, candidate), settings)
+
+
+def first_stop_observed(n_references: int, observations: Sequence[Observation],
+                        settings: EarlyStopSettings) -> Optional[StopDecision]:
+    """first_stop on what observe() returned."""
+    for i in range(len(observations)):
+        decision = _decide(n_references, observations[max(0, i + 1 - settings.patience):i + 1], settings)
+        if decision.stop:
+            return decision
+    return None
+
+
+def _finite(curve: Curve) -> list[tuple[float, float]]:
+    """The readings as floats, a NaN loss dropped (it is no reading)."""
+    return [(float(p), float(v)) for p, v in curve if math.isfinite(float(v))]
+
+
+def _decide(n_references: int, latest: Sequence[Observation], settings: EarlyStopSettings) -> StopDecision:
+    """The decision at the last of `latest` (the newest `patience` readings, oldest first)."""
     if not settings.enabled:
         return StopDecision(False, "disabled", "early stopping is disabled")
-    if not readings:
-        return StopDecision(False, "no_reading", "no loss reading yet", n_references=len(usable))
-    pct, loss = readings[-1]
-    if len(usable) < settings.min_references:
+    if not latest:
+        return StopDecision(False, "no_reading", "no loss reading yet", n_references=n_references)
+    now = latest[-1]
+    pct, loss = now.pct, now.loss
+    if n_references < settings.min_references:
         return StopDecision(False, "not_enough_references",
-                            f"not enough references: {len(usable)} reference curve(s), "
+                            f"not enough references: {n_references} reference curve(s), "
                             f"{settings.min_references} needed", pct=pct, candidate_loss=loss,
-                            n_references=len(usable))
+                            n_references=n_references)
     if pct < settings.min_progress:
         return StopDecision(False, "before_min_progress",
                             f"at {pct:.1f}% of the budget, before min_progress {settings.min_progress:g}%",
-                            pct=pct, candidate_loss=loss, n_references=len(usable))
-
-    # The latest reading's band is the one reported; then count losing readings backwards.
+                            pct=pct, candidate_loss=loss, n_references=n_references)
+    if now.band.n < settings.min_references:
+        return StopDecision(False, "not_enough_references",
+                            f"not enough references at {pct:.1f}%: {now.band.n} curve(s) reach it, "
+                            f"{settings.min_references} needed", pct=pct, candidate_loss=loss,
+                            n_references=now.band.n)
+    # count losing readings backwards from the newest; each is judged against its own band
     losing = 0
-    latest = None
-    for p, v in reversed(readings):
-        band = _band(usable, p)
-        if p < settings.min_progress or band.n < settings.min_references:
-            break
-        threshold = max(settings.k * band.spread, settings.min_gap)
-        if latest is None:
-            latest = (band, threshold)
-        if v - band.mean <= threshold:
+    for obs in reversed(latest):
+        if obs.pct < settings.min_progress or obs.band.n < settings.min_references \
+                or obs.loss - obs.band.mean <= _threshold(obs.band, settings):
             break
         losing += 1
-    if latest is None:
-        band = _band(usable, pct)
-        return StopDecision(False, "not_enough_references",
-                            f"not enough references at {pct:.1f}%: {band.n} curve(s) reach it, "
-                            f"{settings.min_references} needed", pct=pct, candidate_loss=loss,
-                            n_references=band.n)
-    band, threshold = latest
+    band, threshold = now.band, _threshold(now.band, settings)
     figures = dict(pct=pct, candidate_loss=loss, reference_mean=band.mean, spread=band.spread,
                    threshold=threshold, gap=loss - band.mean, n_references=band.n, losing_readings=losing)
     summary = (f"at {pct:.1f}%: loss {loss:.4f} vs reference mean {band.mean:.4f} of {band.n} curves "
@@ -188,28 +224,5 @@ def _decide(usable: Sequence[_Prepared], readings: list[tuple[float, float]],
                                            f"{summary}", **figures)
 
 
-def _latest_readings(curve: Curve, n: int) -> list[tuple[float, float]]:
-    """The last `n` finite readings, oldest first (a NaN loss is no reading)."""
-    out: list[tuple[float, float]] = []
-    for p, v in reversed(curve):
-        if math.isfinite(float(v)):
-            out.append((float(p), float(v)))
-            if len(out) == n:
-                break
-    return out[::-1]
-
-
-def first_stop(references: Sequence[Curve], candidate: Curve,
-               settings: EarlyStopSettings) -> Optional[StopDecision]:
-    """Replay a whole curve reading by reading, as the scheduler sees it arrive: the first
-    decision that stops it, or None when it would have run to the end (benchmarks use this)."""
-    prepared = [c for c in (_Prepared(r) for r in references) if len(c.pcts) >= 2]
-    seen: list[tuple[float, float]] = []
-    for p, v in candidate:
-        if not math.isfinite(float(v)):
-            continue
-        seen.append((float(p), float(v)))
-        decision = _decide(prepared, seen[-settings.patience:], settings)
-        if decision.stop:
-            return decision
-    return None
+def _threshold(band: Band, settings: EarlyStopSettings) -> float:
+    return max(settings.k * band.spread, settings.min_gap)

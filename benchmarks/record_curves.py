@@ -31,6 +31,7 @@ import platform
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -110,6 +111,16 @@ def run_once(entry: dict, preset: str, threads: int, work: Path) -> tuple[dict, 
                 return event.result, log
 
 
+def wait_for_load(max_load: float, max_wait: float) -> float:
+    """Seconds spent waiting for the load average to fall below max_load (at most max_wait)."""
+    if max_load <= 0:
+        return 0.0
+    start = time.monotonic()
+    while os.getloadavg()[0] >= max_load and time.monotonic() - start < max_wait:
+        time.sleep(10)
+    return time.monotonic() - start
+
+
 def git_commit() -> str | None:
     try:
         return subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
@@ -130,6 +141,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=None, help="default benchmarks/data/curves_<preset>.json")
     ap.add_argument("--note", default="", help="what else was running on the machine (stored per batch)")
     ap.add_argument("--fresh", action="store_true", help="discard what the file already holds")
+    ap.add_argument("--max-load", type=float, default=0.0,
+                    help="before each run wait (up to --max-wait s) until the 1-minute load average is below "
+                         "this; on a shared machine a wall-clock budget measures the load otherwise (0 = no wait)")
+    ap.add_argument("--max-wait", type=float, default=600.0)
     args = ap.parse_args(argv)
 
     out = args.out or ROOT / "benchmarks" / "data" / f"curves_{args.preset}.json"
@@ -165,14 +180,17 @@ def main(argv: list[str] | None = None) -> int:
             fp = fingerprint(entry["source"])
             data["candidates"].setdefault(fp, {"kind": entry["kind"], "strategy": entry["strategy"],
                                                "title": entry["title"]})
+            waited = wait_for_load(args.max_load, args.max_wait)
             load = os.getloadavg()[0]
             result, log = run_once(entry, args.preset, args.threads, Path(tmp))
+            load_end = os.getloadavg()[0]
             curve = thin_curve(curve_of(result, log), args.points)
             data["runs"].append({
                 "plan": entry["plan"], "fingerprint": fp, "kind": entry["kind"], "status": result.get("status"),
                 "val_bpb": result.get("val_bpb"), "training_seconds": result.get("training_seconds"),
                 "wall_seconds": result.get("wall_seconds"), "num_steps": result.get("num_steps"),
                 "threads": result.get("threads"), "load1_at_start": round(load, 2),
+                "load1_at_end": round(load_end, 2), "waited_for_load_s": round(waited),
                 "failure_reason": (result.get("failure_reason") or "")[:200] or None, "curve": curve})
             data["runs"].sort(key=lambda r: r["plan"])
             batch["ended_at"] = dt.datetime.now().isoformat(timespec="seconds")
@@ -182,7 +200,8 @@ def main(argv: list[str] | None = None) -> int:
             os.replace(tmp_out, out)
             bpb = result.get("val_bpb")
             print(f"  plan {entry['plan']:3d} {entry['kind']:9s} {result.get('status'):12s} "
-                  f"val_bpb {bpb if bpb is None else f'{bpb:.4f}'}  points {len(curve):3d}  load {load:.1f}  "
+                  f"val_bpb {bpb if bpb is None else f'{bpb:.4f}'}  points {len(curve):3d}  "
+                  f"load {load:.1f}..{load_end:.1f}  "
                   f"{entry['title'][:60]}", flush=True)
     return 0
 
