@@ -169,10 +169,15 @@ def first_stop(references: Sequence[Curve], candidate: Curve,
 def first_stop_observed(n_references: int, observations: Sequence[Observation],
                         settings: EarlyStopSettings) -> Optional[StopDecision]:
     """first_stop on what observe() returned."""
-    for i in range(len(observations)):
-        decision = _decide(n_references, observations[max(0, i + 1 - settings.patience):i + 1], settings)
-        if decision.stop:
-            return decision
+    if not settings.enabled or n_references < settings.min_references:
+        return None
+    # _decide stops exactly when the newest `patience` readings are all losing; count them as
+    # they arrive instead of building a decision (and its sentence) for every reading
+    run = 0
+    for i, obs in enumerate(observations):
+        run = run + 1 if _losing(obs, settings) else 0
+        if run >= settings.patience:
+            return _decide(n_references, observations[i + 1 - settings.patience:i + 1], settings)
     return None
 
 
@@ -206,8 +211,7 @@ def _decide(n_references: int, latest: Sequence[Observation], settings: EarlySto
     # count losing readings backwards from the newest; each is judged against its own band
     losing = 0
     for obs in reversed(latest):
-        if obs.pct < settings.min_progress or obs.band.n < settings.min_references \
-                or obs.loss - obs.band.mean <= _threshold(obs.band, settings):
+        if not _losing(obs, settings):
             break
         losing += 1
     band, threshold = now.band, _threshold(now.band, settings)
@@ -222,6 +226,13 @@ def _decide(n_references: int, latest: Sequence[Observation], settings: EarlySto
         return StopDecision(False, "within_band", f"within the band: {summary}", **figures)
     return StopDecision(False, "not_held", f"losing for {losing} of {settings.patience} readings needed: "
                                            f"{summary}", **figures)
+
+
+def _losing(obs: Observation, settings: EarlyStopSettings) -> bool:
+    """One reading, on its own: past min_progress, enough references reach it, and worse than
+    the band by more than the threshold."""
+    return (obs.pct >= settings.min_progress and obs.band.n >= settings.min_references
+            and obs.loss - obs.band.mean > _threshold(obs.band, settings))
 
 
 def _threshold(band: Band, settings: EarlyStopSettings) -> float:

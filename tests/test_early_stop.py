@@ -134,3 +134,20 @@ def test_settings_are_strict():
         EarlyStopSettings(min_references=1)
     with pytest.raises(ValidationError):
         EarlyStopSettings(min_progress=120)
+
+
+def test_first_stop_is_decide_on_each_prefix():
+    """The fast replay must say exactly what the scheduler's call per reading says."""
+    import random
+    rng = random.Random(3)
+    stops = 0
+    for trial in range(60):
+        settings = EarlyStopSettings(k=rng.choice((1.0, 3.0)), min_gap=rng.choice((0.0, 0.03)),
+                                     min_progress=rng.choice((10.0, 40.0)), patience=rng.choice((1, 2, 3)))
+        refs = [curve(4.0 + rng.gauss(0, 0.03), wiggle=0.02, shift=rng.uniform(0, 2)) for _ in range(rng.choice((2, 3)))]
+        candidate = curve(4.0 + rng.gauss(0, 0.1), wiggle=rng.choice((0.0, 0.05)), points=rng.choice((11, 41)))
+        naive = next((d for d in (decide(refs, candidate[:i], settings) for i in range(1, len(candidate) + 1))
+                      if d.stop), None)
+        assert first_stop(refs, candidate, settings) == naive, trial
+        stops += naive is not None
+    assert 10 < stops < 50          # both outcomes are exercised

@@ -260,10 +260,11 @@ class SimulatedRunner:
     def reattach(self, spec: ExecutionSpec, job_id: str) -> bool:
         return False          # a simulation lives in its orchestrator's memory: the loop re-runs it
 
-    def shutdown(self) -> list[Finished]:
-        """End everything still running now, status `killed`; their Finished are returned here
-        and never by poll."""
-        finished = [self._finished(ex, statuses.KILLED, "runner shut down") for ex in list(self._running.values())]
+    def shutdown(self, status: str = statuses.KILLED) -> list[Finished]:
+        """End everything still running now, status `killed` (or `interrupted`, as the local
+        runner after Ctrl-C); their Finished are returned here and never by poll."""
+        statuses.check(status, (statuses.KILLED, statuses.INTERRUPTED))
+        finished = [self._finished(ex, status, "runner shut down") for ex in list(self._running.values())]
         self._running.clear()
         self._heap.clear()
         return finished
