@@ -37,7 +37,7 @@ from agent.config import SelectionSettings  # noqa: E402
 from agent.early_stop import EarlyStopSettings, first_stop_observed, observe  # noqa: E402
 from agent.selection import threshold as selection_threshold  # noqa: E402
 
-GRID = {"k": (2.0, 3.0, 4.0), "min_gap": (0.0, 0.02, 0.05, 0.1, 0.2), "min_progress": (20.0, 30.0, 50.0),
+GRID = {"k": (2.0, 3.0, 4.0), "min_gap": (0.0, 0.0025, 0.005, 0.01, 0.02, 0.04), "min_progress": (20.0, 30.0, 50.0),
         "patience": (1, 2, 3)}
 
 
@@ -50,15 +50,19 @@ class Run:
     true_bpb: float | None = None
 
 
-def load_recording(path: Path) -> tuple[dict, list[Run], int]:
+def load_recording(path: Path, max_load: float = 0.0) -> tuple[dict, list[Run], int, int]:
+    """(the file, its ok runs with a curve, how many runs were not ok, how many were left out
+    for starting on a machine loaded above max_load)."""
     data = json.loads(path.read_text())
-    runs, crashed = [], 0
+    runs, failed, loaded = [], 0, 0
     for r in data["runs"]:
         if r.get("status") != "ok" or r.get("val_bpb") is None or len(r.get("curve") or []) < 2:
-            crashed += 1
-            continue
-        runs.append(Run(r["kind"], float(r["val_bpb"]), r["curve"], r.get("load1_at_start")))
-    return data, runs, crashed
+            failed += 1
+        elif max_load and (r.get("load1_at_start") or 0.0) >= max_load:
+            loaded += 1
+        else:
+            runs.append(Run(r["kind"], float(r["val_bpb"]), r["curve"], r.get("load1_at_start")))
+    return data, runs, failed, loaded
 
 
 @dataclass
@@ -133,6 +137,7 @@ def report(name: str, runs: list[Run], draws: int, seed: int, chosen: EarlyStopS
           f"{statistics.fmean(len(r.curve) for r in runs):.0f} readings each on average)")
     print(f"  incumbent val_bpb {statistics.fmean(r.val_bpb for r in repeats):.4f} +/- {sigma:.4f} (sd of "
           f"repeats); selection threshold max({selection.min_delta:g}, {selection.k_sigma:g} x sd) = {bar:.4f}")
+    print(calibration(runs))
     for n_refs in (2, 3):
         if len(repeats) < n_refs + 1:
             continue
@@ -148,6 +153,39 @@ def report(name: str, runs: list[Run], draws: int, seed: int, chosen: EarlyStopS
         for i in ranked[:top]:
             print(f"     {describe(grid[i])}  {tallies[i].row()}")
         print(f"  => chosen default ({describe(chosen)}): {tallies[len(grid)].row()}")
+
+
+def calibration(runs: list[Run]) -> str:
+    """What the surrogate's PresetModel should say for these runs, and how often curves cross:
+    the figures to compare between a real recording and the simulated backend."""
+    repeats = [r for r in runs if r.kind == "baseline"]
+    candidates = [r for r in runs if r.kind == "candidate"]
+    if len(repeats) < 2:
+        return "  (calibration needs two incumbent repeats)"
+    from agent.early_stop import interpolate, reference_band
+    incumbent = statistics.fmean(r.val_bpb for r in repeats)
+    at = lambda c, pct: interpolate(c, pct)  # noqa: E731
+    mids = [v for v in (at(r.curve, 50.0) for r in repeats) if v is not None]
+    lines = [f"  calibration: start loss {statistics.fmean(r.curve[0][1] for r in repeats):.3f}, last reading "
+             f"{statistics.fmean(r.curve[-1][1] for r in repeats):.3f} at {statistics.fmean(r.curve[-1][0] for r in repeats):.0f}% "
+             f"(mean of repeats); loss sd at 50% across repeats "
+             f"{statistics.stdev(mids) if len(mids) > 1 else float('nan'):.4f}"]
+    # crossing: candidates behind the incumbent's mean curve at 40% that still ended ahead of it
+    behind_then_ahead = ahead = behind = 0
+    for c in candidates:
+        band = reference_band([r.curve for r in repeats], 40.0)
+        loss40 = at(c.curve, 40.0)
+        if loss40 is None or band.n < 2:
+            continue
+        ended_ahead = c.val_bpb < incumbent
+        ahead += ended_ahead
+        if loss40 > band.mean + band.spread:
+            behind += 1
+            behind_then_ahead += ended_ahead
+    lines.append(f"  crossing: {behind} candidates were > 1 sd behind the incumbent's mean curve at 40%; "
+                 f"{behind_then_ahead} of them still ended with a lower val_bpb than the incumbent's mean "
+                 f"({ahead} candidates ended lower in all)")
+    return "\n".join(lines)
 
 
 def simulated_runs(preset: str, candidates: int, repeats: int, seed: int) -> list[Run]:
@@ -183,20 +221,26 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--simulated-preset", default="gpu")
     ap.add_argument("--top", type=int, default=8, help="grid rows shown per case")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--max-load", type=float, default=0.0,
+                    help="also show each recording restricted to runs started below this load average")
     args = ap.parse_args(argv)
     chosen = EarlyStopSettings()
     paths = args.data if args.data is not None else sorted((ROOT / "benchmarks" / "data").glob("curves_*.json"))
     total_curves = 0
     for path in paths:
-        data, runs, crashed = load_recording(path)
+        data, runs, failed, _ = load_recording(path)
         total_curves += len(runs)
         print(f"== recorded: {path.relative_to(ROOT) if path.is_relative_to(ROOT) else path} (preset {data['preset']}, "
               f"budget {data.get('budget_seconds')} s, measurement version {data.get('measurement_version')}; "
-              f"{crashed} run(s) without an ok result left out)")
+              f"{failed} run(s) without an ok result left out)")
         for batch in data.get("batches", []):
             print(f"  batch {batch.get('started_at')} .. {batch.get('ended_at')}: {batch.get('runs')} runs, "
                   f"commit {batch.get('commit')}; {batch.get('note') or ''}")
         report(path.name, runs, args.draws, args.seed, chosen, args.top)
+        if args.max_load:
+            _, quiet, _, loaded = load_recording(path, args.max_load)
+            print(f"== the same, only runs started at load average < {args.max_load:g} ({loaded} left out)")
+            report(path.name, quiet, args.draws, args.seed, chosen, args.top)
     if args.simulated:
         runs = simulated_runs(args.simulated_preset, args.simulated, 12, args.seed)
         print(f"== simulated: surrogate, preset {args.simulated_preset}, {len(runs)} runs")

@@ -24,7 +24,7 @@ def curve(end: float, start: float = 6.0, points: int = 21, wiggle: float = 0.0,
 
 
 REFS = [curve(4.00), curve(4.02, shift=1.3), curve(3.99, shift=0.7)]
-SETTINGS = EarlyStopSettings(min_progress=30, k=3, min_gap=0.05, patience=3, min_references=2)
+SETTINGS = EarlyStopSettings(min_progress=30, k=3, min_gap=0.0125, patience=3, min_references=2)
 
 
 def upto(c: list, pct: float) -> list:
@@ -39,7 +39,7 @@ def test_clearly_losing_candidate_is_stopped_with_the_figures():
     assert d.n_references == 3 and d.losing_readings == 3
     band = reference_band(REFS, 60)
     assert d.reference_mean == pytest.approx(band.mean) and d.spread == pytest.approx(band.spread)
-    assert d.threshold == pytest.approx(max(3 * band.spread, 0.05))
+    assert d.threshold == pytest.approx(max(3 * band.spread, 0.0125 * band.mean))
     assert d.gap == pytest.approx(d.candidate_loss - d.reference_mean) and d.gap > d.threshold
     for figure in ("60.0%", f"{d.candidate_loss:.4f}", f"{d.reference_mean:.4f}", "3 curves"):
         assert figure in d.reason
