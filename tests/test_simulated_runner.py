@@ -156,6 +156,8 @@ def test_shutdown_kills_everything_still_running(make_ws):
     assert {f.result["status"] for f in done} == {statuses.KILLED}
     assert r.active() == [] and r.free_slots() == 3 and r.poll(timeout=float("inf")) == []
     assert r.reattach(ExecutionSpec("a", make_ws(), "micro"), "sim:a:1") is False
+    r.submit(ExecutionSpec("d", make_ws(), "micro"))
+    assert [f.result["status"] for f in r.shutdown(status=statuses.INTERRUPTED)] == [statuses.INTERRUPTED]
 
 
 def test_interruptions_requeue_then_finish(make_ws):
@@ -257,6 +259,20 @@ def test_replay_from_a_folder_of_past_runs(make_ws, tmp_path):
     assert len(r.library) == 1
     r.submit(ExecutionSpec("a", make_ws(), "micro"))
     assert finished(drain(r))["a"].result["val_bpb"] == 3.01
+
+
+def test_a_bad_replay_library_is_a_clear_error(tmp_path):
+    missing = tmp_path / "nope.json"
+    with pytest.raises(FileNotFoundError, match="simulated.replay: .*nope.json does not exist"):
+        runner(replay=str(missing))
+    wrong = tmp_path / "wrong.json"
+    wrong.write_text("[1, 2]")
+    with pytest.raises(ValueError, match="wrong.json: not a recording"):
+        runner(replay=str(wrong))
+    broken = tmp_path / "broken.json"
+    broken.write_text("{not json")
+    with pytest.raises(ValueError, match="broken.json: unreadable JSON"):
+        runner(replay=str(broken))
 
 
 def test_settings_are_strict():
