@@ -228,6 +228,16 @@ def test_better_knobs_really_score_better():
     assert mean == pytest.approx(base, abs=0.0005) and 0.001 < sd < 0.002
 
 
+def test_hostile_knob_values_do_not_hang_or_break_the_surrogate(make_ws):
+    hostile = edit(BASELINE, "MATRIX_LR = 0.04", "MATRIX_LR = 10**10**10")       # would never finish
+    hostile = edit(hostile, "DEPTH             = {", "DEPTH = int('8')\nDEPTH_UNUSED = {")   # knob made code
+    hostile = edit(hostile, "SEED = 42", "SEED = 42\nSEED = 'x' * 3")
+    r = runner()
+    r.submit(ExecutionSpec("a", make_ws(source=hostile), "gpu"))
+    done = finished(drain(r))["a"]
+    assert done.result["status"] == statuses.OK and done.result["depth"] is None   # code, not a constant
+
+
 def test_replay_serves_recorded_runs_of_the_same_train_py(make_ws, tmp_path):
     recorded = [[0.0, 6.2], [50.0, 5.0], [100.0, 4.5]]
     library = tmp_path / "curves.json"

@@ -32,12 +32,12 @@ import ast
 import functools
 import hashlib
 import math
+import operator
 import random
 import re
 from dataclasses import dataclass
 from typing import Optional
 
-from sandbox.presets import PrepareFactsError, _const
 
 # The baseline's knob values (train.py) and where the surrogate puts the optimum. lrs and the
 # schedule are the same at every preset; size knobs are per preset.
@@ -118,21 +118,45 @@ def read_knobs(source: str, preset: str) -> dict[str, object]:
 def _read_knobs(source: str, preset: str) -> tuple:
     found: dict[str, object] = {}
     for m in _KNOB_LINE.finditer(source):
-        name = m.group("name")
-        if name not in KNOB_NAMES or name in found:
-            continue
-        text = m.group("value")
+        name, text = m.group("name"), m.group("value")
         column = re.fullmatch(r"(\{.*\})\s*\[\s*PRESET\s*\]", text)
         try:
-            value = _const(ast.parse(column.group(1) if column else text, mode="eval").body, name)
-        except (SyntaxError, PrepareFactsError, ValueError, TypeError, ZeroDivisionError, OverflowError):
+            value = _constant(ast.parse(column.group(1) if column else text, mode="eval").body)
+        except (SyntaxError, ValueError, TypeError, ZeroDivisionError, OverflowError, RecursionError):
+            found.pop(name, None)      # the last assignment counts, as when Python runs it
             continue
         if column:
             if not isinstance(value, dict) or preset not in value:
+                found.pop(name, None)
                 continue
             value = value[preset]
         found[name] = value
     return tuple(found.items())
+
+
+_OPS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv,
+        ast.FloorDiv: operator.floordiv, ast.Pow: operator.pow}
+
+
+def _constant(node: ast.AST):
+    """The value of a knob's constant expression (2**19, -1e-3, (0.8, 0.95), {"gpu": 8, ...});
+    ValueError for anything else. Powers are bounded: a candidate's 10**10**10 must not hang the
+    simulation."""
+    if isinstance(node, ast.Constant) and isinstance(node.value, (int, float, str)):
+        return node.value
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
+        value = _constant(node.operand)
+        return -value if isinstance(node.op, ast.USub) else +value
+    if isinstance(node, ast.BinOp) and type(node.op) in _OPS:
+        a, b = _constant(node.left), _constant(node.right)
+        if isinstance(node.op, ast.Pow) and (abs(b) > 64 or abs(a) > 2**64):
+            raise ValueError("power too large")
+        return _OPS[type(node.op)](a, b)
+    if isinstance(node, ast.Tuple):
+        return tuple(_constant(e) for e in node.elts)
+    if isinstance(node, ast.Dict) and None not in node.keys:
+        return {_constant(k): _constant(v) for k, v in zip(node.keys, node.values)}
+    raise ValueError(f"not a constant: {type(node).__name__}")
 
 
 def _log2_ratio(value, optimum) -> float:
