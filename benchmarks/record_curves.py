@@ -172,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.limit:
         todo = todo[:args.limit]
     batch = {"started_at": dt.datetime.now().isoformat(timespec="seconds"), "commit": git_commit(),
-             "host": platform.node(), "cpus": os.cpu_count(), "note": args.note, "runs": len(todo)}
+             "host": platform.node(), "cpus": os.cpu_count(), "note": args.note, "planned": len(todo), "runs": 0}
     data["batches"].append(batch)
     print(f"{len(done)} of {len(runs_plan)} planned runs recorded; running {len(todo)} now -> {out}")
     with tempfile.TemporaryDirectory(prefix="record-curves-") as tmp:
@@ -193,6 +193,7 @@ def main(argv: list[str] | None = None) -> int:
                 "load1_at_end": round(load_end, 2), "waited_for_load_s": round(waited),
                 "failure_reason": (result.get("failure_reason") or "")[:200] or None, "curve": curve})
             data["runs"].sort(key=lambda r: r["plan"])
+            batch["runs"] += 1
             batch["ended_at"] = dt.datetime.now().isoformat(timespec="seconds")
             tmp_out = out.with_suffix(".tmp")
             out.parent.mkdir(parents=True, exist_ok=True)

@@ -198,6 +198,17 @@ def test_same_settings_same_events_other_seed_other_events(make_ws):
     assert trace(7) != trace(8)
 
 
+def test_the_surrogate_draws_the_same_numbers_in_another_process():
+    import subprocess
+    import sys
+    code = ("import sys; from sandbox.runners.surrogate import Surrogate; "
+            "s = Surrogate(5, crash_rate=0.3); src = open(sys.argv[1]).read(); "
+            "print(repr(s.run(src, 'cpu', 'e1#1')))")
+    other = subprocess.run([sys.executable, "-c", code, str(REPO / "train.py")], capture_output=True, text=True,
+                           cwd=REPO, env={"PYTHONHASHSEED": "123", "PATH": "/usr/bin:/bin"}, check=True).stdout
+    assert other.strip() == repr(Surrogate(5, crash_rate=0.3).run(BASELINE, "cpu", "e1#1"))
+
+
 def test_crashes_are_a_property_of_the_code(make_ws):
     r = runner(crash_rate=1.0, slots=2)
     ws = make_ws()
