@@ -147,10 +147,16 @@ def report(name: str, runs: list[Run], draws: int, seed: int, chosen: EarlyStopS
         some = tallies[0]
         print(f"  -- {n_refs} references ({some.candidates // max(1, len(candidates))} draws; "
               f"winners per draw {some.winners / max(1, some.candidates) * len(candidates):.1f})")
-        # best compute saved among settings whose false-stop rate is at most 5% of winners
-        ranked = sorted(range(len(grid)), key=lambda i: (-(tallies[i].false_stops <= 0.05 * max(1, tallies[i].winners)),
-                                                         -tallies[i].saved))
-        for i in ranked[:top]:
+        # the frontier: settings no other setting beats on both false stops and compute saved
+        # (null stops break ties: stopping identical code is the noise floor's false alarm)
+        key = lambda i: (tallies[i].false_stops, tallies[i].null_stops, -tallies[i].saved)  # noqa: E731
+        frontier, best_saved = [], -1.0
+        for i in sorted(range(len(grid)), key=key):
+            if tallies[i].saved > best_saved + 1e-9:
+                frontier.append(i)
+                best_saved = tallies[i].saved
+        print(f"     frontier (least false stops first; each row saves more than the rows above):")
+        for i in frontier[:top]:
             print(f"     {describe(grid[i])}  {tallies[i].row()}")
         print(f"  => chosen default ({describe(chosen)}): {tallies[len(grid)].row()}")
 
