@@ -37,6 +37,9 @@ from agent.config import SelectionSettings  # noqa: E402
 from agent.early_stop import EarlyStopSettings, first_stop_observed, observe  # noqa: E402
 from agent.selection import threshold as selection_threshold  # noqa: E402
 
+# One guard at a time moved off the chosen default, to show what each buys.
+NEARBY = ({"min_progress": 30.0}, {"min_progress": 50.0}, {"min_gap": 0.01}, {"min_gap": 0.03}, {"k": 2.0},
+          {"patience": 1})
 GRID = {"k": (2.0, 3.0, 4.0), "min_gap": (0.0, 0.0025, 0.005, 0.01, 0.02, 0.04), "min_progress": (20.0, 30.0, 50.0),
         "patience": (1, 2, 3)}
 
@@ -143,7 +146,8 @@ def report(name: str, runs: list[Run], draws: int, seed: int, chosen: EarlyStopS
             continue
         grid = settings_grid(n_refs)
         chosen_here = chosen.model_copy(update={"min_references": n_refs})
-        tallies = evaluate(runs, n_refs, draws, grid + [chosen_here], seed, selection)
+        nearby = [chosen_here.model_copy(update=change) for change in NEARBY]
+        tallies = evaluate(runs, n_refs, draws, grid + [chosen_here] + nearby, seed, selection)
         some = tallies[0]
         print(f"  -- {n_refs} references ({some.candidates // max(1, len(candidates))} draws; "
               f"winners per draw {some.winners / max(1, some.candidates) * len(candidates):.1f})")
@@ -159,6 +163,8 @@ def report(name: str, runs: list[Run], draws: int, seed: int, chosen: EarlyStopS
         for i in frontier[:top]:
             print(f"     {describe(grid[i])}  {tallies[i].row()}")
         print(f"  => chosen default ({describe(chosen)}): {tallies[len(grid)].row()}")
+        for j, other in enumerate(nearby):
+            print(f"     next to it: {describe(other)}  {tallies[len(grid) + 1 + j].row()}")
 
 
 def calibration(runs: list[Run]) -> str:
