@@ -153,10 +153,19 @@ def main(argv: list[str] | None = None) -> int:
     data = json.loads(out.read_text()) if out.is_file() and not args.fresh else None
     settings = {"preset": args.preset, "candidates": args.candidates, "repeats": args.repeats, "seed": args.seed,
                 "threads": args.threads}
-    if data is not None and data.get("plan_settings") != settings:
-        print(f"{out} was recorded with {data.get('plan_settings')}; use the same options to continue "
-              f"it, or --fresh to start over", file=sys.stderr)
-        return 2
+    version, baseline_fp = measurement_version(ROOT / "prepare.py"), fingerprint(baseline)
+    if data is not None:
+        # continuing is only honest for the same plan measured the same way
+        if data.get("plan_settings") != settings:
+            print(f"{out} was recorded with {data.get('plan_settings')}; use the same options to continue "
+                  f"it, or --fresh to start over", file=sys.stderr)
+            return 2
+        if data.get("measurement_version") != version or data.get("baseline_fingerprint", baseline_fp) != baseline_fp:
+            print(f"{out} was recorded with measurement version {data.get('measurement_version')} and another "
+                  f"train.py or prepare.py than today's (version {version}); record afresh with --fresh",
+                  file=sys.stderr)
+            return 2
+        data.setdefault("baseline_fingerprint", baseline_fp)
     if data is None:
         data = {"format": FORMAT, "preset": args.preset, "plan_settings": settings,
                 "how": ("benchmarks/record_curves.py: the project's train.py (kind baseline, the incumbent) "
@@ -165,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
                         "result.json's curve, else the progress lines of run.log (pct, debiased EMA train "
                         "loss); thinned to at most `points` points"),
                 "budget_seconds": time_budget(args.preset, ROOT / "prepare.py"),
-                "measurement_version": measurement_version(ROOT / "prepare.py"),
+                "measurement_version": version, "baseline_fingerprint": baseline_fp,
                 "candidates": {}, "runs": [], "batches": []}
     done = {r["plan"] for r in data["runs"]}
     todo = [e for e in runs_plan if e["plan"] not in done]

@@ -151,3 +151,52 @@ def test_first_stop_is_decide_on_each_prefix():
         assert first_stop(refs, candidate, settings) == naive, trial
         stops += naive is not None
     assert 10 < stops < 50          # both outcomes are exercised
+
+
+def test_the_rule_stops_a_losing_candidate_on_the_simulated_backend(tmp_path):
+    """The two pieces together, the way a scheduler uses them: the incumbent's ok runs give the
+    references; each Progress of a candidate is judged; a stop goes to runner.stop_early."""
+    import shutil
+    from pathlib import Path
+    from sandbox.runners.base import ExecutionSpec, Finished, Progress
+    from sandbox.runners.simulated import SimulatedRunner, SimulatedSettings
+
+    repo = Path(__file__).resolve().parents[1]
+    baseline = (repo / "train.py").read_text()
+
+    def ws(name, source):
+        folder = tmp_path / name
+        folder.mkdir()
+        (folder / "train.py").write_text(source)
+        shutil.copyfile(repo / "prepare.py", folder / "prepare.py")
+        return folder
+
+    runner = SimulatedRunner(SimulatedSettings(start_at=0, interruption_rate=0, straggler_rate=0, crash_rate=0,
+                                               slots=3), reference_source=baseline)
+    for i in range(2):
+        runner.submit(ExecutionSpec(f"control{i}", ws(f"c{i}", baseline), "gpu"))
+    results = {}
+    while runner.active():
+        results.update({e.execution_id: e.result for e in runner.poll(float("inf")) if isinstance(e, Finished)})
+    references = reference_curves(results.values())
+    assert len(references) == 2
+
+    losing = baseline.replace("MATRIX_LR = 0.04", "MATRIX_LR = 0.4")      # 10x the Muon lr
+    winning = baseline.replace("MATRIX_LR = 0.04", "MATRIX_LR = 0.05")
+    runner.submit(ExecutionSpec("bad", ws("bad", losing), "gpu"))
+    runner.submit(ExecutionSpec("good", ws("good", winning), "gpu"))
+    curves, done, settings = {"bad": [], "good": []}, {}, EarlyStopSettings()
+    while runner.active():
+        for event in runner.poll(float("inf")):
+            if isinstance(event, Progress):
+                curves[event.execution_id].append([event.pct, event.loss])
+                decision = decide(references, curves[event.execution_id], settings)
+                if decision.stop:
+                    runner.stop_early(event.execution_id, decision.as_reason())
+            elif isinstance(event, Finished):
+                done[event.execution_id] = event.result
+    assert done["good"]["status"] == "ok" and "early_stop" not in done["good"]
+    bad = done["bad"]
+    assert bad["status"] == "stopped_early" and bad["early_stop"]["code"] == "losing"
+    assert settings.min_progress <= bad["early_stop"]["pct"] < 100
+    assert bad["early_stop"]["gap"] > bad["early_stop"]["threshold"] and "losing: at" in bad["failure_reason"]
