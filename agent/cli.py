@@ -6,7 +6,6 @@ config.yaml) and writes under ./runs/. Heavy imports happen inside the commands 
 """
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import List, Optional
 

@@ -60,6 +60,13 @@ class Header:
     extra: dict = field(default_factory=dict)
 
 
+def emit_json(event: str, out: IO[str] | None = None, **fields) -> None:
+    """One --json event line: {"event": ..., ...}. The one writer of stdout's machine-readable lines."""
+    out = out or sys.stdout
+    out.write(json.dumps({"event": event, **fields}, default=str) + "\n")
+    out.flush()
+
+
 def _fmt(value, spec: str, empty: str = "-") -> str:
     return empty if value is None else format(value, spec)
 
@@ -99,14 +106,17 @@ class LiveView:
     def emit(self, event: str, **fields) -> None:
         """A JSON line in json mode (always, whatever the event); nothing otherwise."""
         if self.json_mode:
-            self.out.write(json.dumps({"event": event, **fields}, default=str, sort_keys=False) + "\n")
-            self.out.flush()
+            emit_json(event, self.out, **fields)
 
     def say(self, text: str, style: str | None = None) -> None:
         """A human line (stderr console in json mode, above the live table on a terminal)."""
         target = self._live.console if self._live is not None else self.console
         # Text, not a markup string: titles like "[moderate] x" must print as they are
         target.print(Text(text, style=style or ""), highlight=False, soft_wrap=True)
+
+    @property
+    def shows_header(self) -> bool:
+        return self._use_live
 
     # ------------------------------------------------------------------ events
     def set_header(self, **fields) -> None:

@@ -12,8 +12,10 @@ import time
 from pathlib import Path
 from typing import Iterable
 
-# Executions that ended without a score; shown at the top edge of the plot.
-FAILED_STATUSES = ("crash", "timeout", "rejected", "over_budget", "interrupted", "killed")
+from agent.digest import lineage, noise_sigma, strategy_outcomes
+from agent.layout import RunLayout
+from sandbox.statuses import FAILED_STATUSES, OK, REPLAY, RESULT_STATUSES
+
 DEFAULT_K_SIGMA = 2.0
 
 
@@ -72,7 +74,7 @@ def _kept_candidates(memory) -> list[str]:
     """Candidates that were the incumbent at some point (memory logs every change of incumbent),
     plus the current lineage (which holds the baseline even on a run that never changed it)."""
     kept = list(memory.incumbent_history())
-    for row in memory.lineage():
+    for row in lineage(memory):
         if row["id"] not in kept:
             kept.append(row["id"])
     return kept
@@ -141,12 +143,13 @@ def plot_progress(memory, path: Path, *, k_sigma: float = DEFAULT_K_SIGMA) -> Pa
     # the run's own preset only: replays on another preset or hardware measure something else
     # (they are compared in the report's Replays table instead)
     info = memory.run_info()
+    # results only: killed, interrupted and lost runs did not measure the code
     executions = [e for e in _execution_order(memory.executions())
-                  if e.get("status") not in ("pending", "running", "lost") and e.get("preset") == info.get("preset")
-                  and (e.get("kind") != "replay" or e.get("backend") == info.get("backend"))]
+                  if e.get("status") in RESULT_STATUSES and e.get("preset") == info.get("preset")
+                  and (e.get("kind") != REPLAY or e.get("backend") == info.get("backend"))]
     kept = set(_kept_candidates(memory))
     incumbent = memory.incumbent_id()
-    sigma = memory.noise_sigma()
+    sigma = noise_sigma(memory)
 
     fig = Figure(figsize=(11, 5.5), dpi=110)
     FigureCanvasAgg(fig)
@@ -156,7 +159,7 @@ def plot_progress(memory, path: Path, *, k_sigma: float = DEFAULT_K_SIGMA) -> Pa
     ax.grid(True, alpha=0.3)
 
     ok_points = [(i, float(e["val_bpb"]), e) for i, e in enumerate(executions)
-                 if e.get("status") == "ok" and e.get("val_bpb") is not None]
+                 if e.get("status") == OK and e.get("val_bpb") is not None]
     failed = [i for i, e in enumerate(executions) if e.get("status") in FAILED_STATUSES]
     if not executions:
         ax.text(0.5, 0.5, "no finished experiments yet", ha="center", va="center", transform=ax.transAxes)
@@ -253,7 +256,7 @@ def _summary_section(memory, info: dict, executions: list[dict]) -> str:
     base_vals = memory.val_bpbs(baseline_id) if baseline_id else []
     incumbent = memory.incumbent_id()
     inc_vals = memory.val_bpbs(incumbent) if incumbent else []
-    sigma = memory.noise_sigma()
+    sigma = noise_sigma(memory)
     statuses: dict[str, int] = {}
     for e in executions:
         statuses[e.get("status")] = statuses.get(e.get("status"), 0) + 1
@@ -279,12 +282,12 @@ def _summary_section(memory, info: dict, executions: list[dict]) -> str:
 
 
 def _lineage_section(memory) -> str:
-    lineage = memory.lineage()
+    steps = lineage(memory)
     lines = ["## Incumbent lineage", ""]
-    if not lineage:
+    if not steps:
         return "\n".join(lines + ["No incumbent yet."])
     previous = None
-    for step in lineage:
+    for step in steps:
         mean = step.get("mean_val_bpb")
         # gain > 0 is better (lower val_bpb), the same sign as the strategy table's best delta
         delta = f", gain {previous - mean:+.6f} over parent" if mean is not None and previous is not None else ""
@@ -304,7 +307,7 @@ def _lineage_section(memory) -> str:
 
 
 def _strategy_section(memory) -> str:
-    outcomes = memory.strategy_outcomes()
+    outcomes = strategy_outcomes(memory)
     rows = []
     for strategy, o in sorted(outcomes.items()):
         rows.append([strategy, o.get("proposed", 0), o.get("rejected", 0), o.get("ran", 0),
@@ -365,19 +368,19 @@ def _wall_clock_section(executions: list[dict]) -> str:
 
 
 def _replay_section(memory, executions: list[dict]) -> str:
-    replays = [e for e in executions if e.get("kind") == "replay"]
+    replays = [e for e in executions if e.get("kind") == REPLAY]
     if not replays:
         return ""
     rows = []
     for cid in sorted({e["candidate_id"] for e in replays}):
         originals = [float(e["val_bpb"]) for e in executions if e["candidate_id"] == cid
-                     and e.get("kind") != "replay" and e.get("status") == "ok" and e.get("val_bpb") is not None]
+                     and e.get("kind") != REPLAY and e.get("status") == OK and e.get("val_bpb") is not None]
         mine = [e for e in replays if e["candidate_id"] == cid]
         for (preset, backend, itype) in sorted({(e.get("preset"), e.get("backend"), e.get("instance_type"))
                                                 for e in mine}, key=str):
             group = [float(e["val_bpb"]) for e in mine if (e.get("preset"), e.get("backend"),
                      e.get("instance_type")) == (preset, backend, itype)
-                     and e.get("status") == "ok" and e.get("val_bpb") is not None]
+                     and e.get("status") == OK and e.get("val_bpb") is not None]
             orig_mean, rep_mean = _mean(originals), _mean(group)
             delta = rep_mean - orig_mean if orig_mean is not None and rep_mean is not None else None
             rows.append([cid, f"{preset}/{backend}" + (f"/{itype}" if itype else ""),
@@ -422,10 +425,11 @@ def render_report(memory, run_dir: Path, png_name: str = "progress.png") -> str:
 
 def build_report(memory, run_dir: Path) -> tuple[Path, Path]:
     """Write runs/<TAG>/report.md and runs/<TAG>/progress.png; returns their paths."""
-    run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    png = plot_progress(memory, run_dir / "progress.png", k_sigma=_k_sigma(memory.run_info()))
-    md = run_dir / "report.md"
+    info = memory.run_info()
+    layout = RunLayout(Path(info["project_dir"]), Path(run_dir))
+    layout.run_dir.mkdir(parents=True, exist_ok=True)
+    png = plot_progress(memory, layout.progress_png, k_sigma=_k_sigma(info))
+    md = layout.report_md
     tmp = md.with_name(f".{md.name}.{os.getpid()}.tmp")
     tmp.write_text(render_report(memory, run_dir, png.name))
     os.replace(tmp, md)

@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/bench_orchestration.py [--population 100] [--micro] [--no-git]
 
-1. Overhead per candidate at population N with the INSTANT stand-in train.py of tests/test_loop.py
+1. Overhead per candidate at population N with the INSTANT stand-in train.py of tests/conftest.py
    (target < 50 ms): one generation (propose, check, workspaces, git commits, launch, record,
    results.tsv, selection) on the LocalRunner. Reported three ways:
      * main-thread busy time per execution = (generation wall - time blocked waiting in
@@ -32,10 +32,14 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from tests.test_loop import ScriptedProposer, edit, make_project, open_ctx  # noqa: E402
+from tests.conftest import ScriptedProposer, edit, make_project, open_ctx  # noqa: E402
 
+import agent.baseline as baseline  # noqa: E402
+import agent.generations as generations  # noqa: E402
 import agent.loop as loop  # noqa: E402
-import agent.scheduler as scheduler  # noqa: E402
+import agent.proposing as proposing  # noqa: E402
+import agent.scheduler as scheduler_module  # noqa: E402
+from agent.scheduler import Scheduler  # noqa: E402
 
 
 class PhaseTimer:
@@ -76,16 +80,16 @@ def bench_overhead(population: int, use_git: bool) -> None:
         ctx = open_ctx(project, "bench", proposer=ScriptedProposer(scripted_plan(population)))
         ctx.console.quiet = True
         timer = PhaseTimer()
+        scheduler = Scheduler(ctx).__enter__()
         # generation 0 first (not measured): the baseline and its repeats
-        loop.ensure_baseline(ctx)
+        baseline.ensure_baseline(ctx, scheduler)
         # instrument the phases of one generation
-        timer.wrap(loop, "propose_generation", "propose (scripted, incl. checks)")
-        timer.wrap(scheduler, "ensure_workspace", "workspace build")
-        timer.wrap(loop, "commit_candidates", "git commit of candidates (batch)")
-        timer.wrap(loop, "commit_candidate", "git commit (single)")
-        timer.wrap(loop, "_promote", "git branch+tag")
-        timer.wrap(scheduler, "write_run_results", "results.tsv render")
-        timer.wrap(loop, "select_generation", "selection")
+        timer.wrap(proposing, "propose_round", "propose (scripted, incl. checks)")
+        timer.wrap(scheduler_module, "ensure_workspace", "workspace build")
+        timer.wrap(generations, "commit_candidates", "git commit of candidates (batch)")
+        timer.wrap(generations, "promote", "git branch+tag")
+        timer.wrap(scheduler_module, "write_run_results", "results.tsv render")
+        timer.wrap(generations, "select_generation", "selection")
         timer.wrap(ctx.runner, "submit", "runner.submit")
         timer.wrap(ctx.memory, "finish_execution", "memory.finish_execution")
         timer.wrap(ctx.memory, "mark_started", "memory.mark_started")
@@ -99,9 +103,10 @@ def bench_overhead(population: int, use_git: bool) -> None:
 
         cpu0 = resource.getrusage(resource.RUSAGE_SELF)
         t0 = time.perf_counter()
-        loop._ensure_proposed(ctx, 1, population)
-        loop.launch_generation(ctx, 1)
+        proposing.ensure_proposed(ctx, 1, population)
+        generations.launch_generation(ctx, 1, scheduler)
         wall = time.perf_counter() - t0
+        scheduler.__exit__(None, None, None)
         cpu1 = resource.getrusage(resource.RUSAGE_SELF)
         executions = [e for e in ctx.memory.executions(generation=1)]
         n = len(executions)
@@ -128,7 +133,7 @@ def bench_overhead(population: int, use_git: bool) -> None:
         from agent.proposers.base import ProposalRequest
         source = (project / "train.py").read_text()
         request = ProposalRequest(incumbent_source=source, incumbent_id="g000-baseline", program_md="", digest="",
-                                  slots=loop.strategy_slots({"conservative": 3, "moderate": 4, "aggressive": 2,
+                                  slots=proposing.strategy_slots({"conservative": 3, "moderate": 4, "aggressive": 2,
                                                              "crossover": 1}, population),
                                   preset="micro", generation=1, seed=0)
         t = time.perf_counter()
@@ -154,7 +159,7 @@ def bench_micro_slots(population: int) -> None:
         ctx.console.quiet = True
         slots = ctx.runner.slots
         t0 = time.time()
-        code = loop.run_autopilot(ctx, generations=1, population=population, max_hours=None, budget_usd=None)
+        code = loop.run_autopilot(ctx, generations=1, population=population)
         wall = time.time() - t0
         execs = [e for e in ctx.memory.executions() if e["started_at"] and e["ended_at"]]
         first, last = min(e["started_at"] for e in execs), max(e["ended_at"] for e in execs)

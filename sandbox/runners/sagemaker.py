@@ -36,7 +36,7 @@ from typing import Any, Callable
 
 from botocore.exceptions import ClientError
 
-from agent.config import Settings
+from sandbox.runners.settings import AWSBackendSettings
 from sandbox.progress import parse_progress_line
 from sandbox.runners import sagemaker_request as req
 from sandbox.runners.aws_clients import (
@@ -44,6 +44,7 @@ from sandbox.runners.aws_clients import (
     region_of,
 )
 from sandbox.runners.base import ExecutionSpec, Finished, Progress, Requeued, RunnerEvent
+from sandbox.statuses import HARNESS_STATUSES
 
 LOG_GROUP = "/aws/sagemaker/TrainingJobs"
 LOG_TAIL_LINES = 50
@@ -98,6 +99,16 @@ def _crash(reason: str, log_tail: str = "", status: str = "crash") -> dict:
             "failure_reason": reason, "log_tail": log_tail}
 
 
+class _CallableClock:
+    """The Runner protocol's clock over the runner's own time function (tests pass a fake one)."""
+
+    def __init__(self, now: Callable[[], float]):
+        self.now = now
+
+    def advance(self, seconds: float) -> None:
+        pass    # real time passes by itself
+
+
 class SageMakerRunner:
     """Runner protocol over SageMaker training jobs (see module docstring).
 
@@ -109,8 +120,9 @@ class SageMakerRunner:
     """
 
     name = "sagemaker"
+    simulated = False
 
-    def __init__(self, settings: Settings, *, run_tag: str | None = None, session: Any = None,
+    def __init__(self, settings: AWSBackendSettings, *, run_tag: str | None = None, session: Any = None,
                  dry_run: bool = False, image_uri: str | None = None,
                  clock: Callable[[], float] = time.time, sleep: Callable[[float], None] = time.sleep):
         self.settings = settings
@@ -118,6 +130,7 @@ class SageMakerRunner:
         self.run_tag = run_tag
         self.dry_run = dry_run
         self._clock, self._sleep = clock, sleep
+        self.clock = _CallableClock(clock)
         self._session = session
         self._region: str | None = None
         self._image_uri = image_uri
@@ -506,7 +519,7 @@ class SageMakerRunner:
     def _finish(self, job: _Job, execution_id: str, result: dict, desc: dict) -> None:
         job.closed.add(execution_id)
         result = dict(result)
-        if result.get("status") not in ("ok", "crash", "timeout", "rejected", "over_budget", "interrupted", "killed"):
+        if result.get("status") not in HARNESS_STATUSES:
             result = _crash(f"result.json has no valid status: {result.get('status')!r}", result.get("log_tail", ""))
         billable = desc.get("BillableTimeInSeconds")
         n = max(1, len(job.specs))
@@ -610,7 +623,7 @@ class SageMakerRunner:
         return results
 
 
-def write_dry_run_requests(specs: list[ExecutionSpec], settings: Settings, *, run_tag: str,
+def write_dry_run_requests(specs: list[ExecutionSpec], settings: AWSBackendSettings, *, run_tag: str,
                            image_uri: str | None = None) -> list[Path]:
     """`--dry-run`: write every CreateTrainingJob request next to its candidate; no AWS call."""
     runner = SageMakerRunner(settings, run_tag=run_tag, dry_run=True, image_uri=image_uri)

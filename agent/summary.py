@@ -1,0 +1,64 @@
+"""The end of an autopilot invocation: one summary, as a rich table or as the `summary` JSON line.
+
+Figures of the run come from memory (incumbent, baseline, improvement, noise, executions by
+status, spend, what is still not launched).
+"""
+from __future__ import annotations
+
+from rich.markup import escape
+from rich.table import Table
+
+from agent.digest import noise_sigma
+from agent.memory import BASELINE_ID
+from agent.phases import generations_done
+from sandbox.statuses import PENDING
+
+
+def _mean(values):
+    return sum(values) / len(values) if values else None
+
+
+def summary_data(ctx, code: int, reason: str) -> dict:
+    mem = ctx.memory
+    inc = mem.incumbent_id()
+    spend = mem.spend()
+    base = mem.val_bpbs(BASELINE_ID, preset=ctx.preset)
+    inc_bpbs = mem.val_bpbs(inc, preset=ctx.preset) if inc else []
+    executions = mem.executions()
+    status_of = {e["id"]: e["status"] for e in executions}
+    not_admitted = [e["payload"] for e in mem.events("not_admitted")
+                    if status_of.get(e["payload"]["execution"]) == PENDING]
+    by_status: dict[str, int] = {}
+    for e in executions:
+        by_status[e["status"]] = by_status.get(e["status"], 0) + 1
+    return {"exit_code": code, "reason": reason, "run": ctx.tag, "backend": ctx.backend, "incumbent": inc,
+            "incumbent_val_bpb": _mean(inc_bpbs), "baseline_val_bpb": _mean(base),
+            "improvement": (_mean(base) - _mean(inc_bpbs)) if base and inc_bpbs else None,
+            "sigma": noise_sigma(mem), "generations_done": generations_done(mem),
+            "executions": by_status, "spend": {k: v for k, v in spend.items() if k != "by_generation"},
+            "not_admitted": not_admitted, "results_tsv": str(ctx.layout.results_tsv)}
+
+
+def print_summary(ctx, code: int, reason: str) -> dict:
+    data = summary_data(ctx, code, reason)
+    ctx.emit("summary", **data)
+    if ctx.json_mode:
+        return data
+    title = f"run {ctx.tag}: {reason} (exit {code})"
+    table = Table(title=escape(title), show_header=False)
+    table.add_column("what")
+    table.add_column("value")
+    fmt = lambda v: "-" if v is None else f"{v:.6f}"   # noqa: E731
+    table.add_row("incumbent", f"{data['incumbent'] or '-'} (val_bpb {fmt(data['incumbent_val_bpb'])})")
+    table.add_row("baseline val_bpb", fmt(data["baseline_val_bpb"]))
+    table.add_row("improvement", "-" if data["improvement"] is None else f"{data['improvement']:+.6f}")
+    table.add_row("noise sigma", fmt(data["sigma"]))
+    table.add_row("generations done", str(data["generations_done"]))
+    table.add_row("executions", ", ".join(f"{k} {v}" for k, v in sorted(data["executions"].items())) or "-")
+    s = data["spend"]
+    table.add_row("spend", f"${s['total_usd']:.4f} (compute ${s['compute_usd']:.4f}, LLM ${s['llm_usd']:.4f})")
+    if data["not_admitted"]:
+        table.add_row("not launched", escape(", ".join(f"{x['candidate']} ({x['reason']})" for x in data["not_admitted"])))
+    table.add_row("results", data["results_tsv"])
+    ctx.console.print(table)
+    return data
