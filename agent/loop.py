@@ -14,6 +14,8 @@ Everything is written to runs/<TAG>/memory.sqlite before it is acted on, so runn
 command again continues where it stopped: finished results are kept exactly once, stored
 proposals are not re-proposed (no double LLM spend), SageMaker jobs still running are
 re-attached, and work that died with the process is marked `lost` and re-run as a new attempt.
+A run whose results were measured under another measurement version than the project's
+prepare.py measures is not resumed (exit 2; the message says what to do instead).
 
 Exit codes (the same with and without --json):
     0    completed: every requested generation was run and selected
@@ -49,7 +51,7 @@ from agent.live import emit_json
 from agent.memory import MemoryStoreError
 from agent.recovery import recover_unfinished
 from agent.results_tsv import write_run_results
-from agent.run_context import Limits
+from agent.run_context import Limits, require_comparable
 from agent.runlock import RunBusyError
 from agent.scheduler import Scheduler
 from agent.summary import print_summary
@@ -77,6 +79,7 @@ def run_autopilot(ctx, *, generations: int, population: int, budget_usd: float |
     if ctx.dry_run:
         return dry_run_plan(ctx, population)
     try:
+        require_comparable(ctx)
         with Scheduler(ctx) as scheduler:
             code, reason = _drive(ctx, scheduler, generations, population)
     except (RunBusyError, MemoryStoreError, FileNotFoundError) as exc:

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from agent.layout import DB_NAME
-from sandbox.statuses import EXECUTION_KINDS, HARNESS_STATUSES, TERMINAL_STATUSES
+from sandbox.statuses import EXECUTION_KINDS, HARNESS_STATUSES, RESULT_STATUSES, TERMINAL_STATUSES
 
 BUSY_TIMEOUT_MS = 30_000
 
@@ -31,6 +31,8 @@ CHECK_STATUSES = ("accepted", "rejected", "dropped")
 ORIGINS = ("baseline", "proposed", "human", "replay")
 VERDICTS = ("keep", "discard", "confirm", "noise")
 BASELINE_ID = "g000-baseline"     # the one candidate of generation 0: the project's own train.py
+# Results written before result.json carried `measurement_version` came from the v1 harness.
+LEGACY_MEASUREMENT_VERSION = 1
 
 # Typed copies of the DESIGN.md result.json fields (the whole JSON is kept too).
 RESULT_FLOAT_FIELDS = ("val_bpb", "peak_vram_mb", "training_seconds", "total_seconds", "mfu_percent",
@@ -168,7 +170,14 @@ CREATE TABLE state (
 );
 """
 
-MIGRATIONS: tuple[str, ...] = (_MIGRATION_1,)
+# measurement_version: which prepare.py/harness contract measured the row (result.json's key);
+# rows that ended before the column existed were measured by the v1 harness.
+_MIGRATION_2 = """
+ALTER TABLE executions ADD COLUMN measurement_version INTEGER;
+UPDATE executions SET measurement_version = 1 WHERE status NOT IN ('pending', 'running');
+"""
+
+MIGRATIONS: tuple[str, ...] = (_MIGRATION_1, _MIGRATION_2)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 _CANDIDATE_UPDATABLE = {
@@ -446,6 +455,9 @@ class Memory:
         status = result.get("status")
         _require(status in HARNESS_STATUSES,
                  f"finish_execution({execution_id}): result status must be one of {HARNESS_STATUSES}, got {status!r}")
+        version = _int_or_none(result.get("measurement_version"))
+        if version is None and status in RESULT_STATUSES:
+            version = LEGACY_MEASUREMENT_VERSION
         typed = {name: _finite_float(result.get(name)) for name in RESULT_FLOAT_FIELDS}
         typed.update({name: _int_or_none(result.get(name)) for name in RESULT_INT_FIELDS})
         failure = result.get("failure_reason")
@@ -456,11 +468,11 @@ class Memory:
                 "UPDATE executions SET status = ?, val_bpb = ?, peak_vram_mb = ?, training_seconds = ?,"
                 " total_seconds = ?, mfu_percent = ?, num_params_M = ?, total_tokens_M = ?, num_steps = ?,"
                 " failure_reason = ?, result = ?, billable_seconds = ?, cost_usd = ?, ended_at = ?,"
-                " job_id = COALESCE(job_id, ?), instance_type = COALESCE(instance_type, ?),"
+                " measurement_version = ?, job_id = COALESCE(job_id, ?), instance_type = COALESCE(instance_type, ?),"
                 " started_at = COALESCE(started_at, ?) WHERE id = ?",
                 (status, *(typed[n] for n in RESULT_FLOAT_FIELDS), typed["num_steps"],
                  None if failure is None else str(failure), _dump(result), billable_seconds, float(cost_usd or 0.0),
-                 time.time() if ended_at is None else ended_at, job_id, instance_type, started_at,
+                 time.time() if ended_at is None else ended_at, version, job_id, instance_type, started_at,
                  execution_id))
         return True
 
@@ -507,6 +519,13 @@ class Memory:
         for analyses over the whole run)."""
         return self._read("SELECT candidate_id, kind, status, val_bpb, failure_reason FROM executions ORDER BY seq")
 
+    def measurement_versions(self) -> dict[int, int]:
+        """measurement version -> number of ok executions measured under it."""
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT measurement_version, COUNT(*) FROM executions WHERE status = 'ok'"
+                " AND measurement_version IS NOT NULL GROUP BY measurement_version").fetchall()
+        return {int(version): int(count) for version, count in rows}
 
     # ------------------------------------------------------------------ LLM calls and spend
     def record_llm_call(self, *, model: str, input_tokens: int, output_tokens: int, cache_read_tokens: int = 0,

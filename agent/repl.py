@@ -32,7 +32,7 @@ from agent.generations import launch_generation
 from agent.phases import PROPOSED, get_phase, pending_generation, set_phase
 from agent.proposing import propose_round, request_for
 from agent.recovery import recover_unfinished
-from agent.run_context import prompts_dir_for
+from agent.run_context import MeasurementVersionError, prompts_dir_for, require_comparable
 from agent.runlock import RunBusyError
 from agent.scheduler import Scheduler
 from sandbox.statuses import BASELINE, CANDIDATE, UNFINISHED_STATUSES
@@ -184,10 +184,11 @@ class ResearchRepl(cmd.Cmd):
         noise is measured); `launch` does it by itself when needed."""
         self._need_runner("baseline")
         try:
+            require_comparable(self.ctx)
             with Scheduler(self.ctx) as scheduler:
                 recover_unfinished(self.ctx)
                 ensure_baseline(self.ctx, scheduler)
-        except (RunBusyError, NoResultError) as exc:
+        except (RunBusyError, NoResultError, MeasurementVersionError) as exc:
             raise ReplError(str(exc)) from None
         self.do_status("")
 
@@ -502,6 +503,7 @@ class ResearchRepl(cmd.Cmd):
         if not ready and not started:
             raise ReplError(f"generation {generation} has no accepted candidate to run; `propose` more")
         try:
+            require_comparable(self.ctx)
             with Scheduler(self.ctx) as scheduler:
                 # executions a killed earlier session left "running" are marked lost and re-run
                 recover_unfinished(self.ctx)
@@ -509,7 +511,7 @@ class ResearchRepl(cmd.Cmd):
                     self.say("measuring the baseline first (generation 0)")
                     ensure_baseline(self.ctx, scheduler)
                 summary = launch_generation(self.ctx, generation, scheduler)
-        except (RunBusyError, NoResultError) as exc:
+        except (RunBusyError, NoResultError, MeasurementVersionError) as exc:
             raise ReplError(str(exc)) from None
         self.say(f"generation {generation} done")
         if isinstance(summary, dict) and summary:

@@ -16,6 +16,7 @@ from rich.table import Table
 
 from agent.digest import lineage as lineage_of, noise_sigma
 from agent.executions import add_replays
+from agent.run_context import MeasurementVersionError, require_comparable
 from agent.runlock import RunBusyError
 from agent.recovery import recover_unfinished
 from agent.scheduler import Scheduler
@@ -167,6 +168,7 @@ def run_replay(ctx, *, generations: list[int] | None = None, candidate: str | No
                       f"{ctx.backend}/{ctx.preset}: {', '.join(chosen)}; nothing recorded or launched")
         return 0
     try:
+        require_comparable(ctx)     # replays compare with the originals: same measurement only
         with Scheduler(ctx) as scheduler:
             # replays left "running" by a killed earlier session are marked lost (kept, not re-run:
             # this call plans its own)
@@ -175,7 +177,7 @@ def run_replay(ctx, *, generations: list[int] | None = None, candidate: str | No
             console.print(f"replaying {len(chosen)} candidate(s) x {repeats} on {ctx.backend}/{ctx.preset}: "
                           f"{', '.join(chosen)}", highlight=False)
             scheduler.drain(execution_ids)
-    except RunBusyError as exc:
+    except (RunBusyError, MeasurementVersionError) as exc:
         console.print(f"[red]replay: {exc}[/red]")
         return 2
     selection = ctx.settings.selection

@@ -7,8 +7,11 @@ run row, and builds the runner (through the one factory), the proposer and the g
 The context is frozen: a command that needs other parts (a test's scripted proposer, replay's
 preset) makes a new one with `dataclasses.replace`.
 
-A resumed run keeps the preset it was started with: the results of different presets are not
-comparable, so a mismatch is an error, not a warning.
+A run keeps what makes its results comparable: its preset (a mismatch is an error, not a
+warning) and its measurement version. `require_comparable` refuses to add measurements to a run
+whose results were measured under another measurement version than the project's prepare.py
+(CONTRACTS.md); the commands that launch (autopilot, the REPL's launch and baseline, replay) call
+it, the ones that only read (report, REPL status/history) do not.
 """
 from __future__ import annotations
 
@@ -22,11 +25,17 @@ from agent.config import Settings
 from agent.gitops import GitError, RunRepo, validate_tag
 from agent.layout import RunLayout
 from agent.live import emit_json
-from agent.memory import Memory, MemoryStoreError
+from agent.memory import BASELINE_ID, Memory, MemoryStoreError
+from sandbox.presets import measurement_version
 from sandbox.runners import make_runner
 from sandbox.runners.base import Clock, WallClock
+from sandbox.statuses import CANDIDATE
 
 PACKAGE_PROMPTS = Path(__file__).resolve().parents[1] / "prompts"
+
+
+class MeasurementVersionError(MemoryStoreError):
+    """The run's results were measured under another measurement version than prepare.py's now."""
 
 
 @dataclass(frozen=True)
@@ -152,3 +161,26 @@ def open_run(settings: Settings, tag: str, project_dir: Path, *, backend: str | 
                       repo=_run_repo(layout, tag), json_mode=json_mode, dry_run=dry_run,
                       limits=limits or Limits())
 
+
+def require_comparable(ctx: RunContext) -> None:
+    """Refuse to add measurements to a run whose results were measured under another measurement
+    version than the project's prepare.py measures now: their val_bpb are not comparable, so
+    resuming would compare them silently. The message names what to do instead."""
+    current = measurement_version(ctx.layout.prepare_py)
+    other = {v: n for v, n in ctx.memory.measurement_versions().items() if v != current}
+    if not other:
+        return
+    found = ", ".join(f"{n} ok result(s) measured under measurement version {v}" for v, n in sorted(other.items()))
+    incumbent = ctx.memory.incumbent_id()
+    carry = ""
+    if incumbent and incumbent != BASELINE_ID:
+        carry = (f" To continue from its incumbent {incumbent}, make that the project's train.py first (the new "
+                 f"run measures it again as its baseline): "
+                 + (f"`git show autoresearch/{ctx.tag}:train.py > train.py`" if ctx.repo is not None else
+                    f"copy {ctx.layout.workspace(ctx.memory.candidate(incumbent)['generation'], incumbent, CANDIDATE, 1)}"
+                    f"/train.py") + ".")
+    raise MeasurementVersionError(
+        f"run {ctx.tag!r} holds {found}, but {ctx.layout.prepare_py} is measurement version {current}: new results "
+        f"would not be comparable with the old ones, so this run is not resumed. Start a new run with another "
+        f"--run tag (its candidates can be replayed there from their train.py).{carry} This run stays readable "
+        f"(`autoresearch report --run {ctx.tag}`, the REPL's status and history).")

@@ -3,6 +3,7 @@ instant stand-in project of tests/conftest.py; two tests run the real prepare.py
 micro preset."""
 from __future__ import annotations
 
+import io
 import json
 import os
 import subprocess
@@ -321,6 +322,39 @@ def test_autopilot_command_exit_2_on_bad_config_and_bad_tag(tmp_path, capsys):
     (project / "config.yaml").write_text(config_yaml(slots=1))
     assert autopilot_command(run="bad tag", project_dir=project) == EXIT_USAGE
     assert "run tag" in capsys.readouterr().err
+
+
+def test_a_run_measured_under_another_measurement_version_is_not_resumed(tmp_path, capsys):
+    """prepare.py's MEASUREMENT_VERSION moved on (here: 1 -> 2) after the run's results: autopilot,
+    the REPL's launch and replay refuse with what to do, and launch nothing."""
+    from agent.replay import run_replay
+    from agent.repl import run_repl
+    project = make_project(tmp_path / "proj", use_git=True)
+    ctx = open_ctx(project, proposer=ScriptedProposer({1: [WINNER]}))
+    run_dir = ctx.run_dir
+    assert autopilot(ctx, generations=1, population=1) == EXIT_OK
+    with open(project / "prepare.py", "a") as fh:
+        fh.write("MEASUREMENT_VERSION = 2\n")
+    with Memory.open(run_dir, create=False) as mem:
+        before = len(mem.executions())
+        assert mem.measurement_versions() == {1: before}
+    capsys.readouterr()
+    ctx = open_ctx(project, proposer=ScriptedProposer({}), json_mode=True)
+    assert autopilot(ctx, generations=2, population=1) == EXIT_USAGE
+    summary = json.loads(capsys.readouterr().out.splitlines()[-1])
+    assert "measurement version 1" in summary["reason"] and "measurement version 2" in summary["reason"]
+    assert "another --run tag" in summary["reason"] and "git show autoresearch/t:train.py" in summary["reason"]
+    ctx = open_ctx(project, proposer=ScriptedProposer({2: [SMALL]}))
+    try:
+        out = io.StringIO()
+        assert run_repl(ctx, stdin=io.StringIO("propose 1\nlaunch\nquit\n"), stdout=out) == 0
+        text = " ".join(out.getvalue().split())
+        assert "measurement version 1" in text and "generation 2 done" not in text
+        assert run_replay(ctx, candidate="g001-c01") == 2
+    finally:
+        ctx.close()
+    with Memory.open(run_dir, create=False) as mem:
+        assert len(mem.executions()) == before                          # nothing launched, nothing planned
 
 
 def test_resumed_run_keeps_its_preset(tmp_path):

@@ -72,6 +72,43 @@ def test_a_file_that_is_not_sqlite_is_a_clear_error(tmp_path: Path):
         Memory.open(tmp_path / "bad")
 
 
+def test_a_version_1_file_migrates_and_its_results_are_measurement_version_1(tmp_path: Path):
+    """A memory written before the measurement_version column: the migration adds it, rows that
+    had ended are version 1 (the harness of that time), pending rows are not measured yet."""
+    from agent.memory import MIGRATIONS, _split_sql
+    run_dir = tmp_path / "runs" / "old"
+    run_dir.mkdir(parents=True)
+    raw = sqlite3.connect(run_dir / "memory.sqlite")
+    for statement in _split_sql(MIGRATIONS[0]):
+        raw.execute(statement)
+    raw.execute("PRAGMA user_version = 1")
+    raw.execute("INSERT INTO candidates (id, generation, idx, strategy, title, fingerprint, check_status, origin,"
+                " created_at, updated_at) VALUES ('g000-baseline', 0, 0, 'baseline', 'baseline', 'fp', 'accepted',"
+                " 'baseline', 0, 0)")
+    for seq, status in ((1, "ok"), (2, "crash"), (3, "pending")):
+        raw.execute("INSERT INTO executions (seq, id, candidate_id, generation, kind, backend, preset, workspace,"
+                    " status, val_bpb, created_at) VALUES (?, ?, 'g000-baseline', 0, 'baseline', 'local', 'micro',"
+                    " '/ws', ?, ?, 0)", (seq, f"e{seq:05d}", status, 1.0 if status == "ok" else None))
+    raw.commit()
+    raw.close()
+    with Memory.open(run_dir) as memory:
+        assert memory.schema_version() == SCHEMA_VERSION
+        assert [e["measurement_version"] for e in memory.executions()] == [1, 1, None]
+        assert memory.measurement_versions() == {1: 1}
+        memory.finish_execution("e00003", result={**OK_RESULT, "measurement_version": 2})
+        assert memory.measurement_versions() == {1: 1, 2: 1}
+
+
+def test_results_keep_their_measurement_version(memory: Memory):
+    b = baseline(memory)
+    eids = [memory.add_execution(candidate_id=b, generation=0, kind="baseline", backend="local", preset="micro",
+                                 workspace="/ws") for _ in range(3)]
+    memory.finish_execution(eids[0], result={**OK_RESULT, "measurement_version": 2})
+    memory.finish_execution(eids[1], result=OK_RESULT)                       # a harness that did not say: v1
+    memory.finish_execution(eids[2], result={"status": "killed", "failure_reason": "stopped"})  # no measurement
+    assert [memory.execution(e)["measurement_version"] for e in eids] == [2, 1, None]
+
+
 def test_unknown_run_lists_the_known_tags(tmp_path: Path):
     for tag in ("beta", "alpha"):
         Memory.open(tmp_path / "runs" / tag).close()
