@@ -102,7 +102,7 @@ def autopilot(
     generations: Optional[int] = typer.Option(None, help="Generations after the baseline (config: run.generations)."),
     population: Optional[int] = typer.Option(None, help="Candidates per generation (config: run.population)."),
     preset: Optional[str] = typer.Option(None, help="gpu | cpu | micro | auto (config: run.preset)."),
-    backend: Optional[str] = typer.Option(None, help="local | sagemaker (config: run.backend)."),
+    backend: Optional[str] = typer.Option(None, help="local | sagemaker | simulated (config: run.backend)."),
     proposer: Optional[str] = typer.Option(None, help="llm | heuristic | auto (config: run.proposer)."),
     budget_usd: Optional[float] = typer.Option(None, "--budget-usd", help="Dollar cap, compute + LLM."),
     max_hours: Optional[float] = typer.Option(None, "--max-hours", help="No new launches after this many hours."),
@@ -122,7 +122,7 @@ def autopilot(
 def repl(
     run: str = typer.Option(..., "--run", help="Run tag (created when new)."),
     preset: Optional[str] = typer.Option(None, help="gpu | cpu | micro | auto."),
-    backend: Optional[str] = typer.Option(None, help="local | sagemaker."),
+    backend: Optional[str] = typer.Option(None, help="local | sagemaker | simulated."),
     proposer: Optional[str] = typer.Option(None, help="llm | heuristic | auto."),
     config: Optional[Path] = ConfigOpt,
 ):

@@ -5,9 +5,9 @@ fall back to a default), and every error names the file, the dotted key and what
 was expected. The earlier serverless pipeline's keys (aws.*, s3.*, sagemaker.*,
 pipeline.*) are accepted so its users can bring their file.
 
-The sections a runner reads (local, aws, s3, sagemaker) are defined next to the runners
-(sandbox/runners/settings.py); this module composes them with the researcher's own sections
-into one `Settings`.
+The sections a runner reads (local, aws, s3, sagemaker; simulated) are defined next to the
+runners (sandbox/runners/settings.py; simulated.py); this module composes them with the
+researcher's own sections into one `Settings`.
 """
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ import yaml
 from pydantic import ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from agent.proposers.base import STRATEGIES
+from sandbox.runners.simulated import SimulatedSettings
 from sandbox.runners.settings import (AWSBackendSettings, AWSSettings, LocalSettings, S3Settings,
                                       SageMakerSettings, Section)
 
@@ -28,7 +29,9 @@ class ConfigError(Exception):
 
 class RunSettings(Section):
     preset: Literal["auto", "gpu", "cpu", "micro"] = "auto"
-    backend: Literal["local", "sagemaker"] = "local"
+    # simulated: a virtual clock, nothing trains (sandbox/runners/simulated.py); its results are
+    # marked simulated everywhere and a run's backend is fixed: simulated and real never mix
+    backend: Literal["local", "sagemaker", "simulated"] = "local"
     proposer: Literal["auto", "llm", "heuristic"] = "auto"   # auto: llm when ANTHROPIC_API_KEY is set
     generations: int = Field(2, ge=1)
     population: int = Field(4, ge=1)
@@ -98,6 +101,7 @@ class Settings(Section):
     aws: AWSSettings = Field(default_factory=AWSSettings)
     s3: S3Settings = Field(default_factory=S3Settings)
     sagemaker: SageMakerSettings = Field(default_factory=SageMakerSettings)
+    simulated: SimulatedSettings = Field(default_factory=SimulatedSettings)
     pipeline: PipelineSettings = Field(default_factory=PipelineSettings)
     # USD per instance-hour, on-demand; per region with a "default" fallback (see agent/ledger.py)
     instance_prices: dict[str, dict[str, float]] = Field(default_factory=dict)

@@ -51,8 +51,9 @@ DEFAULT_INSTANCE_PRICES: dict[str, dict[str, float]] = {
     "us-east-1": dict(_US_TRAINING_ON_DEMAND),
     "us-west-2": dict(_US_TRAINING_ON_DEMAND),
 }
-# Backends that bill nothing here: local slots (the machine is already paid for).
-FREE_BACKENDS = frozenset({"local"})
+# Backends that bill nothing here: local slots (the machine is already paid for) and the
+# simulated backend (nothing runs at all).
+FREE_BACKENDS = frozenset({"local", "simulated"})
 
 
 class LedgerError(ValueError):
@@ -179,8 +180,8 @@ EVAL_OVERHEAD = 1.15       # evaluation and process start on top of the training
 
 class Pricing:
     """Dollars per execution of one run: estimates for admission, rates for the live view, actual
-    costs from billable seconds. Local executions cost 0 (they run on a machine that is
-    already paid for)."""
+    costs from billable seconds. Local and simulated executions cost 0 (local ones run on a
+    machine that is already paid for; simulated ones run nowhere)."""
 
     def __init__(self, aws: "AWSBackendSettings", instance_prices: Mapping[str, Mapping[str, float]],
                  prepare_path: Path):

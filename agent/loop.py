@@ -1,7 +1,7 @@
 """The autopilot: the baseline, then propose -> check -> run -> select -> remember, unattended.
 
     autoresearch autopilot --run TAG [--generations M] [--population N] [--preset P]
-        [--backend local|sagemaker] [--proposer llm|heuristic|auto] [--config PATH]
+        [--backend local|sagemaker|simulated] [--proposer llm|heuristic|auto] [--config PATH]
         [--budget-usd X] [--max-hours H] [--dry-run] [--json]
 
 Generation 0 runs the unmodified project train.py `selection.baseline_repeats` times, so noise is
@@ -37,7 +37,8 @@ Exit codes (the same with and without --json):
     selected         {generation, previous, incumbent, changed, decisions: {candidate: verdict}, ...}
     plan             (dry run) {generation, candidate, kind, strategy, title, estimated_cost_usd}
     summary          {exit_code, reason, incumbent, incumbent_val_bpb, baseline_val_bpb, generations_done,
-                      executions, spend, not_admitted, backend, results_tsv}
+                      executions, spend, not_admitted, slot_utilization, slots, time_to_best_s,
+                      backend, simulated, results_tsv}
 """
 from __future__ import annotations
 
@@ -78,9 +79,11 @@ def run_autopilot(ctx, *, generations: int, population: int, budget_usd: float |
                                              "dry_run": ctx.dry_run})
     if ctx.dry_run:
         return dry_run_plan(ctx, population)
+    scheduler = None
     try:
         require_comparable(ctx)
-        with Scheduler(ctx) as scheduler:
+        scheduler = Scheduler(ctx)
+        with scheduler:
             code, reason = _drive(ctx, scheduler, generations, population)
     except (RunBusyError, MemoryStoreError, FileNotFoundError) as exc:
         # another process drives the run, or the run cannot continue as asked (train.py changed
@@ -99,7 +102,7 @@ def run_autopilot(ctx, *, generations: int, population: int, budget_usd: float |
         code, reason = EXIT_INTERRUPTED, "interrupted; run the same command again to resume"
     ctx.memory.log_event("autopilot_end", {"exit_code": code, "reason": reason})
     write_run_results(ctx.memory, ctx.run_dir)
-    print_summary(ctx, code, reason)
+    print_summary(ctx, code, reason, scheduler)
     return code
 
 

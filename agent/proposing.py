@@ -3,9 +3,12 @@
 One `ProposalRequest` rule for everyone (autopilot, the async schedule, the REPL's `add`): the
 request is built from the incumbent, program.md, the digest, the strategy slots and
 `seed = run.seed * 100_003 + generation`, so the same run, seed and generation propose the same
-candidates whoever asks. Every proposal is stored, accepted or rejected, before anything runs;
-the time the proposer took advances the runner's clock (a virtual one moves by it; the wall
-clock has moved by itself).
+candidates whoever asks. Every proposal is stored, accepted or rejected, before anything runs.
+
+The time a proposal round takes advances the runner's clock: the wall clock has moved by itself;
+the simulated backend's virtual clock moves by the round's measured time plus the modelled
+`simulated.proposal_latency_s` (an LLM round-trip), so slots idle while the loop proposes there
+too.
 """
 from __future__ import annotations
 
@@ -81,7 +84,8 @@ def propose_round(ctx, generation: int, population: int, *, incumbent_id: str | 
     slots = request.slots
     started = time.monotonic()
     proposals = ctx.proposer.propose(request)
-    ctx.clock.advance(time.monotonic() - started)
+    ctx.clock.advance(time.monotonic() - started
+                      + (ctx.settings.simulated.proposal_latency_s if ctx.simulated else 0.0))
     seen = set(request.seen_fingerprints)
     preflight = _preflight_enabled(ctx)
     ids, listing = [], []

@@ -17,6 +17,10 @@ from agent.layout import RunLayout
 from sandbox.statuses import FAILED_STATUSES, OK, REPLAY, RESULT_STATUSES
 
 DEFAULT_K_SIGMA = 2.0
+SIMULATED = "simulated"
+SIMULATED_BANNER = ("> **Simulated run: nothing was trained.** Every val_bpb, curve and duration below comes from "
+                    "the simulated backend (sandbox/runners/simulated.py) on a virtual clock; none of it is a "
+                    "measurement of train.py.")
 
 
 # --------------------------------------------------------------------------- small helpers
@@ -408,7 +412,8 @@ def render_report(memory, run_dir: Path, png_name: str = "progress.png") -> str:
     executions = memory.executions()
     tag = info.get("tag") or Path(run_dir).name
     parts = [
-        f"# autoresearch report: `{tag}`",
+        f"# autoresearch report: `{tag}`" + (" (SIMULATED)" if info.get("backend") == SIMULATED else ""),
+        SIMULATED_BANNER if info.get("backend") == SIMULATED else "",
         f"_generated {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime())} from `memory.sqlite`_",
         _summary_section(memory, info, executions),
         f"![progress]({png_name})",

@@ -15,6 +15,10 @@ baseline included), `discard` for other ok runs, for control re-runs of the incu
 measures noise; it is not a new experiment that was kept) and for runs stopped early (they ran
 and were losing), `crash` for every failure.
 
+A simulated run's rows say so: `backend` is `simulated` and the description starts with
+`simulated: ` (nothing was trained; the numbers come from sandbox/runners/simulated.py), and
+their `commit` is the code's fingerprint (simulated runs never touch git).
+
 This module is the one writer of results.tsv; `write_run_results` is what everyone calls.
 """
 from __future__ import annotations
@@ -43,7 +47,15 @@ def _short(value: str | None, n: int = 7) -> str:
     return (value or "")[:n]
 
 
+SIMULATED = "simulated"
+
+
 def describe(execution: dict, candidate: dict) -> str:
+    text = _describe(execution, candidate)
+    return f"{SIMULATED}: {text}" if execution.get("backend") == SIMULATED else text
+
+
+def _describe(execution: dict, candidate: dict) -> str:
     kind = execution.get("kind")
     title = _clean(candidate.get("title")) or candidate.get("id", "")
     if kind == BASELINE:
@@ -139,6 +151,8 @@ def run_commits(memory) -> dict[str, str]:
     from agent.gitops import RunRepo
     try:
         info = memory.run_info()
+        if info["backend"] == SIMULATED:
+            return {}                  # simulated runs are never committed
         repo = RunRepo.find(Path(info["project_dir"]), info["tag"])
     except Exception:   # no run row yet, or git unusable: fall back to fingerprints
         return {}

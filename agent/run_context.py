@@ -8,7 +8,8 @@ The context is frozen: a command that needs other parts (a test's scripted propo
 preset) makes a new one with `dataclasses.replace`.
 
 A run keeps what makes its results comparable: its preset (a mismatch is an error, not a
-warning) and its measurement version. `require_comparable` refuses to add measurements to a run
+warning), whether it is simulated (simulated and real executions never share a run; simulated
+ones never touch git) and its measurement version. `require_comparable` refuses to add measurements to a run
 whose results were measured under another measurement version than the project's prepare.py
 (CONTRACTS.md); the commands that launch (autopilot, the REPL's launch and baseline, replay) call
 it, the ones that only read (report, REPL status/history) do not.
@@ -32,6 +33,7 @@ from sandbox.runners.base import Clock, WallClock
 from sandbox.statuses import CANDIDATE
 
 PACKAGE_PROMPTS = Path(__file__).resolve().parents[1] / "prompts"
+SIMULATED = "simulated"
 
 
 class MeasurementVersionError(MemoryStoreError):
@@ -57,7 +59,7 @@ class RunContext:
     console: Console
     preset: str                  # resolved (auto -> gpu/cpu)
     backend: str
-    repo: RunRepo | None         # the project's git repository; None when there is none
+    repo: RunRepo | None         # the project's git repository; None: no repository, or simulated
     json_mode: bool = False
     dry_run: bool = False
     limits: Limits = field(default_factory=Limits)
@@ -71,8 +73,13 @@ class RunContext:
         return self.layout.run_dir
 
     @property
+    def simulated(self) -> bool:
+        """Simulated results are not real: they never tag git and never mix with real ones."""
+        return self.backend == SIMULATED
+
+    @property
     def clock(self) -> Clock:
-        """The runner's notion of time (deadlines are on it)."""
+        """The runner's notion of time (deadlines are on it; virtual for the simulated backend)."""
         return runner_clock(self.runner)
 
     def say(self, text: str, style: str | None = None) -> None:
@@ -107,15 +114,26 @@ def prompts_dir_for(project_dir: Path) -> Path:
     return own if own.is_dir() else PACKAGE_PROMPTS
 
 
-def build_runner(settings: Settings, backend: str, tag: str):
-    return make_runner(backend, run_tag=tag, local=settings.local, aws=settings.aws_backend)
+def build_runner(settings: Settings, backend: str, tag: str, layout: RunLayout):
+    return make_runner(backend, run_tag=tag, local=settings.local, aws=settings.aws_backend,
+                       simulated=settings.simulated,
+                       baseline_source=layout.train_py.read_text() if layout.train_py.is_file() else None)
 
 
-def _run_repo(layout: RunLayout, tag: str) -> RunRepo | None:
+def _run_repo(layout: RunLayout, tag: str, backend: str) -> RunRepo | None:
+    if backend == SIMULATED:
+        return None          # simulated results are never committed or tagged
     try:
         return RunRepo.find(layout.project_dir, tag)
     except (GitError, ValueError):
         return None
+
+
+def _check_backend(tag: str, recorded: str, requested: str) -> None:
+    if (recorded == SIMULATED) != (requested == SIMULATED):
+        kind = "simulated" if recorded == SIMULATED else "real"
+        raise ValueError(f"run {tag!r} holds {kind} results (backend {recorded!r}); simulated and real "
+                         f"executions never share a run: use --backend {recorded} or a new --run tag")
 
 
 def open_run(settings: Settings, tag: str, project_dir: Path, *, backend: str | None = None,
@@ -143,13 +161,15 @@ def open_run(settings: Settings, tag: str, project_dir: Path, *, backend: str | 
                              f"compared with preset {resolved!r}: use --preset {existing['preset']} or a new --run tag")
         # a resumed run keeps its backend unless told otherwise (its live jobs are there)
         backend = backend or (existing["backend"] if existing is not None else settings.run.backend)
+        if existing is not None:
+            _check_backend(tag, existing["backend"], backend)
         proposer_kind = proposer or settings.run.proposer
         if not layout.train_py.is_file() and create:
             raise FileNotFoundError(f"{layout.train_py} not found: run autoresearch in the project "
                                     f"folder (the one holding train.py and prepare.py)")
         memory.ensure_run(tag, resolved, backend, proposer_kind, settings.model_dump(mode="json"),
                           str(layout.project_dir))
-        runner = None if dry_run else build_runner(settings, backend, tag)
+        runner = None if dry_run else build_runner(settings, backend, tag, layout)
         from agent.proposers.factory import make_proposer
         proposer_obj = make_proposer(proposer_kind, settings, memory=memory, console=console,
                                      prompts_dir=prompts_dir_for(layout.project_dir))
@@ -158,7 +178,7 @@ def open_run(settings: Settings, tag: str, project_dir: Path, *, backend: str | 
         raise
     return RunContext(tag=tag, settings=settings, layout=layout, memory=memory, runner=runner,
                       proposer=proposer_obj, console=console, preset=resolved, backend=backend,
-                      repo=_run_repo(layout, tag), json_mode=json_mode, dry_run=dry_run,
+                      repo=_run_repo(layout, tag, backend), json_mode=json_mode, dry_run=dry_run,
                       limits=limits or Limits())
 
 

@@ -14,9 +14,15 @@ re-attached) on the run's runner, in four steps the drivers call in a loop:
 `drain(ids)` runs a fixed set of executions to the end (generation 0, a generation, replays)
 and returns what it could not do (`ScheduleOutcome`). Used as a context manager it holds the
 run's lock, and on Ctrl-C / SIGTERM it stops what runs and records each as `killed`.
+
+It also keeps the slot accounting on the runner's clock (`usage`: busy slot-seconds over
+available slot-seconds since it started) that the summary reports as `slot_utilization`. On the
+simulated backend there is nothing to wait for: each poll moves the virtual clock straight to
+the next event.
 """
 from __future__ import annotations
 
+import math
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -42,6 +48,19 @@ class Stop:
 
     kind: str                    # budget | deadline
     reason: str
+
+
+@dataclass
+class SlotUsage:
+    """Busy and available slot-seconds on the runner's clock, since the scheduler started."""
+
+    capacity: int
+    busy_s: float = 0.0
+    available_s: float = 0.0
+
+    @property
+    def utilization(self) -> float | None:
+        return self.busy_s / self.available_s if self.available_s > 0 else None
 
 
 @dataclass
@@ -72,6 +91,7 @@ class Scheduler:
         self.view = view or LiveView(ctx.console, json_mode=ctx.json_mode)
         self._own_view = view is None
         self.clock = runner_clock(ctx.runner)
+        self.poll_s = math.inf if getattr(ctx.runner, "simulated", False) else POLL_S
         self.pricing = pricing(ctx)
         self.budget = Budget(ctx.limits.budget_usd)
         self.queue: deque[str] = deque()
@@ -79,7 +99,8 @@ class Scheduler:
         self.running: dict[str, dict] = {}
         self.refused: dict[str, str] = {}        # queued id -> budget | deadline (reported once)
         self.generation: int | None = None       # for the live view's header
-        self.started_at = self.clock.now()
+        self.usage = SlotUsage(capacity=max(1, ctx.runner.free_slots() + len(ctx.runner.active())))
+        self.started_at = self._last = self.clock.now()
         self._last_tsv = 0.0
         self._lock = RunLock.for_run(ctx.run_dir)
 
@@ -94,6 +115,7 @@ class Scheduler:
         try:
             if exc_type is not None and issubclass(exc_type, (KeyboardInterrupt, SystemExit)):
                 self._stop_everything()
+            self._account()
             write_run_results(self.memory, self.ctx.run_dir)
         finally:
             if self._own_view:
@@ -138,12 +160,16 @@ class Scheduler:
                 continue
             self._submit(eid)
 
-    def take_results(self, timeout: float = POLL_S) -> list[dict]:
-        """Wait up to `timeout` for the runner's events; returns the rows that finished."""
+    def take_results(self, timeout: float | None = None) -> list[dict]:
+        """Wait up to `timeout` (default: the runner's poll interval) for the runner's events;
+        returns the rows that finished."""
         if not self.running:
             return []
+        self._account()
+        events = self.runner.poll(timeout=self.poll_s if timeout is None else timeout)
+        self._account()                 # the wait: whoever ran until now was busy all along
         finished = []
-        for event in self.runner.poll(timeout=timeout):
+        for event in events:
             if isinstance(event, Finished):
                 row = self._record(event)
                 if row is not None:
@@ -224,6 +250,7 @@ class Scheduler:
         candidate = self.memory.candidate(row["candidate_id"])
         ensure_workspace(self.ctx, row, candidate)
         job_id = self.runner.submit(spec_for(self.ctx, row, candidate))
+        self._account()
         self.memory.mark_started(eid, job_id=job_id, started_at=self.clock.now())
         self.queue.remove(eid)
         self.refused.pop(eid, None)
@@ -264,6 +291,15 @@ class Scheduler:
                                            "attempt": event.attempt}, row.get("generation"))
         self.view.emit("requeued", execution=event.execution_id, reason=event.reason, attempt=event.attempt)
         self.view.say(f"requeued {event.execution_id}: {event.reason} (attempt {event.attempt})", style="yellow")
+
+    def _account(self) -> None:
+        """Count the time since the last call: every slot available, the running ones busy."""
+        now = self.clock.now()
+        elapsed = now - self._last
+        if elapsed > 0:
+            self.usage.busy_s += min(len(self.running), self.usage.capacity) * elapsed
+            self.usage.available_s += self.usage.capacity * elapsed
+        self._last = max(self._last, now)
 
     def _header(self) -> None:
         if not self.view.shows_header:

@@ -1,0 +1,92 @@
+"""The autopilot on the simulated backend (sandbox/runners/simulated.py): real memory, real git,
+the real heuristic proposer and checker, a virtual clock instead of training. Results are marked
+simulated everywhere, never touch git and never mix with real ones; the summary carries the
+slot accounting of the runner's clock."""
+from __future__ import annotations
+
+import io
+import json
+
+import pytest
+from rich.console import Console
+
+from agent.loop import EXIT_OK, autopilot_command, run_autopilot
+from agent.memory import Memory
+from agent.report import build_report
+from agent.results_tsv import read_results_tsv
+from tests.conftest import git, make_project, open_ctx
+
+SIMULATED = {"slots": 4, "startup_median_s": 60.0, "straggler_rate": 0.0, "interruption_rate": 0.0,
+             "crash_rate": 0.0, "proposal_latency_s": 2.0, "seed": 1, "start_at": 1_000_000.0}
+
+
+def simulated_project(tmp_path, **simulated):
+    return make_project(tmp_path / "proj", use_git=True,
+                        config={"run": {"backend": "simulated"}, "simulated": {**SIMULATED, **simulated}})
+
+
+def test_a_simulated_run_is_marked_simulated_everywhere_and_never_touches_git(tmp_path, capsys):
+    project = simulated_project(tmp_path)
+    refs_before = git(project, "for-each-ref")
+    assert autopilot_command(run="sim", generations=2, population=4, project_dir=project, json_mode=True) == EXIT_OK
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    summary = lines[-1]
+    assert summary["event"] == "summary" and summary["simulated"] is True and summary["backend"] == "simulated"
+    assert 0 < summary["slot_utilization"] <= 1 and summary["slots"] == 4
+    run_dir = project / "runs" / "sim"
+    with Memory.open(run_dir, create=False) as mem:
+        assert mem.run_info()["backend"] == "simulated"
+        executions = mem.executions()
+        assert executions and {e["backend"] for e in executions} == {"simulated"}
+        assert all(e["result"]["simulated"] is True for e in executions)
+        # the virtual clock: a 4 s micro budget plus ~60 s of start-up per execution, not wall time
+        assert min(e["started_at"] for e in executions) >= 1_000_000.0
+        assert max(e["ended_at"] for e in executions) - 1_000_000.0 > 60
+    rows = read_results_tsv(run_dir / "results.tsv")
+    assert rows and all(r["backend"] == "simulated" and r["description"].startswith("simulated: ") for r in rows)
+    assert git(project, "for-each-ref") == refs_before             # no branch, no ref, no tag
+    md, _ = build_report(Memory.open(run_dir, create=False), run_dir)
+    assert "Simulated run: nothing was trained" in md.read_text()
+
+
+def test_simulated_and_real_executions_never_share_a_run(tmp_path):
+    project = simulated_project(tmp_path)
+    open_ctx(project, "sim").close()
+    with pytest.raises(ValueError, match="simulated and real executions never share a run"):
+        open_ctx(project, "sim", backend="local")
+    open_ctx(project, "real", backend="local").close()
+    with pytest.raises(ValueError, match="holds real results"):
+        open_ctx(project, "real", backend="simulated")
+
+
+def test_the_proposal_latency_advances_the_virtual_clock(tmp_path):
+    project = simulated_project(tmp_path, proposal_latency_s=1000.0)
+    ctx = open_ctx(project, "sim", console=Console(file=io.StringIO()))
+    start = ctx.clock.now()
+    from agent.proposing import propose_round
+    try:
+        propose_round(ctx, 1, 2)
+        assert ctx.clock.now() - start >= 1000.0
+    finally:
+        ctx.close()
+
+
+def test_a_simulated_run_resumes_like_any_other(tmp_path):
+    """Simulated work in flight dies with its process (the runner cannot re-attach): it is kept as
+    lost and re-run, and the run completes."""
+    project = simulated_project(tmp_path)
+    ctx = open_ctx(project, "sim", console=Console(file=io.StringIO()))
+    assert run_autopilot(ctx, generations=1, population=3) == EXIT_OK
+    ctx.close()
+    ctx = open_ctx(project, "sim", console=Console(file=io.StringIO()))
+    try:
+        mem = ctx.memory
+        row = mem.executions(generation=1, kind="candidate")[0]
+        with mem._write() as conn:      # as if the process had died while it ran
+            conn.execute("UPDATE executions SET status = 'running', val_bpb = NULL WHERE id = ?", (row["id"],))
+        ctx.memory.set_state("generation/001", {"phase": "launched", "incumbent": "g000-baseline"})
+        assert run_autopilot(ctx, generations=1, population=3) == EXIT_OK
+        again = [e for e in mem.executions(generation=1, kind="candidate") if e["workspace"] == row["workspace"]]
+        assert [e["status"] for e in again] == ["lost", "ok"]
+    finally:
+        ctx.close()
