@@ -104,6 +104,7 @@ def autopilot(
     preset: Optional[str] = typer.Option(None, help="gpu | cpu | micro | auto (config: run.preset)."),
     backend: Optional[str] = typer.Option(None, help="local | sagemaker | simulated (config: run.backend)."),
     proposer: Optional[str] = typer.Option(None, help="llm | heuristic | auto (config: run.proposer)."),
+    schedule: Optional[str] = typer.Option(None, help="async | generations (config: run.schedule)."),
     budget_usd: Optional[float] = typer.Option(None, "--budget-usd", help="Dollar cap, compute + LLM."),
     max_hours: Optional[float] = typer.Option(None, "--max-hours", help="No new launches after this many hours."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Propose and check, show what would run and its cost; launch nothing."),
@@ -114,7 +115,7 @@ def autopilot(
     from agent.loop import autopilot_command
     raise typer.Exit(autopilot_command(
         run=run, generations=generations, population=population, preset=preset, backend=backend,
-        proposer=proposer, config=config, budget_usd=budget_usd, max_hours=max_hours,
+        proposer=proposer, schedule=schedule, config=config, budget_usd=budget_usd, max_hours=max_hours,
         dry_run=dry_run, json_mode=json_mode))
 
 

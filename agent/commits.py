@@ -63,11 +63,26 @@ def commit_candidates(ctx, candidates: list[dict]) -> dict[str, str]:
     return commits
 
 
-def promote(ctx, generation: int, incumbent: str) -> None:
-    """Advance autoresearch/<TAG> to the incumbent's commit and tag the generation."""
+def advance(ctx, incumbent: str) -> None:
+    """Move autoresearch/<TAG> to the incumbent's commit (the async schedule does it as soon as a
+    win is confirmed; the incumbent's commit need not descend from the last one there)."""
     if ctx.repo is None:
         return
     sha = commit_candidate(ctx, incumbent)
     if sha:
         _git_safe(ctx, "branch update", ctx.repo.advance_branch, sha)
+
+
+def tag(ctx, generation: int, incumbent: str) -> None:
+    """Point `<TAG>/gen-NNN-best` at the incumbent's commit."""
+    if ctx.repo is None:
+        return
+    sha = commit_candidate(ctx, incumbent)
+    if sha:
         _git_safe(ctx, "tag", ctx.repo.tag_generation, generation, sha)
+
+
+def promote(ctx, generation: int, incumbent: str) -> None:
+    """Advance autoresearch/<TAG> to the incumbent's commit and tag the generation."""
+    advance(ctx, incumbent)
+    tag(ctx, generation, incumbent)

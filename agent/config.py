@@ -32,6 +32,10 @@ class RunSettings(Section):
     # simulated: a virtual clock, nothing trains (sandbox/runners/simulated.py); its results are
     # marked simulated everywhere and a run's backend is fixed: simulated and real never mix
     backend: Literal["local", "sagemaker", "simulated"] = "local"
+    # generations: each generation waits for its slowest member, then selects; async: no barrier,
+    # a freed slot gets the next candidate and results are judged against the incumbent of their
+    # moment (agent/async_schedule.py)
+    schedule: Literal["generations", "async"] = "async"
     proposer: Literal["auto", "llm", "heuristic"] = "auto"   # auto: llm when ANTHROPIC_API_KEY is set
     generations: int = Field(2, ge=1)
     population: int = Field(4, ge=1)
@@ -51,6 +55,9 @@ class SelectionSettings(Section):
     controls_per_generation: int = Field(1, ge=0)  # incumbent re-runs in every later generation
     confirm_margin: float = Field(2.0, ge=1)   # a win below confirm_margin x threshold is re-run first
     prior_sigma: Optional[float] = Field(None, ge=0)  # sigma to assume before two identical runs exist
+    # async schedule: one control re-run of the incumbent per this many candidate launches
+    # (null: population / controls_per_generation, the generations schedule's rate)
+    control_every: Optional[int] = Field(None, ge=1)
 
 
 class LLMSettings(Section):

@@ -1,14 +1,21 @@
 """The autopilot: the baseline, then propose -> check -> run -> select -> remember, unattended.
 
     autoresearch autopilot --run TAG [--generations M] [--population N] [--preset P]
-        [--backend local|sagemaker|simulated] [--proposer llm|heuristic|auto] [--config PATH]
-        [--budget-usd X] [--max-hours H] [--dry-run] [--json]
+        [--backend local|sagemaker|simulated] [--schedule async|generations]
+        [--proposer llm|heuristic|auto] [--config PATH] [--budget-usd X] [--max-hours H]
+        [--dry-run] [--json]
 
 Generation 0 runs the unmodified project train.py `selection.baseline_repeats` times, so noise is
-measured, not assumed. Then generation after generation (agent/generations.py): propose
-`population` candidates, run them with `selection.controls_per_generation` control re-runs of
-the incumbent, select against the incumbent the generation started with. A marginal winner is
-re-run once ("confirmation") before it may replace the incumbent.
+measured, not assumed. Then one of two schedules (`run.schedule`):
+  * async (agent/async_schedule.py, the default): no barrier; whenever a slot frees, the next
+    candidate runs (proposed against the incumbent of its moment), a result is judged against the
+    incumbent current when it arrives, a confirmed win becomes the incumbent at once, and controls
+    and confirmations are interleaved. A "generation" is a proposal round of `population`
+    candidates, so results.tsv, the git tags, the REPL and replay read the same;
+  * generations (agent/generations.py): propose `population` candidates, run them with
+    `selection.controls_per_generation` control re-runs of the incumbent, wait for the slowest,
+    select against the incumbent the generation started with.
+A marginal winner is re-run once ("confirmation") before it may replace the incumbent.
 
 Everything is written to runs/<TAG>/memory.sqlite before it is acted on, so running the same
 command again continues where it stopped: finished results are kept exactly once, stored
@@ -34,17 +41,19 @@ Exit codes (the same with and without --json):
     progress         {execution, candidate, step, pct, loss, tok_per_s, elapsed_s, cost_usd}
     finished         {execution, candidate, kind, status, val_bpb, training_seconds, cost_usd, failure_reason}
     not_admitted     {execution, candidate, reason: budget|deadline}
+    incumbent        (async) {candidate, previous, val_bpb, delta, threshold}: a confirmed win, at once
     selected         {generation, previous, incumbent, changed, decisions: {candidate: verdict}, ...}
     plan             (dry run) {generation, candidate, kind, strategy, title, estimated_cost_usd}
     summary          {exit_code, reason, incumbent, incumbent_val_bpb, baseline_val_bpb, generations_done,
                       executions, spend, not_admitted, slot_utilization, slots, time_to_best_s,
-                      backend, simulated, results_tsv}
+                      backend, simulated, schedule, results_tsv}
 """
 from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
 
+from agent.async_schedule import run_async
 from agent.baseline import NoResultError
 from agent.dry_run import dry_run_plan
 from agent.generations import run_generations
@@ -66,6 +75,7 @@ EXIT_DEADLINE = 4
 EXIT_NO_RESULT = 5
 EXIT_INTERRUPTED = 130
 STOP_EXITS = {"budget": EXIT_BUDGET, "deadline": EXIT_DEADLINE}
+SCHEDULES = {"generations": run_generations, "async": run_async}
 
 
 def run_autopilot(ctx, *, generations: int, population: int, budget_usd: float | None = None,
@@ -75,7 +85,8 @@ def run_autopilot(ctx, *, generations: int, population: int, budget_usd: float |
     if budget_usd is not None or max_hours is not None:
         ctx = with_limits(ctx, budget_usd=budget_usd, max_hours=max_hours)
     ctx.memory.log_event("autopilot_start", {"generations": generations, "population": population,
-                                             "backend": ctx.backend, "budget_usd": ctx.limits.budget_usd,
+                                             "backend": ctx.backend, "schedule": ctx.settings.run.schedule,
+                                             "budget_usd": ctx.limits.budget_usd,
                                              "dry_run": ctx.dry_run})
     if ctx.dry_run:
         return dry_run_plan(ctx, population)
@@ -112,7 +123,7 @@ def _drive(ctx, scheduler, generations: int, population: int) -> tuple[int, str]
     if recovered["lost"] or recovered["reattached"]:
         ctx.say(f"resume: {len(recovered['lost'])} execution(s) lost with the previous process (re-run as new "
                 f"attempts), {len(recovered['reattached'])} re-attached", "yellow")
-    stop = run_generations(ctx, scheduler, generations, population)
+    stop = SCHEDULES[ctx.settings.run.schedule](ctx, scheduler, generations, population)
     if stop is not None:
         return STOP_EXITS[stop.kind], stop.reason
     if ctx.memory.incumbent_id() is None:
@@ -126,7 +137,7 @@ def _drive(ctx, scheduler, generations: int, population: int) -> tuple[int, str]
 # ============================================================================ CLI entry
 def autopilot_command(run: str, generations: int | None = None, population: int | None = None,
                       preset: str | None = None, backend: str | None = None, proposer: str | None = None,
-                      config: str | Path | None = None,
+                      schedule: str | None = None, config: str | Path | None = None,
                       budget_usd: float | None = None, max_hours: float | None = None, dry_run: bool = False,
                       json_mode: bool = False, project_dir: Path | None = None) -> int:
     """Everything `autoresearch autopilot` does; returns the exit code."""
@@ -144,7 +155,8 @@ def autopilot_command(run: str, generations: int | None = None, population: int 
 
     project_dir = Path(project_dir or Path.cwd())
     overrides = {"run.generations": generations, "run.population": population, "run.preset": preset,
-                 "run.backend": backend, "run.proposer": proposer, "run.budget_usd": budget_usd, "run.max_hours": max_hours}
+                 "run.backend": backend, "run.proposer": proposer, "run.schedule": schedule,
+                 "run.budget_usd": budget_usd, "run.max_hours": max_hours}
     try:
         default_cfg = project_dir / "config.yaml"
         settings = load_settings(config or (default_cfg if default_cfg.is_file() else None), overrides)

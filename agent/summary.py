@@ -48,7 +48,7 @@ def summary_data(ctx, code: int, reason: str, scheduler=None) -> dict:
         by_status[e["status"]] = by_status.get(e["status"], 0) + 1
     usage = scheduler.usage if scheduler is not None else None
     return {"exit_code": code, "reason": reason, "run": ctx.tag, "backend": ctx.backend,
-            "simulated": ctx.simulated, "incumbent": inc,
+            "simulated": ctx.simulated, "schedule": ctx.settings.run.schedule, "incumbent": inc,
             "incumbent_val_bpb": _mean(inc_bpbs), "baseline_val_bpb": _mean(base),
             "improvement": (_mean(base) - _mean(inc_bpbs)) if base and inc_bpbs else None,
             "sigma": noise_sigma(mem), "generations_done": generations_done(mem),

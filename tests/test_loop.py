@@ -50,7 +50,8 @@ NO_APPLY = ("moderate", "edit that does not apply", [edit("NOT_A_KNOB", "1", "2"
 SMALL = ("conservative", "scalar lr 0.52", [edit("SCALAR_LR", "0.5", "0.52")])          # ~-0.0004: noise
 
 
-def test_autopilot_two_generations_with_git_and_user_changes(tmp_path):
+@pytest.mark.parametrize("schedule", ["generations", "async"])
+def test_autopilot_two_generations_with_git_and_user_changes(tmp_path, schedule):
     project = make_project(tmp_path / "proj", use_git=True)
     # the user has uncommitted work that must survive untouched
     (project / "program.md").write_text("# Research program\nuncommitted edit\n")
@@ -58,7 +59,7 @@ def test_autopilot_two_generations_with_git_and_user_changes(tmp_path):
     head, status = git(project, "rev-parse", "HEAD"), git(project, "status", "--porcelain")
     plan = {1: [WINNER, CRASHER, NO_APPLY, SMALL],
             2: [("conservative", "embedding lr 0.8", [edit("EMBEDDING_LR", "0.6", "0.8")])]}
-    ctx = open_ctx(project, "demo", proposer=ScriptedProposer(plan))
+    ctx = open_ctx(project, "demo", proposer=ScriptedProposer(plan), schedule=schedule)
     run_dir = ctx.run_dir
     assert autopilot(ctx, generations=2, population=4) == EXIT_OK
 
@@ -76,7 +77,10 @@ def test_autopilot_two_generations_with_git_and_user_changes(tmp_path):
         kinds = [(e["candidate_id"], e["kind"], e["status"]) for e in mem.executions()]
         assert kinds[:2] == [("g000-baseline", "baseline", "ok")] * 2
         assert ("g001-c02", "candidate", "crash") in kinds
-        assert ("g000-baseline", "control", "ok") in kinds and ("g001-c01", "control", "ok") in kinds
+        if schedule == "generations":     # a control of the incumbent each generation started with
+            assert ("g000-baseline", "control", "ok") in kinds and ("g001-c01", "control", "ok") in kinds
+        else:                             # one control per population (4) launches, of the incumbent then
+            assert [k for k in kinds if k[1] == "control"] == [("g001-c01", "control", "ok")]
         n_results = len([e for e in mem.executions() if e["status"] in ("ok", "crash")])
     finally:
         mem.close()
@@ -89,7 +93,8 @@ def test_autopilot_two_generations_with_git_and_user_changes(tmp_path):
     assert by_cand[("g001-c01", "candidate")]["status"] == "keep"
     assert by_cand[("g001-c02", "candidate")]["status"] == "crash"
     assert by_cand[("g001-c02", "candidate")]["val_bpb"] == "0.000000"
-    assert by_cand[("g000-baseline", "control")]["description"] == "control: re-run of incumbent g000-baseline"
+    control = next(r for r in rows if r["kind"] == "control")
+    assert control["description"] == f"control: re-run of incumbent {control['candidate']}"
     assert by_cand[("g001-c01", "candidate")]["memory_gb"] == "1.6"      # (1536 + 128) MB / 1024
     # commit column = the candidate's commit on autoresearch/demo
     for r in rows:
@@ -106,7 +111,8 @@ def test_autopilot_two_generations_with_git_and_user_changes(tmp_path):
 
     # workspace layout
     gen1 = run_dir / "generations" / "gen_001"
-    for folder in ("g001-c01", "g001-c02", "g000-baseline-control-1"):
+    controls = ["g000-baseline-control-1"] if schedule == "generations" else []
+    for folder in ["g001-c01", "g001-c02"] + controls:
         for name in ("train.py", "diff.patch", "run.log", "result.json", "prepare.py", "harness.py"):
             assert (gen1 / folder / name).is_file(), (folder, name)
     assert "+MATRIX_LR = 0.03" in (gen1 / "g001-c01" / "diff.patch").read_text()

@@ -25,9 +25,10 @@ from sandbox.statuses import INEFFECTIVE_STATUSES, RESULT_STATUSES
 from tests.conftest import REPO, ScriptedProposer, child_env, make_project, open_ctx
 
 
-def autopilot_cmd(tag: str, generations: int, population: int) -> list[str]:
+def autopilot_cmd(tag: str, generations: int, population: int, schedule: str = "async") -> list[str]:
     return [sys.executable, "-m", "agent.cli", "autopilot", "--run", tag, "--generations", str(generations),
-            "--population", str(population), "--proposer", "heuristic", "--backend", "local", "--json"]
+            "--population", str(population), "--proposer", "heuristic", "--backend", "local", "--json",
+            "--schedule", schedule]
 
 
 def live_processes_under(path: Path) -> list[str]:
@@ -88,12 +89,13 @@ def check_run_integrity(run_dir: Path, generations: int, population: int) -> dic
 
 
 @pytest.mark.timeout(240)
-def test_kill_9_at_random_moments_then_the_same_command_completes(tmp_path):
+@pytest.mark.parametrize("schedule", ["async", "generations"])
+def test_kill_9_at_random_moments_then_the_same_command_completes(tmp_path, schedule):
     project = make_project(tmp_path / "proj", slots=2)
     run_dir = project / "runs" / "k9"
     # a 1 s budget keeps the whole run well above the kill delays, however fast the box is
     env = child_env(1.0)
-    cmd = autopilot_cmd("k9", generations=2, population=3)
+    cmd = autopilot_cmd("k9", generations=2, population=3, schedule=schedule)
     rng = random.Random(20240607)
     kills = 0
     for attempt in range(5):
