@@ -9,13 +9,14 @@ The rule compares at EQUAL PROGRESS, never at equal wall time: each reference cu
 interpolated at the candidate's pct, giving a band of their mean and measured spread (sample
 standard deviation) there. A reading is losing when
 
-    candidate loss - reference mean > max(k x spread, min_gap)
+    candidate loss - reference mean > max(k x spread, min_gap x reference mean)
 
 The candidate is stopped when its last `patience` readings, all at or past `min_progress`, are
 losing. Why each guard:
   * min_progress: early losses say little about the final val_bpb (a higher lr or a bigger model
     starts slower and may still win), and stopping late saves little;
-  * min_gap: two or three references can agree by chance, so their spread alone may be ~0;
+  * min_gap: two or three references can agree by chance, so their spread alone may be ~0; it is
+    relative (0.01 = 1% of the reference loss) so that one value suits every preset's loss scale;
   * patience: train losses are noisy step to step; one bad reading must not end a run;
   * min_references: a band needs at least two curves to have a spread at all.
 The defaults are chosen from real recorded curves (benchmarks/bench_early_stop.py prints the
@@ -44,7 +45,7 @@ class EarlyStopSettings(BaseModel):
     enabled: bool = True
     min_progress: float = Field(30.0, ge=0, le=100)   # % of the budget before any stop
     k: float = Field(3.0, ge=0)                       # band half-width in reference spreads
-    min_gap: float = Field(0.05, ge=0)                # loss units (nats/token); the band's floor
+    min_gap: float = Field(0.01, ge=0)                # the band's floor, x the reference mean loss
     patience: int = Field(3, ge=1)                    # consecutive losing readings needed
     min_references: int = Field(2, ge=2)              # reference curves needed to decide at all
 
@@ -219,7 +220,7 @@ def _decide(n_references: int, latest: Sequence[Observation], settings: EarlySto
                    threshold=threshold, gap=loss - band.mean, n_references=band.n, losing_readings=losing)
     summary = (f"at {pct:.1f}%: loss {loss:.4f} vs reference mean {band.mean:.4f} of {band.n} curves "
                f"(spread {band.spread:.4f}), gap {loss - band.mean:+.4f}, threshold {threshold:.4f} "
-               f"= max({settings.k:g} x spread, min_gap {settings.min_gap:g})")
+               f"= max({settings.k:g} x spread, min_gap {settings.min_gap:g} x mean)")
     if losing >= settings.patience:
         return StopDecision(True, "losing", f"losing: {summary}, for {losing} reading(s) in a row", **figures)
     if losing == 0:
@@ -236,4 +237,4 @@ def _losing(obs: Observation, settings: EarlyStopSettings) -> bool:
 
 
 def _threshold(band: Band, settings: EarlyStopSettings) -> float:
-    return max(settings.k * band.spread, settings.min_gap)
+    return max(settings.k * band.spread, settings.min_gap * abs(band.mean))

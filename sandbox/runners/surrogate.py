@@ -9,8 +9,8 @@ scheduler, selection and early stopping have something real to work on at popula
     better knobs really win and selection has something to find; plus a small code effect, a
     seeded hash of the non-knob code (any other edit moves quality a little, either way);
   * every run adds noise: val_bpb ~ N(true, sigma), the preset's measured run-to-run spread;
-  * the loss curve: start loss -> final train loss along the preset's curve shape, bent by a
-    per-candidate "speed" (higher lrs start fast, bigger models and batches start slow), so
+  * the loss curve: start loss -> final train loss along the preset's curve shape, time-warped
+    by a per-candidate "speed" (higher lrs start fast, bigger models and batches start slow), so
     curves cross the way real ones do and early stopping can be wrong; each run's curve gets an
     offset that follows its val noise and autocorrelated reading noise;
   * crashes: a seeded share of distinct sources crash (the same code crashes every time, at the
@@ -32,12 +32,12 @@ import ast
 import functools
 import hashlib
 import math
+import operator
 import random
 import re
 from dataclasses import dataclass
 from typing import Optional
 
-from sandbox.presets import PrepareFactsError, _const
 
 # The baseline's knob values (train.py) and where the surrogate puts the optimum. lrs and the
 # schedule are the same at every preset; size knobs are per preset.
@@ -67,7 +67,8 @@ WEIGHTS = {
     "DEPTH": 0.03, "MODEL_DIM": 0.03, "HEAD_DIM": 0.004, "BATCH": 0.015,
 }
 CODE_EFFECT = 0.004        # relative sd of the effect of non-knob code edits
-SPEED_JITTER = 0.12        # sd of log(speed) not explained by the knobs
+SPEED_LR, SPEED_SIZE, SPEED_BATCH = 0.3, 0.5, 0.3   # curve speed per doubling (see Surrogate._quality)
+SPEED_JITTER = 0.05        # sd of log2(speed) not explained by the knobs
 # DEVICE_BATCH_SIZE (same optimisation, other memory) and SEED (another draw of the same
 # experiment) are knobs without an effect on quality: editing them is not a code edit.
 KNOB_NAMES = tuple(BASELINE) + ("DEPTH", "ASPECT_RATIO", "HEAD_DIM", "TOTAL_BATCH_SIZE", "DEVICE_BATCH_SIZE", "SEED")
@@ -82,7 +83,7 @@ class PresetModel:
     start_loss: float        # the first reading of the train loss (~ln(vocab))
     end_loss: float          # the baseline's last reading
     steps: int               # the baseline's optimizer steps in the budget
-    shape_tau: float         # curve shape: s(p) = (1 + p/tau)^-alpha, rescaled to 1 -> 0
+    shape_tau: float         # curve shape: (1 + p/tau)^-alpha, rescaled to 1 -> 0 (curve_shape)
     shape_alpha: float
     offset_sd: float         # sd of a run's curve offset (loss units) from identical code
     reading_sd: float        # sd of one reading's wiggle around the run's curve (loss units)
@@ -90,7 +91,7 @@ class PresetModel:
 
 PRESET_MODELS = {
     "gpu": PresetModel(base_bpb=0.998, noise_sigma=0.0015, start_loss=9.01, end_loss=3.10, steps=950,
-                       shape_tau=4.0, shape_alpha=0.8, offset_sd=0.004, reading_sd=0.004),
+                       shape_tau=0.5, shape_alpha=0.35, offset_sd=0.004, reading_sd=0.004),
     "cpu": PresetModel(base_bpb=2.30, noise_sigma=0.010, start_loss=7.62, end_loss=4.60, steps=120,
                        shape_tau=6.0, shape_alpha=0.8, offset_sd=0.02, reading_sd=0.01),
     "micro": PresetModel(base_bpb=2.97, noise_sigma=0.03, start_loss=6.24, end_loss=4.90, steps=14,
@@ -117,21 +118,45 @@ def read_knobs(source: str, preset: str) -> dict[str, object]:
 def _read_knobs(source: str, preset: str) -> tuple:
     found: dict[str, object] = {}
     for m in _KNOB_LINE.finditer(source):
-        name = m.group("name")
-        if name not in KNOB_NAMES or name in found:
-            continue
-        text = m.group("value")
+        name, text = m.group("name"), m.group("value")
         column = re.fullmatch(r"(\{.*\})\s*\[\s*PRESET\s*\]", text)
         try:
-            value = _const(ast.parse(column.group(1) if column else text, mode="eval").body, name)
-        except (SyntaxError, PrepareFactsError, ValueError, TypeError, ZeroDivisionError, OverflowError):
+            value = _constant(ast.parse(column.group(1) if column else text, mode="eval").body)
+        except (SyntaxError, ValueError, TypeError, ZeroDivisionError, OverflowError, RecursionError):
+            found.pop(name, None)      # the last assignment counts, as when Python runs it
             continue
         if column:
             if not isinstance(value, dict) or preset not in value:
+                found.pop(name, None)
                 continue
             value = value[preset]
         found[name] = value
     return tuple(found.items())
+
+
+_OPS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv,
+        ast.FloorDiv: operator.floordiv, ast.Pow: operator.pow}
+
+
+def _constant(node: ast.AST):
+    """The value of a knob's constant expression (2**19, -1e-3, (0.8, 0.95), {"gpu": 8, ...});
+    ValueError for anything else. Powers are bounded: a candidate's 10**10**10 must not hang the
+    simulation."""
+    if isinstance(node, ast.Constant) and isinstance(node.value, (int, float, str)):
+        return node.value
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
+        value = _constant(node.operand)
+        return -value if isinstance(node.op, ast.USub) else +value
+    if isinstance(node, ast.BinOp) and type(node.op) in _OPS:
+        a, b = _constant(node.left), _constant(node.right)
+        if isinstance(node.op, ast.Pow) and (abs(b) > 64 or abs(a) > 2**64):
+            raise ValueError("power too large")
+        return _OPS[type(node.op)](a, b)
+    if isinstance(node, ast.Tuple):
+        return tuple(_constant(e) for e in node.elts)
+    if isinstance(node, ast.Dict) and None not in node.keys:
+        return {_constant(k): _constant(v) for k, v in zip(node.keys, node.values)}
+    raise ValueError(f"not a constant: {type(node).__name__}")
 
 
 def _log2_ratio(value, optimum) -> float:
@@ -210,13 +235,14 @@ def experiment_key(knobs: dict[str, object], code: str) -> str:
     return hashlib.sha256((repr(sorted(knobs.items())) + "\n" + code).encode()).hexdigest()
 
 
-def curve_shape(pct: float, model: PresetModel, speed: float) -> float:
-    """1 at 0%, 0 at 100%: how far the loss still is from its final value. speed > 1 bends the
-    curve down earlier (same end points)."""
-    end = (1.0 + 100.0 / model.shape_tau) ** -model.shape_alpha
-    raw = (1.0 + max(0.0, pct) / model.shape_tau) ** -model.shape_alpha
-    s = (raw - end) / (1.0 - end)
-    return max(0.0, min(1.0, s)) ** speed
+def curve_shape(pct: float, model: PresetModel, speed: float = 1.0) -> float:
+    """1 at 0%, 0 at 100%: how far the loss still is from its final value. The baseline follows
+    (1 + p/tau)^-alpha; a candidate of speed v is that curve time-warped (at p it is where the
+    baseline is at p x v: higher lrs get there sooner, bigger models and batches later),
+    rescaled so that it still starts at 1 and ends at 0."""
+    raw = lambda p: (1.0 + max(0.0, p) / model.shape_tau) ** -model.shape_alpha  # noqa: E731
+    end = raw(100.0 * speed)
+    return max(0.0, min(1.0, (raw(pct * speed) - end) / (1.0 - end)))
 
 
 class Surrogate:
@@ -257,8 +283,12 @@ class Surrogate:
         # Speed: larger steps descend faster early; more parameters and bigger batches (fewer
         # steps) descend slower early, and may still end lower.
         jitter = 0.0 if is_reference else seeded("speed", self.seed, preset, identity).gauss(0.0, SPEED_JITTER)
-        log_speed = 0.25 * d["_lr_push"] - 0.12 * d["_size_push"] - 0.15 * d["_batch_push"] + jitter
-        speed = math.exp(max(-1.5, min(1.5, log_speed)))
+        # time-warp, in log2 units: a model with 2x the parameters gets through its curve at ~2^-0.5
+        # the baseline's pace (half its steps, more learnt per step), 2x the batch at 2^-0.3,
+        # 2x the lrs at 2^0.3 (faster early)
+        log2_speed = (SPEED_LR * d["_lr_push"] - SPEED_SIZE * d["_size_push"] - SPEED_BATCH * d["_batch_push"]
+                      + jitter)
+        speed = 2.0 ** max(-2.0, min(2.0, log2_speed))
         crash_rng = seeded("crash", self.seed, preset, identity)
         crashes_at = crash_rng.uniform(0.0, 60.0) if crash_rng.random() < self.crash_rate else None
         return Quality(true_bpb=true_bpb, speed=speed, crashes_at=crashes_at)
