@@ -28,10 +28,10 @@ from agent.commits import advance, commit_candidates, tag
 from agent.digest import noise_sigma
 from agent.executions import ensure_slots
 from agent.generations import budget_left
+from agent.judging import judge
 from agent.phases import LAUNCHED, PROPOSED, SELECTED, get_phase, is_done, set_phase
 from agent.proposing import ensure_proposed
 from agent.scheduler import Stop
-from agent.selection import decide
 from sandbox.statuses import (BASELINE, CANDIDATE, CONFIRMATION, CONTROL, INEFFECTIVE_STATUSES, RESULT_STATUSES,
                               UNFINISHED_STATUSES)
 
@@ -202,9 +202,7 @@ class AsyncSchedule:
         if incumbent is None or not self.mem.val_bpbs(incumbent, preset=self.ctx.preset):
             self.waiting.add(cid)          # the baseline has no result yet
             return
-        settings = self.ctx.settings.selection
-        d = decide(self.mem.val_bpbs(cid, preset=self.ctx.preset), self.mem.val_bpbs(incumbent, preset=self.ctx.preset),
-                   noise_sigma(self.mem), settings, candidate_id=cid)
+        d = judge(self.ctx, cid, incumbent)
         verdict, reason = d.verdict, d.reason
         confirmations = [e for e in rows if e["kind"] == CONFIRMATION]
         if verdict == "confirm":

@@ -6,8 +6,9 @@ was expected. The earlier serverless pipeline's keys (aws.*, s3.*, sagemaker.*,
 pipeline.*) are accepted so its users can bring their file.
 
 The sections a runner reads (local, aws, s3, sagemaker; simulated) are defined next to the
-runners (sandbox/runners/settings.py; simulated.py); this module composes them with the
-researcher's own sections into one `Settings`.
+runners (sandbox/runners/settings.py; simulated.py), the early-stopping rule's next to the rule
+(agent/early_stop.py); this module composes them with the researcher's own sections into one
+`Settings`.
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from typing import Any, Literal, Optional
 import yaml
 from pydantic import ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from agent.early_stop import EarlyStopSettings
 from agent.proposers.base import STRATEGIES
 from sandbox.runners.simulated import SimulatedSettings
 from sandbox.runners.settings import (AWSBackendSettings, AWSSettings, LocalSettings, S3Settings,
@@ -109,6 +111,7 @@ class Settings(Section):
     s3: S3Settings = Field(default_factory=S3Settings)
     sagemaker: SageMakerSettings = Field(default_factory=SageMakerSettings)
     simulated: SimulatedSettings = Field(default_factory=SimulatedSettings)
+    early_stop: EarlyStopSettings = Field(default_factory=EarlyStopSettings)
     pipeline: PipelineSettings = Field(default_factory=PipelineSettings)
     # USD per instance-hour, on-demand; per region with a "default" fallback (see agent/ledger.py)
     instance_prices: dict[str, dict[str, float]] = Field(default_factory=dict)

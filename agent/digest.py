@@ -3,7 +3,8 @@
 Memory stores; this module reads meaning out of it: the pooled noise of identical code
 (`noise_stats`, `noise_sigma`), every candidate with its results (`candidate_results`), the
 incumbent's `lineage`, the best distinct `recent_results` (crossover parents) and the
-`strategy_outcomes`. The loop, selection, the report and the REPL read these; `build_digest`
+`strategy_outcomes`, the compute `early_stop_savings`. The loop, selection, the report and the
+REPL read these; `build_digest`
 turns them into the bounded text the proposer gets.
 
 The digest is deterministic (same memory,
@@ -211,6 +212,23 @@ def strategy_outcomes(memory: "Memory", results: list[dict] | None = None) -> di
         if delta is not None and (entry["best_delta"] is None or delta > entry["best_delta"]):
             entry["best_delta"] = delta
     return dict(sorted(outcomes.items()))
+
+
+def early_stop_savings(executions: list[dict]) -> dict:
+    """Executions stopped early and the training they did not spend: for each, the rest of its
+    budget after the progress it was stopped at (result `budget_seconds`, else its training so
+    far scaled up from that progress)."""
+    stopped = [e for e in executions if e["status"] == STOPPED_EARLY]
+    saved = 0.0
+    for e in stopped:
+        result = e.get("result") or {}
+        pct = float((result.get("early_stop") or {}).get("pct") or 0.0)
+        budget = result.get("budget_seconds")
+        if not budget and e.get("training_seconds") and pct > 0:
+            budget = float(e["training_seconds"]) * 100.0 / pct
+        if budget:
+            saved += max(0.0, float(budget) * (1.0 - pct / 100.0))
+    return {"early_stopped": len(stopped), "compute_saved_s": saved}
 
 
 # --------------------------------------------------------------------------------- the digest text

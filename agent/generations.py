@@ -20,7 +20,8 @@ from agent.phases import LAUNCHED, SELECTED, get_phase, is_done, set_phase
 from agent.proposing import ensure_proposed
 from agent.results_tsv import write_run_results
 from agent.scheduler import ScheduleOutcome, Stop
-from agent.selection import count_noise, decide, pick_winner
+from agent.judging import judge
+from agent.selection import count_noise, pick_winner
 from sandbox.statuses import (CANDIDATE, CONFIRMATION, CONTROL, INEFFECTIVE_STATUSES, RESULT_STATUSES,
                               UNFINISHED_STATUSES)
 
@@ -61,12 +62,8 @@ def _judgeable(mem, generation: int) -> list[dict]:
 
 
 def _decide_all(ctx, generation: int, incumbent: str) -> dict:
-    mem = ctx.memory
-    inc_bpbs = mem.val_bpbs(incumbent, preset=ctx.preset)
-    sigma = noise_sigma(mem)
-    return {c["id"]: decide(mem.val_bpbs(c["id"], preset=ctx.preset), inc_bpbs, sigma, ctx.settings.selection,
-                            candidate_id=c["id"])
-            for c in _judgeable(mem, generation)}
+    sigma = noise_sigma(ctx.memory)
+    return {c["id"]: judge(ctx, c["id"], incumbent, sigma) for c in _judgeable(ctx.memory, generation)}
 
 
 def _never_ran(mem, generation: int) -> int:

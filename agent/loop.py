@@ -15,7 +15,10 @@ measured, not assumed. Then one of two schedules (`run.schedule`):
   * generations (agent/generations.py): propose `population` candidates, run them with
     `selection.controls_per_generation` control re-runs of the incumbent, wait for the slowest,
     select against the incumbent the generation started with.
-A marginal winner is re-run once ("confirmation") before it may replace the incumbent.
+A marginal winner is re-run once ("confirmation") before it may replace the incumbent. With
+`early_stop.enabled`, a candidate whose loss curve is clearly losing against the incumbent's own
+runs at equal progress is stopped (`stopped_early`, the deciding figures kept); baseline,
+control, confirmation and replay runs never are.
 
 Everything is written to runs/<TAG>/memory.sqlite before it is acted on, so running the same
 command again continues where it stopped: finished results are kept exactly once, stored
@@ -41,11 +44,13 @@ Exit codes (the same with and without --json):
     progress         {execution, candidate, step, pct, loss, tok_per_s, elapsed_s, cost_usd}
     finished         {execution, candidate, kind, status, val_bpb, training_seconds, cost_usd, failure_reason}
     not_admitted     {execution, candidate, reason: budget|deadline}
+    early_stop       {execution, candidate, pct, candidate_loss, reference_mean, spread, threshold, reason, ...}
     incumbent        (async) {candidate, previous, val_bpb, delta, threshold}: a confirmed win, at once
     selected         {generation, previous, incumbent, changed, decisions: {candidate: verdict}, ...}
     plan             (dry run) {generation, candidate, kind, strategy, title, estimated_cost_usd}
     summary          {exit_code, reason, incumbent, incumbent_val_bpb, baseline_val_bpb, generations_done,
-                      executions, spend, not_admitted, slot_utilization, slots, time_to_best_s,
+                      executions, spend, not_admitted, early_stopped, compute_saved_s, slot_utilization,
+                      slots, time_to_best_s,
                       backend, simulated, schedule, results_tsv}
 """
 from __future__ import annotations
@@ -64,6 +69,7 @@ from agent.results_tsv import write_run_results
 from agent.run_context import Limits, require_comparable
 from agent.runlock import RunBusyError
 from agent.scheduler import Scheduler
+from agent.stopping import EarlyStopWatch
 from agent.summary import print_summary
 from sandbox.runners.base import BackendError
 from sandbox.statuses import CANDIDATE, OK, RESULT_STATUSES
@@ -93,7 +99,7 @@ def run_autopilot(ctx, *, generations: int, population: int, budget_usd: float |
     scheduler = None
     try:
         require_comparable(ctx)
-        scheduler = Scheduler(ctx)
+        scheduler = Scheduler(ctx, early_stop=EarlyStopWatch.for_run(ctx))
         with scheduler:
             code, reason = _drive(ctx, scheduler, generations, population)
     except (RunBusyError, MemoryStoreError, FileNotFoundError) as exc:

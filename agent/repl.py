@@ -35,6 +35,7 @@ from agent.recovery import recover_unfinished
 from agent.run_context import MeasurementVersionError, prompts_dir_for, require_comparable
 from agent.runlock import RunBusyError
 from agent.scheduler import Scheduler
+from agent.stopping import EarlyStopWatch
 from sandbox.statuses import BASELINE, CANDIDATE, UNFINISHED_STATUSES
 
 HUMAN_STRATEGY = "human"    # strategy recorded for `add-diff` candidates (no proposer class made them)
@@ -504,7 +505,7 @@ class ResearchRepl(cmd.Cmd):
             raise ReplError(f"generation {generation} has no accepted candidate to run; `propose` more")
         try:
             require_comparable(self.ctx)
-            with Scheduler(self.ctx) as scheduler:
+            with Scheduler(self.ctx, early_stop=EarlyStopWatch.for_run(self.ctx)) as scheduler:
                 # executions a killed earlier session left "running" are marked lost and re-run
                 recover_unfinished(self.ctx)
                 if self.memory.incumbent_id() is None:

@@ -12,9 +12,9 @@ import time
 from pathlib import Path
 from typing import Iterable
 
-from agent.digest import lineage, noise_sigma, strategy_outcomes
+from agent.digest import early_stop_savings, lineage, noise_sigma, strategy_outcomes
 from agent.layout import RunLayout
-from sandbox.statuses import FAILED_STATUSES, OK, REPLAY, RESULT_STATUSES
+from sandbox.statuses import CANDIDATE, FAILED_STATUSES, OK, REPLAY, RESULT_STATUSES, STOPPED_EARLY
 
 DEFAULT_K_SIGMA = 2.0
 SIMULATED = "simulated"
@@ -354,6 +354,30 @@ def _spend_section(memory) -> str:
     return "\n".join(lines)
 
 
+def _early_stop_section(executions: list[dict]) -> str:
+    stopped = [e for e in executions if e.get("status") == STOPPED_EARLY]
+    if not stopped:
+        return ""
+    figures = early_stop_savings(executions)
+    trained = sum(float(e.get("training_seconds") or 0.0) for e in executions if e.get("kind") == CANDIDATE
+                  and e.get("status") in RESULT_STATUSES)
+    lines = ["## Stopped early", "",
+             f"{figures['early_stopped']} candidate run(s) were stopped because their loss curve was losing "
+             f"against the incumbent's own runs at equal progress; they did not spend "
+             f"**{_duration(figures['compute_saved_s'])}** of training"
+             + (f" ({figures['compute_saved_s'] / (trained + figures['compute_saved_s']):.0%} of what the candidate "
+                f"runs would have trained)" if trained + figures['compute_saved_s'] > 0 else "") + ".", ""]
+    rows = []
+    for e in _execution_order(stopped):
+        why = (e.get("result") or {}).get("early_stop") or {}
+        rows.append([e["id"], e["candidate_id"], why.get("incumbent", "-"), _fmt(why.get("pct"), 1),
+                     _fmt(why.get("candidate_loss"), 4), _fmt(why.get("reference_mean"), 4),
+                     _fmt(why.get("threshold"), 4), why.get("n_references", "-")])
+    lines.append(markdown_table(["execution", "candidate", "against", "at %", "loss", "reference mean",
+                                 "threshold", "references"], rows))
+    return "\n".join(lines)
+
+
 def _wall_clock_section(executions: list[dict]) -> str:
     w = wall_clock(executions)
     lines = ["## Wall clock: parallel vs one after another", ""]
@@ -421,6 +445,7 @@ def render_report(memory, run_dir: Path, png_name: str = "progress.png") -> str:
         _strategy_section(memory),
         _noise_section(memory),
         _spend_section(memory),
+        _early_stop_section(executions),
         _wall_clock_section(executions),
         _replay_section(memory, executions),
         _experiments_section(memory, executions),

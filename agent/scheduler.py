@@ -8,7 +8,9 @@ re-attached) on the run's runner, in four steps the drivers call in a loop:
                      on the runner's clock), build its workspace, submit it
     take_results()   wait for the runner's events: every Finished is written to memory FIRST
                      (exactly once), then result.json/run.log into the workspace; progress goes
-                     to the live view; returns the rows that finished
+                     to the live view and to the early-stop rule (agent/stopping.py), which may
+                     stop a losing candidate through runner.stop_early; returns the rows that
+                     finished
     stuck()          the stop condition's input: nothing runs and nothing queued may start
 
 `drain(ids)` runs a fixed set of executions to the end (generation 0, a generation, replays)
@@ -84,12 +86,13 @@ class ScheduleOutcome:
 
 
 class Scheduler:
-    def __init__(self, ctx, view: LiveView | None = None):
+    def __init__(self, ctx, view: LiveView | None = None, *, early_stop=None):
         if ctx.runner is None:
             raise RuntimeError("the scheduler needs a runner (this context is a dry run)")
         self.ctx, self.memory, self.runner = ctx, ctx.memory, ctx.runner
         self.view = view or LiveView(ctx.console, json_mode=ctx.json_mode)
         self._own_view = view is None
+        self.early_stop = early_stop             # agent.stopping.EarlyStopWatch, or None
         self.clock = runner_clock(ctx.runner)
         self.poll_s = math.inf if getattr(ctx.runner, "simulated", False) else POLL_S
         self.pricing = pricing(ctx)
@@ -98,6 +101,7 @@ class Scheduler:
         self.rows: dict[str, dict] = {}          # every row this scheduler was given, by id
         self.running: dict[str, dict] = {}
         self.refused: dict[str, str] = {}        # queued id -> budget | deadline (reported once)
+        self.stopping: set[str] = set()          # early stop requested, Finished not seen yet
         self.generation: int | None = None       # for the live view's header
         self.usage = SlotUsage(capacity=max(1, ctx.runner.free_slots() + len(ctx.runner.active())))
         self.started_at = self._last = self.clock.now()
@@ -146,11 +150,11 @@ class Scheduler:
     def launch(self) -> None:
         """Start queued work while slots are free; what cannot be admitted stays queued (and
         pending in memory), reported once."""
-        if not self.queue or self.runner.free_slots() <= 0:
+        if not self.queue or self._open_slots() <= 0:
             return
         spent = self.memory.spend()["total_usd"] if self.budget.limit_usd is not None else 0.0
         for eid in list(self.queue):
-            if self.runner.free_slots() <= 0:
+            if self._open_slots() <= 0:
                 return
             why = self._inadmissible(self.rows[eid], spent)
             if why is not None:
@@ -191,7 +195,7 @@ class Scheduler:
         return len(self.queue)
 
     def free_slots(self) -> int:
-        return max(0, self.runner.free_slots() - len(self.queue))
+        return max(0, self._open_slots() - len(self.queue))
 
     # ------------------------------------------------------------------ a fixed set, to the end
     def drain(self, execution_ids) -> ScheduleOutcome:
@@ -223,6 +227,12 @@ class Scheduler:
         return outcome
 
     # ------------------------------------------------------------------ internals
+    def _open_slots(self) -> int:
+        """Slots free for a new launch: the runner's, but not one whose execution's Finished has
+        not been taken yet (a local child frees its slot just before), so what that result asks
+        for next - a confirmation, a control - gets the slot first."""
+        return min(self.runner.free_slots(), self.usage.capacity - len(self.running))
+
     def _inadmissible(self, row: dict, spent: float) -> str | None:
         deadline = self.ctx.limits.deadline
         if deadline is not None and self.clock.now() >= deadline:
@@ -268,6 +278,7 @@ class Scheduler:
         row = self.running.pop(event.execution_id, None) or self.rows.get(event.execution_id)
         if row is None:
             return None               # not this scheduler's execution
+        self.stopping.discard(event.execution_id)
         cost = self.pricing.actual(event.backend, event.instance_type or row.get("instance_type"),
                                    event.billable_seconds)
         self.memory.finish_execution(event.execution_id, result=event.result, billable_seconds=event.billable_seconds,
@@ -278,12 +289,32 @@ class Scheduler:
         publish_outputs(done, event.result)
         candidate = self.memory.candidate(done["candidate_id"])
         self.view.finished(done, title=candidate.get("title") or "", strategy=candidate.get("strategy") or "")
+        if self.early_stop is not None:
+            self.early_stop.on_finished(done)
         self._maybe_write_tsv()
         return done
 
     def _on_progress(self, event: Progress) -> None:
         self.view.progress(event.execution_id, step=event.step, pct=event.pct, loss=event.loss,
                            tok_per_s=event.tok_per_s)
+        row = self.running.get(event.execution_id)
+        if row is None or self.early_stop is None or event.execution_id in self.stopping:
+            return
+        reason = self.early_stop.check(row, event.pct, event.loss)
+        if reason is None:
+            return
+        # Runners written before the protocol had stop_early (the LocalRunner until integrity-
+        # runtime's rewrite lands) cannot stop one run: theirs run to the end.
+        stop = getattr(self.runner, "stop_early", None)
+        if stop is None:
+            return
+        self.stopping.add(event.execution_id)
+        self.memory.log_event("early_stop", {"execution": event.execution_id, "candidate": row["candidate_id"],
+                                             **reason}, row["generation"])
+        self.view.emit("early_stop", execution=event.execution_id, candidate=row["candidate_id"], **reason)
+        self.view.say(f"stopping {event.execution_id} {row['candidate_id']} early: {reason.get('reason', '')}",
+                      style="yellow")
+        stop(event.execution_id, reason)
 
     def _on_requeued(self, event: Requeued) -> None:
         row = self.rows.get(event.execution_id) or {}

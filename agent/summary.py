@@ -1,7 +1,8 @@
 """The end of an autopilot invocation: one summary, as a rich table or as the `summary` JSON line.
 
 Figures of the run as a whole come from memory (incumbent, baseline, improvement, noise,
-executions by status, spend, what is still not launched); figures of this invocation come from
+executions by status, spend, what is still not launched, how many were stopped early and the
+training that saved); figures of this invocation come from
 its scheduler: slot utilization (busy slot-seconds / available slot-seconds on the runner's
 clock) and the time to the best result (from this invocation's start to the result that made
 the incumbent, on the same clock). A simulated run says so in every rendering.
@@ -11,7 +12,7 @@ from __future__ import annotations
 from rich.markup import escape
 from rich.table import Table
 
-from agent.digest import noise_sigma
+from agent.digest import early_stop_savings, noise_sigma
 from agent.memory import BASELINE_ID
 from agent.phases import generations_done
 from sandbox.statuses import BASELINE, CANDIDATE, CONFIRMATION, PENDING
@@ -53,7 +54,7 @@ def summary_data(ctx, code: int, reason: str, scheduler=None) -> dict:
             "improvement": (_mean(base) - _mean(inc_bpbs)) if base and inc_bpbs else None,
             "sigma": noise_sigma(mem), "generations_done": generations_done(mem),
             "executions": by_status, "spend": {k: v for k, v in spend.items() if k != "by_generation"},
-            "not_admitted": not_admitted,
+            "not_admitted": not_admitted, **early_stop_savings(executions),
             "slot_utilization": usage.utilization if usage else None, "slots": usage.capacity if usage else None,
             "time_to_best_s": _time_to_best(mem, inc, scheduler.started_at if scheduler else None),
             "results_tsv": str(ctx.layout.results_tsv)}
@@ -75,6 +76,8 @@ def print_summary(ctx, code: int, reason: str, scheduler=None) -> dict:
     table.add_row("noise sigma", fmt(data["sigma"]))
     table.add_row("generations done", str(data["generations_done"]))
     table.add_row("executions", ", ".join(f"{k} {v}" for k, v in sorted(data["executions"].items())) or "-")
+    if data["early_stopped"]:
+        table.add_row("stopped early", f"{data['early_stopped']} (saved {data['compute_saved_s']:.0f} s of training)")
     if data["slot_utilization"] is not None:
         table.add_row("slot utilization", f"{data['slot_utilization']:.1%} of {data['slots']} slot(s)")
     if data["time_to_best_s"] is not None:

@@ -90,3 +90,37 @@ def test_a_simulated_run_resumes_like_any_other(tmp_path):
         assert [e["status"] for e in again] == ["lost", "ok"]
     finally:
         ctx.close()
+
+
+def test_losing_candidates_are_stopped_early_with_their_figures_and_never_a_control(tmp_path, capsys):
+    project = simulated_project(tmp_path, slots=6, noise_sigma=0.002)
+    assert autopilot_command(run="es", generations=2, population=12, project_dir=project, json_mode=True,
+                             schedule="async") == EXIT_OK
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    summary = lines[-1]
+    run_dir = project / "runs" / "es"
+    with Memory.open(run_dir, create=False) as mem:
+        stopped = mem.executions(status="stopped_early")
+        assert stopped and summary["early_stopped"] == len(stopped) and summary["compute_saved_s"] > 0
+        assert {e["kind"] for e in stopped} == {"candidate"}       # never baseline, control, confirmation
+        for e in stopped:
+            why = e["result"]["early_stop"]
+            assert why["rule"] == "early_stop/v1" and why["pct"] >= 30 and why["candidate_loss"] > why["reference_mean"]
+            assert why["incumbent"] and why["n_references"] >= 2
+            verdict = mem.candidate(e["candidate_id"])
+            assert verdict["verdict"] == "discard" and verdict["verdict_reason"].startswith("stopped early against")
+        events = [x for x in lines if x["event"] == "early_stop"]
+        assert sorted(x["execution"] for x in events) == sorted(e["id"] for e in stopped)
+    rows = {r["execution"]: r for r in read_results_tsv(run_dir / "results.tsv")}
+    assert all(rows[e["id"]]["status"] == "discard" for e in stopped)
+    md, _ = build_report(Memory.open(run_dir, create=False), run_dir)
+    assert "## Stopped early" in md.read_text()
+
+
+def test_early_stopping_can_be_switched_off(tmp_path, capsys):
+    project = make_project(tmp_path / "proj", config={"run": {"backend": "simulated"},
+                                                      "simulated": {**SIMULATED, "slots": 6},
+                                                      "early_stop": {"enabled": False}})
+    assert autopilot_command(run="off", generations=2, population=12, project_dir=project, json_mode=True) == EXIT_OK
+    summary = json.loads(capsys.readouterr().out.splitlines()[-1])
+    assert summary["early_stopped"] == 0 and summary["executions"].get("stopped_early") is None

@@ -11,7 +11,11 @@ What decides an execution's result (never a regex over the log):
   * Completed, Failed: the harness's result.json from the job's output.tar.gz; failing that the
     `AUTORESEARCH_RESULT` record sm_entry.py printed; failing that a crash built from the
     FailureReason and the log tail. A job that left no result is never `ok`.
-  * Stopped after our StopTrainingJob: `killed`.
+  * Stopped after our StopTrainingJob: `killed`, or `stopped_early` with the deciding figures
+    when the stop was an early stop (`stop_early`). Inside a packed job an early stop does not
+    stop the job: the runner writes that candidate's stop marker to S3 (manifest `stop_uri`), the
+    job's entry script hands it to that candidate's harness (--stop-file), and only that
+    candidate ends, with its harness's `stopped_early` result.
   * Spot capacity lost (an `Interrupted` or `MaxWaitTimeExceeded` secondary status on a job that did
     not complete): requeued up to `sagemaker.max_spot_requeues` times, then `interrupted`.
   * MaxRuntimeExceeded: `timeout`.
@@ -44,7 +48,7 @@ from sandbox.runners.aws_clients import (
     region_of,
 )
 from sandbox.runners.base import ExecutionSpec, Finished, Progress, Requeued, RunnerEvent
-from sandbox.statuses import HARNESS_STATUSES
+from sandbox.statuses import HARNESS_STATUSES, KILLED, STOPPED_EARLY
 
 LOG_GROUP = "/aws/sagemaker/TrainingJobs"
 LOG_TAIL_LINES = 50
@@ -68,6 +72,7 @@ class _Job:
     not_before: float = 0.0
     uploaded: bool = False
     stop_requested: bool = False
+    early_stops: dict[str, dict] = field(default_factory=dict)   # execution id -> early_stop reason
     quota_waiting: bool = False
     spot_requeues: int = 0
     transient_retries: int = 0
@@ -91,6 +96,10 @@ def _ts(value: Any) -> float | None:
     if isinstance(value, (int, float)):
         return float(value)
     return None
+
+
+def _early_stop_text(reason: dict) -> str:
+    return "stopped early: " + str(reason.get("reason") or "its loss curve was losing against the incumbent's controls")
 
 
 def _crash(reason: str, log_tail: str = "", status: str = "crash") -> dict:
@@ -262,6 +271,20 @@ class SageMakerRunner:
             return
         self._stop(job)   # Finished(killed) arrives when the job reports Stopped, with its billable time
 
+    def stop_early(self, execution_id: str, reason: dict) -> None:
+        """StopTrainingJob for a job of its own; in a packed job only this candidate's stop marker
+        (the others keep training). The Finished says `stopped_early` with `reason`."""
+        job = self._by_exec.get(execution_id)
+        if job is None or execution_id in job.closed or job.state != "running":
+            return
+        job.early_stops[execution_id] = dict(reason)
+        if [s.execution_id for s in job.open_specs()] == [execution_id]:
+            self._stop(job)
+            return
+        layout = req.job_layout(self.settings, self.run_tag or "adhoc", job.base)
+        bucket, key = req.split_s3_uri(layout.stop_uri(execution_id))
+        self._call("s3", "put_object", Bucket=bucket, Key=key, Body=json.dumps(reason, default=str).encode())
+
     def reattach(self, spec: ExecutionSpec, job_id: str) -> bool:
         if self.run_tag is None:
             self.run_tag = spec.tags.get("run") or "adhoc"
@@ -356,8 +379,9 @@ class SageMakerRunner:
         job.name = req.job_name(job.base, job.attempt)
         request = self.build_request(job)
         if not job.uploaded:
-            bucket, key = req.split_s3_uri(req.job_layout(self.settings, self.run_tag or "adhoc", job.base).source_uri)
-            self._call("s3", "put_object", Bucket=bucket, Key=key, Body=req.pack_source(job.specs))
+            layout = req.job_layout(self.settings, self.run_tag or "adhoc", job.base)
+            bucket, key = req.split_s3_uri(layout.source_uri)
+            self._call("s3", "put_object", Bucket=bucket, Key=key, Body=req.pack_source(job.specs, layout))
             job.uploaded = True
         try:
             self._call("sagemaker", "create_training_job", **request)
@@ -467,8 +491,13 @@ class SageMakerRunner:
             return
         if status == "Stopped" and job.stop_requested:
             for spec in job.open_specs():
-                self._finish(job, spec.execution_id, _crash("stopped by autoresearch", self._tail(job, spec),
-                                                            status="killed"), desc)
+                reason = job.early_stops.get(spec.execution_id)
+                if reason is not None:
+                    result = {**_crash(_early_stop_text(reason), self._tail(job, spec), status=STOPPED_EARLY),
+                              "early_stop": reason}
+                else:
+                    result = _crash("stopped by autoresearch", self._tail(job, spec), status=KILLED)
+                self._finish(job, spec.execution_id, result, desc)
             job.state = "done"
             return
         if "MaxRuntimeExceeded" in statuses:

@@ -65,6 +65,13 @@ class JobLayout:
     source_uri: str        # s3://.../sourcedir.tar.gz
     output_path: str       # S3OutputPath; SageMaker adds <job-name>/output/{model,output}.tar.gz
     checkpoint_uri: str | None
+    stop_prefix: str       # s3://.../stop/: <execution_id>.json here asks that candidate to stop early
+
+    def stop_uri(self, execution_id: str) -> str:
+        """Where the runner writes one candidate's early-stop marker (the early_stop reason as
+        JSON); the job's entry script polls it and hands it to that candidate's harness as its
+        --stop-file, so only that candidate of a packed job stops."""
+        return f"{self.stop_prefix}{slug(execution_id)}.json"
 
 
 def slug(text: str) -> str:
@@ -120,6 +127,7 @@ def job_layout(settings: AWSBackendSettings, run_tag: str, base: str) -> JobLayo
         source_uri=f"{root}/source/sourcedir.tar.gz",
         output_path=f"{root}/output",
         checkpoint_uri=f"{ckpt.rstrip('/')}/{slug(run_tag)}/{base}/" if ckpt else None,
+        stop_prefix=f"{root}/stop/",
     )
 
 
@@ -178,14 +186,17 @@ def job_environment(specs: Sequence[ExecutionSpec]) -> dict[str, str]:
     return env
 
 
-def manifest_for(specs: Sequence[ExecutionSpec]) -> dict:
+def manifest_for(specs: Sequence[ExecutionSpec], layout: JobLayout | None = None) -> dict:
+    """What sm_entry.py runs; with the job's layout, each candidate's `stop_uri` (its early-stop
+    marker in S3) too."""
     presets = {s.preset for s in specs}
     if len(presets) != 1:
         raise ValueError(f"one job runs one preset; got {sorted(presets)}")
     return {
         "preset": specs[0].preset,
         "candidates": [{"execution_id": s.execution_id, "dir": f"candidates/{slug(s.execution_id)}",
-                        "timeout_s": s.timeout_s, "env": dict(s.env), "label": s.label} for s in specs],
+                        "timeout_s": s.timeout_s, "env": dict(s.env), "label": s.label,
+                        **({"stop_uri": layout.stop_uri(s.execution_id)} if layout else {})} for s in specs],
     }
 
 
@@ -205,9 +216,9 @@ def check_workspace(spec: ExecutionSpec) -> None:
                          "(build it with sandbox.workspace.build_workspace)")
 
 
-def pack_source(specs: Sequence[ExecutionSpec]) -> bytes:
+def pack_source(specs: Sequence[ExecutionSpec], layout: JobLayout | None = None) -> bytes:
     """sourcedir.tar.gz for one job; deterministic (sorted, fixed mtimes) so a re-upload is identical."""
-    manifest = manifest_for(specs)
+    manifest = manifest_for(specs, layout)
 
     def add_bytes(tar: tarfile.TarFile, name: str, data: bytes) -> None:
         info = tarfile.TarInfo(name)
