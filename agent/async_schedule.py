@@ -55,6 +55,7 @@ class AsyncSchedule:
         self.round = 0                                       # the newest round proposed
         self.open_rounds: set[int] = set()
         self.waiting: set[str] = set()                       # finished candidates judged once the baseline is in
+        self._noise: tuple[int, float | None] | None = None  # (ok results counted, sigma)
 
     # ------------------------------------------------------------------ the loop
     def run(self) -> Stop | None:
@@ -202,7 +203,7 @@ class AsyncSchedule:
         if incumbent is None or not self.mem.val_bpbs(incumbent, preset=self.ctx.preset):
             self.waiting.add(cid)          # the baseline has no result yet
             return
-        d = judge(self.ctx, cid, incumbent)
+        d = judge(self.ctx, cid, incumbent, self._sigma())
         verdict, reason = d.verdict, d.reason
         confirmations = [e for e in rows if e["kind"] == CONFIRMATION]
         if verdict == "confirm":
@@ -241,7 +242,7 @@ class AsyncSchedule:
             if any(g == generation for g, _ in self.to_launch):
                 return
             accepted = self._accepted(generation)
-            if any(self.mem.candidate(c["id"])["verdict"] not in FINAL_VERDICTS for c in accepted):
+            if any(c["verdict"] not in FINAL_VERDICTS for c in accepted):
                 return
             if any(e["status"] in UNFINISHED_STATUSES for e in self.mem.executions(generation=generation)):
                 return
@@ -253,7 +254,7 @@ class AsyncSchedule:
         tag(self.ctx, generation, incumbent)     # before the phase is marked: a kill in between re-does it
         set_phase(self.mem, generation, phase=SELECTED, winner=incumbent, complete=True)
         self.open_rounds.discard(generation)
-        decisions = {c["id"]: self.mem.candidate(c["id"])["verdict"] for c in accepted}
+        decisions = {c["id"]: c["verdict"] for c in accepted}
         summary = {"generation": generation, "previous": phase.get("incumbent"), "incumbent": incumbent,
                    "changed": incumbent != phase.get("incumbent"),
                    "incumbent_val_bpb": _mean(self.mem.val_bpbs(incumbent, preset=self.ctx.preset)),
@@ -303,6 +304,13 @@ class AsyncSchedule:
         self._close_rounds()
 
     # ------------------------------------------------------------------ helpers
+    def _sigma(self) -> float | None:
+        """The pooled noise, recomputed only when an ok result came in (it reads every result)."""
+        count = self.mem.ok_count()
+        if self._noise is None or self._noise[0] != count:
+            self._noise = (count, noise_sigma(self.mem))
+        return self._noise[1]
+
     def _accepted(self, generation: int) -> list[dict]:
         return [c for c in self.mem.candidates(generation=generation, check_status="accepted")
                 if c["origin"] != "baseline"]

@@ -22,6 +22,8 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
+from sandbox.statuses import BASELINE, CANDIDATE, OK, STOPPED_EARLY
+
 PLAIN_PROGRESS_EVERY_S = 15.0    # plain-line progress: at most one line per execution this often
 JSON_PROGRESS_EVERY_S = 2.0      # JSON progress events: same idea, finer
 
@@ -163,9 +165,9 @@ class LiveView:
         if self.json_mode:
             return
         title = title or (row.title if row else "")
-        what = f"val_bpb {bpb:.6f}" if status == "ok" and bpb is not None else \
+        what = f"val_bpb {bpb:.6f}" if status == OK and bpb is not None else \
             f"{status}: {(execution.get('failure_reason') or '')[:160]}"
-        style = "green" if status == "ok" else "red"
+        style = "green" if status == OK else "yellow" if status == STOPPED_EARLY else "red"
         self.say(f"finished {execution['id']} {execution['candidate_id']} [{execution.get('kind')}] "
                  f"{title} -> {what}", style=style)
 
@@ -188,7 +190,7 @@ class LiveView:
                              max_width=40 if name == "title" else None)
         for row in list(self.rows.values()):
             table.add_row(row.execution_id, row.candidate_id,
-                          escape(row.strategy if row.kind in ("candidate", "baseline") else row.kind),
+                          escape(row.strategy if row.kind in (CANDIDATE, BASELINE) else row.kind),
                           escape(row.title), _fmt(row.step, "d"), _fmt(row.pct, ".1f"), _fmt(row.loss, ".4f"),
                           _fmt(row.tok_per_s, ",.0f"), _elapsed(row.elapsed()), f"${row.cost():.3f}")
         return Group(Text(self.header_text(), style="bold"), table)

@@ -514,6 +514,12 @@ class Memory:
             " FROM executions e JOIN candidates c ON c.id = e.candidate_id"
             " WHERE e.status = 'ok' AND e.val_bpb IS NOT NULL ORDER BY e.seq")
 
+    def ok_count(self) -> int:
+        """How many ok executions with a val_bpb the run holds (a cheap "anything new?" check)."""
+        with self._lock:
+            return self._conn.execute(
+                "SELECT COUNT(*) FROM executions WHERE status = 'ok' AND val_bpb IS NOT NULL").fetchone()[0]
+
     def execution_outcomes(self) -> list[dict]:
         """The few columns of every execution that say how it ended, in launch order (a light read
         for analyses over the whole run)."""

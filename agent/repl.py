@@ -36,7 +36,7 @@ from agent.run_context import MeasurementVersionError, prompts_dir_for, require_
 from agent.runlock import RunBusyError
 from agent.scheduler import Scheduler
 from agent.stopping import EarlyStopWatch
-from sandbox.statuses import BASELINE, CANDIDATE, UNFINISHED_STATUSES
+from sandbox.statuses import BASELINE, CANDIDATE, OK, STOPPED_EARLY, UNFINISHED_STATUSES
 
 HUMAN_STRATEGY = "human"    # strategy recorded for `add-diff` candidates (no proposer class made them)
 
@@ -405,7 +405,7 @@ class ResearchRepl(cmd.Cmd):
             table.add_column(col, no_wrap=col != "title", overflow="ellipsis" if col != "title" else "fold")
         for e in finished:
             c = titles.get(e["candidate_id"], {})
-            style = "green" if e["status"] == "ok" else "red"
+            style = "green" if e["status"] == OK else "yellow" if e["status"] == STOPPED_EARLY else "red"
             table.add_row(e["id"], str(e["generation"]), e["candidate_id"], e["kind"], c.get("strategy", ""),
                           (c.get("title") or "")[:40], f"[{style}]{e['status']}[/]", _f(e.get("val_bpb")),
                           _f(e.get("training_seconds"), 1))

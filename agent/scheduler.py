@@ -40,7 +40,11 @@ from sandbox.runners.base import Finished, Progress, Requeued
 from sandbox.statuses import PENDING, RUNNING
 
 POLL_S = 0.25
-TSV_EVERY_S = 1.0          # results.tsv is re-rendered at most this often (wall clock) while runs finish
+# results.tsv is re-rendered while runs finish at most every TSV_EVERY_S (wall clock), and never
+# more often than its own rendering time x TSV_COST_FACTOR: at population 1,000 a render takes
+# long enough that rendering every second would be most of the loop's work
+TSV_EVERY_S = 1.0
+TSV_COST_FACTOR = 20
 BUDGET, DEADLINE = "budget", "deadline"
 
 
@@ -106,6 +110,7 @@ class Scheduler:
         self.usage = SlotUsage(capacity=max(1, ctx.runner.free_slots() + len(ctx.runner.active())))
         self.started_at = self._last = self.clock.now()
         self._last_tsv = 0.0
+        self._tsv_interval = TSV_EVERY_S
         self._lock = RunLock.for_run(ctx.run_dir)
 
     # ------------------------------------------------------------------ lifecycle
@@ -343,9 +348,11 @@ class Scheduler:
                              budget_usd=self.ctx.limits.budget_usd, queued=len(self.queue))
 
     def _maybe_write_tsv(self) -> None:
-        if time.monotonic() - self._last_tsv >= TSV_EVERY_S:
+        started = time.monotonic()
+        if started - self._last_tsv >= self._tsv_interval:
             write_run_results(self.memory, self.ctx.run_dir)
             self._last_tsv = time.monotonic()
+            self._tsv_interval = max(TSV_EVERY_S, (self._last_tsv - started) * TSV_COST_FACTOR)
 
     def _stop_everything(self) -> None:
         self.view.say(f"stopping: {len(self.running)} running execution(s) are being stopped and recorded",

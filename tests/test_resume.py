@@ -56,6 +56,16 @@ def wait_until(predicate, timeout: float, what: str) -> None:
     raise AssertionError(f"timed out waiting for {what}")
 
 
+def all_executions(run_dir: Path) -> list[dict]:
+    if not (run_dir / "memory.sqlite").exists():
+        return []
+    try:
+        with Memory.open(run_dir, create=False) as mem:
+            return mem.executions()
+    except Exception:        # the first process may be creating the schema right now
+        return []
+
+
 def running_executions(run_dir: Path) -> list[dict]:
     if not (run_dir / "memory.sqlite").exists():
         return []
@@ -101,7 +111,11 @@ def test_kill_9_at_random_moments_then_the_same_command_completes(tmp_path, sche
     for attempt in range(5):
         proc = subprocess.Popen(cmd, cwd=project, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         try:
-            proc.wait(timeout=rng.uniform(0.8, 3.0))
+            # the random moment counts from when the process has started its work (its start-up
+            # takes seconds on a loaded machine), so kills land while the run is in progress
+            wait_until(lambda: proc.poll() is not None or any(
+                e["status"] == "running" for e in all_executions(run_dir)), 60, "a launch")
+            proc.wait(timeout=rng.uniform(0.0, 2.2))
         except subprocess.TimeoutExpired:
             os.kill(proc.pid, signal.SIGKILL)
             proc.wait()

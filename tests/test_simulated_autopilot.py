@@ -124,3 +124,26 @@ def test_early_stopping_can_be_switched_off(tmp_path, capsys):
     assert autopilot_command(run="off", generations=2, population=12, project_dir=project, json_mode=True) == EXIT_OK
     summary = json.loads(capsys.readouterr().out.splitlines()[-1])
     assert summary["early_stopped"] == 0 and summary["executions"].get("stopped_early") is None
+
+
+def test_slot_utilization_counts_busy_and_idle_slot_seconds_on_the_runner_clock(tmp_path):
+    """Two equal runs on two slots keep both busy (1.0); idle virtual time afterwards counts as
+    available and not busy."""
+    from agent.baseline import baseline_executions
+    from agent.scheduler import Scheduler
+    project = simulated_project(tmp_path, slots=2, startup_median_s=10.0, startup_sigma=0.0, eval_fraction=0.0,
+                                noise_sigma=0.0)
+    ctx = open_ctx(project, "u", console=Console(file=io.StringIO()))
+    try:
+        with Scheduler(ctx) as scheduler:
+            start = ctx.clock.now()
+            outcome = scheduler.drain(baseline_executions(ctx))
+            assert len(outcome.finished) == 2
+            run_s = ctx.clock.now() - start
+            assert run_s == pytest.approx(10.0 + 4.0)          # start-up + the micro budget, virtual
+            assert scheduler.usage.utilization == pytest.approx(1.0)
+            ctx.clock.advance(run_s)                            # as long again with nothing running
+        assert scheduler.usage.utilization == pytest.approx(0.5)
+        assert scheduler.usage.capacity == 2
+    finally:
+        ctx.close()

@@ -48,7 +48,7 @@ from sandbox.runners.aws_clients import (
     region_of,
 )
 from sandbox.runners.base import ExecutionSpec, Finished, Progress, Requeued, RunnerEvent
-from sandbox.statuses import HARNESS_STATUSES, KILLED, STOPPED_EARLY
+from sandbox.statuses import CRASH, HARNESS_STATUSES, INTERRUPTED, KILLED, STOPPED_EARLY, TIMEOUT
 
 LOG_GROUP = "/aws/sagemaker/TrainingJobs"
 LOG_TAIL_LINES = 50
@@ -102,7 +102,7 @@ def _early_stop_text(reason: dict) -> str:
     return "stopped early: " + str(reason.get("reason") or "its loss curve was losing against the incumbent's controls")
 
 
-def _crash(reason: str, log_tail: str = "", status: str = "crash") -> dict:
+def _crash(reason: str, log_tail: str = "", status: str = CRASH) -> dict:
     return {"status": status, "val_bpb": None, "peak_vram_mb": None, "training_seconds": None,
             "total_seconds": None, "num_steps": None, "mfu_percent": None, "num_params_M": None,
             "failure_reason": reason, "log_tail": log_tail}
@@ -257,7 +257,7 @@ class SageMakerRunner:
             return
         if job.state in ("buffered", "pending"):
             job.specs = [s for s in job.specs if s.execution_id != execution_id]
-            self._finish(job, execution_id, _crash("cancelled before its job started", status="killed"), {})
+            self._finish(job, execution_id, _crash("cancelled before its job started", status=KILLED), {})
             if not job.specs:
                 job.state = "done"
                 if self._buffer is job:
@@ -267,7 +267,7 @@ class SageMakerRunner:
         if others:
             # The job carries other candidates: let it run, forget this one's result.
             self._finish(job, execution_id, _crash("cancelled (its packed job keeps running for the others)",
-                                                   status="killed"), {})
+                                                   status=KILLED), {})
             return
         self._stop(job)   # Finished(killed) arrives when the job reports Stopped, with its billable time
 
@@ -323,7 +323,7 @@ class SageMakerRunner:
                     pass   # already ending; nothing more we can do on the way out
             for spec in job.open_specs():
                 job.closed.add(spec.execution_id)
-                finished.append(Finished(spec.execution_id, _crash("runner shut down", status="killed"),
+                finished.append(Finished(spec.execution_id, _crash("runner shut down", status=KILLED),
                                          backend=self.name, job_id=job.name, instance_type=self.sm.instance_type,
                                          ended_at=self._clock()))
             job.state = "done"
@@ -351,7 +351,7 @@ class SageMakerRunner:
             path.write_text(json.dumps(request, indent=2, sort_keys=True) + "\n")
             self._finish(job, spec.execution_id,
                          {**_crash(f"dry run: CreateTrainingJob request written to {path}; no job created",
-                                   status="killed"), "dry_run": True, "request_path": str(path)}, {})
+                                   status=KILLED), "dry_run": True, "request_path": str(path)}, {})
         job.state = "done"
 
     def build_request(self, job: _Job) -> dict:
@@ -502,7 +502,7 @@ class SageMakerRunner:
             return
         if "MaxRuntimeExceeded" in statuses:
             self._finish_all(job, desc, self._read_output(job, desc),
-                             missing=f"job exceeded MaxRuntimeInSeconds {reason}".rstrip(), status="timeout")
+                             missing=f"job exceeded MaxRuntimeInSeconds {reason}".rstrip(), status=TIMEOUT)
             return
         outputs = self._read_output(job, desc)
         if all(s.execution_id in outputs or s.execution_id in job.log_results for s in job.open_specs()):
@@ -517,10 +517,10 @@ class SageMakerRunner:
                 self._requeue(job, why)
             else:
                 self._finish_all(job, desc, outputs, missing=f"{why}; gave up after {job.spot_requeues} requeues",
-                                 status="interrupted")
+                                 status=INTERRUPTED)
             return
         if status == "Stopped":
-            self._finish_all(job, desc, outputs, missing="job was stopped outside autoresearch", status="killed")
+            self._finish_all(job, desc, outputs, missing="job was stopped outside autoresearch", status=KILLED)
             return
         if not outputs and not job.log_results and any(p in reason.lower() for p in TRANSIENT_PATTERNS) \
                 and job.transient_retries < self.sm.transient_retries:
@@ -537,7 +537,7 @@ class SageMakerRunner:
             self._events.append(Requeued(spec.execution_id, reason, job.attempt))
 
     def _finish_all(self, job: _Job, desc: dict, outputs: dict[str, dict], *, missing: str,
-                    status: str = "crash") -> None:
+                    status: str = CRASH) -> None:
         for spec in job.open_specs():
             result = outputs.get(spec.execution_id) or job.log_results.get(spec.execution_id)
             if result is None:
