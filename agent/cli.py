@@ -98,7 +98,8 @@ def check(
 
 @app.command()
 def autopilot(
-    run: str = typer.Option(..., "--run", help="Run tag: results go to runs/<TAG>/; the same tag resumes."),
+    run: Optional[str] = typer.Option(None, "--run", help="Run tag: results go to runs/<TAG>/; the same tag "
+                                      "resumes. Without it: a new run tagged with its start time."),
     generations: Optional[int] = typer.Option(None, help="Generations after the baseline (config: run.generations)."),
     population: Optional[int] = typer.Option(None, help="Candidates per generation (config: run.population)."),
     preset: Optional[str] = typer.Option(None, help="gpu | cpu | micro | auto (config: run.preset)."),

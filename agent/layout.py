@@ -15,6 +15,7 @@ re-uses its slot's folder (the runner writes each attempt under executions/<exec
 """
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +26,17 @@ LOCK_NAME = ".lock"
 RESULTS_TSV = "results.tsv"
 FOLDER_SUFFIX = {CONTROL: "control", CONFIRMATION: "confirm", REPLAY: "replay", BASELINE: "repeat",
                  CANDIDATE: "rerun"}
+
+
+def new_run_tag(runs_dir: Path, *, simulated: bool = False) -> str:
+    """A fresh tag for a run started without --run: its start time (`sim-` first for a simulated
+    one), never one that exists already."""
+    base = ("sim-" if simulated else "") + time.strftime("%Y%m%d-%H%M%S")
+    tag, n = base, 1
+    while (Path(runs_dir) / tag).exists():
+        n += 1
+        tag = f"{base}-{n}"
+    return tag
 
 
 def slot_folder(candidate_id: str, kind: str, slot: int) -> str:

@@ -1,6 +1,6 @@
 """The autopilot: the baseline, then propose -> check -> run -> select -> remember, unattended.
 
-    autoresearch autopilot --run TAG [--generations M] [--population N] [--preset P]
+    autoresearch autopilot [--run TAG] [--generations M] [--population N] [--preset P]
         [--backend local|sagemaker|simulated] [--schedule async|generations]
         [--proposer llm|heuristic|auto] [--config PATH] [--budget-usd X] [--max-hours H]
         [--dry-run] [--json]
@@ -62,6 +62,7 @@ from agent.async_schedule import run_async
 from agent.baseline import NoResultError
 from agent.dry_run import dry_run_plan
 from agent.generations import run_generations
+from agent.layout import new_run_tag
 from agent.live import emit_json
 from agent.memory import MemoryStoreError
 from agent.recovery import recover_unfinished
@@ -141,7 +142,7 @@ def _drive(ctx, scheduler, generations: int, population: int) -> tuple[int, str]
 
 
 # ============================================================================ CLI entry
-def autopilot_command(run: str, generations: int | None = None, population: int | None = None,
+def autopilot_command(run: str | None = None, generations: int | None = None, population: int | None = None,
                       preset: str | None = None, backend: str | None = None, proposer: str | None = None,
                       schedule: str | None = None, config: str | Path | None = None,
                       budget_usd: float | None = None, max_hours: float | None = None, dry_run: bool = False,
@@ -168,6 +169,9 @@ def autopilot_command(run: str, generations: int | None = None, population: int 
         settings = load_settings(config or (default_cfg if default_cfg.is_file() else None), overrides)
     except ConfigError as exc:
         return usage_error(str(exc))
+    if run is None:      # a new run; the summary (and this line) name it for resuming
+        run = new_run_tag(project_dir / settings.run.runs_dir, simulated=settings.run.backend == "simulated")
+        err.print(f"new run {run} (resume it with --run {run})", highlight=False)
     try:
         ctx = open_run(settings, run, project_dir, backend=backend, proposer=proposer, preset=preset,
                        create=True, dry_run=dry_run, json_mode=json_mode)

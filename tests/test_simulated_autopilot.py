@@ -147,3 +147,18 @@ def test_slot_utilization_counts_busy_and_idle_slot_seconds_on_the_runner_clock(
         assert scheduler.usage.capacity == 2
     finally:
         ctx.close()
+
+
+def test_without_a_run_tag_each_autopilot_starts_a_new_run(tmp_path, capsys):
+    """The command of the issue has no --run: each invocation is a new run, named in the summary."""
+    project = simulated_project(tmp_path)
+    runs = []
+    for schedule in ("async", "generations"):
+        assert autopilot_command(generations=1, population=2, schedule=schedule, project_dir=project,
+                                 json_mode=True) == EXIT_OK
+        captured = capsys.readouterr()
+        summary = json.loads(captured.out.splitlines()[-1])
+        assert summary["run"].startswith("sim-") and f"--run {summary['run']}" in captured.err
+        assert summary["schedule"] == schedule and summary["slot_utilization"] > 0
+        runs.append(summary["run"])
+    assert runs[0] != runs[1] and all((project / "runs" / tag / "memory.sqlite").is_file() for tag in runs)
