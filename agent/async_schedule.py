@@ -113,9 +113,11 @@ class AsyncSchedule:
         return ids[0] if ids else self._next_execution()
 
     def _plan_control(self, incumbent: str) -> str:
+        """A new control slot of the incumbent in the newest round (its folder -control-N+1)."""
         generation = max(1, self.round)
-        done = len(self.mem.executions(generation=generation, candidate_id=incumbent, kind=CONTROL))
-        return ensure_slots(self.ctx, incumbent, generation, CONTROL, done + 1)[-1]
+        rows = self.mem.executions(generation=generation, candidate_id=incumbent, kind=CONTROL)
+        slots = len({e["workspace"] for e in rows})
+        return ensure_slots(self.ctx, incumbent, generation, CONTROL, slots + 1)[-1]
 
     def _why_not_propose(self) -> Stop | None:
         generation = self.round + 1

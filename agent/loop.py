@@ -73,7 +73,7 @@ from agent.scheduler import Scheduler
 from agent.stopping import EarlyStopWatch
 from agent.summary import print_summary
 from sandbox.runners.base import BackendError
-from sandbox.statuses import CANDIDATE, OK, RESULT_STATUSES
+from sandbox.statuses import CANDIDATE, OK, RESULT_STATUSES, STOPPED_EARLY
 
 EXIT_OK = 0
 EXIT_USAGE = 2
@@ -136,7 +136,8 @@ def _drive(ctx, scheduler, generations: int, population: int) -> tuple[int, str]
     if ctx.memory.incumbent_id() is None:
         return EXIT_BUDGET, "budget exhausted before the baseline finished"
     ran = [e for e in ctx.memory.executions(kind=CANDIDATE) if e["status"] in RESULT_STATUSES]
-    if generations >= 1 and ran and not any(e["status"] == OK for e in ran):
+    # a run stopped early measured a losing candidate: a result, not a failure
+    if generations >= 1 and ran and not any(e["status"] in (OK, STOPPED_EARLY) for e in ran):
         return EXIT_NO_RESULT, f"every candidate execution ({len(ran)}) crashed or was rejected"
     return EXIT_OK, "completed"
 

@@ -14,7 +14,7 @@ from agent.loop import EXIT_OK, autopilot_command, run_autopilot
 from agent.memory import Memory
 from agent.report import build_report
 from agent.results_tsv import read_results_tsv
-from tests.conftest import git, make_project, open_ctx
+from tests.conftest import ScriptedProposer, edit, git, make_project, open_ctx
 
 SIMULATED = {"slots": 4, "startup_median_s": 60.0, "straggler_rate": 0.0, "interruption_rate": 0.0,
              "crash_rate": 0.0, "proposal_latency_s": 2.0, "seed": 1, "start_at": 1_000_000.0}
@@ -92,10 +92,18 @@ def test_a_simulated_run_resumes_like_any_other(tmp_path):
         ctx.close()
 
 
+# far from the surrogate's optimum: sure losers whose curves stay above the incumbent's
+LOSERS = [("aggressive", f"matrix lr {lr}", [edit("MATRIX_LR", "0.04", lr)]) for lr in ("0.4", "0.6", "0.9")] + \
+    [("aggressive", f"embedding lr {lr}", [edit("EMBEDDING_LR", "0.6", lr)]) for lr in ("6.0", "9.0")]
+FINE = [("conservative", "weight decay 0.18", [edit("WEIGHT_DECAY", "0.2", "0.18")])]
+
+
 def test_losing_candidates_are_stopped_early_with_their_figures_and_never_a_control(tmp_path, capsys):
-    project = simulated_project(tmp_path, slots=6, noise_sigma=0.002)
-    assert autopilot_command(run="es", generations=2, population=12, project_dir=project, json_mode=True,
-                             schedule="async") == EXIT_OK
+    project = simulated_project(tmp_path, slots=3, noise_sigma=0.002)
+    ctx = open_ctx(project, "es", proposer=ScriptedProposer({1: LOSERS + FINE}), json_mode=True,
+                   schedule="async", preset="gpu")
+    assert run_autopilot(ctx, generations=1, population=6) == EXIT_OK
+    ctx.close()
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     summary = lines[-1]
     run_dir = project / "runs" / "es"

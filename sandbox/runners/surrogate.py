@@ -89,13 +89,17 @@ class PresetModel:
     reading_sd: float        # sd of one reading's wiggle around the run's curve (loss units)
 
 
+# gpu: upstream autoresearch's baseline (val_bpb ~0.998 on an H100, ~950 steps in 300 s); the
+# shape fitted to a public RTX 5090 log fragment (loss ~3.4 at 61-67%); noise assumed (~0.15%).
+# micro: benchmarks/data/curves_micro.json, incumbent repeats that got >= 9 steps (today's
+# wall-clock budget on this shared 2-core machine: load decides the step count, hence the noise).
 PRESET_MODELS = {
     "gpu": PresetModel(base_bpb=0.998, noise_sigma=0.0015, start_loss=9.01, end_loss=3.10, steps=950,
                        shape_tau=0.5, shape_alpha=0.35, offset_sd=0.004, reading_sd=0.004),
     "cpu": PresetModel(base_bpb=2.30, noise_sigma=0.010, start_loss=7.62, end_loss=4.60, steps=120,
                        shape_tau=6.0, shape_alpha=0.8, offset_sd=0.02, reading_sd=0.01),
-    "micro": PresetModel(base_bpb=2.97, noise_sigma=0.03, start_loss=6.24, end_loss=4.90, steps=14,
-                         shape_tau=30.0, shape_alpha=1.0, offset_sd=0.05, reading_sd=0.02),
+    "micro": PresetModel(base_bpb=3.07, noise_sigma=0.17, start_loss=6.24, end_loss=5.05, steps=13,
+                         shape_tau=100.0, shape_alpha=0.7, offset_sd=0.3, reading_sd=0.02),
 }
 
 _KNOB_LINE = re.compile(r"^(?P<name>" + "|".join(KNOB_NAMES) + r")\s*=\s*(?P<value>[^#\n]+?)[ \t]*(?:#.*)?$", re.M)
