@@ -6,14 +6,13 @@ request is built from the incumbent, program.md, the digest, the strategy slots 
 candidates whoever asks. Every proposal is stored, accepted or rejected, before anything runs.
 
 The time a proposal round takes advances the runner's clock: the wall clock has moved by itself;
-the simulated backend's virtual clock moves by the round's measured time plus the modelled
-`simulated.proposal_latency_s` (an LLM round-trip), so slots idle while the loop proposes there
-too.
+the simulated backend's virtual clock moves by the modelled `simulated.proposal_latency_s` per
+round (an LLM round-trip; the real seconds the round took would make a simulated run differ
+from one invocation to the next), so slots idle while the loop proposes there too.
 """
 from __future__ import annotations
 
 import math
-import time
 
 from agent.baseline import add_baseline
 from agent.digest import build_digest, recent_results
@@ -82,10 +81,9 @@ def propose_round(ctx, generation: int, population: int, *, incumbent_id: str | 
                           strategy_slots(ctx.settings.strategy_mix, population))
     _crossover_needs_parents(request)
     slots = request.slots
-    started = time.monotonic()
     proposals = ctx.proposer.propose(request)
-    ctx.clock.advance(time.monotonic() - started
-                      + (ctx.settings.simulated.proposal_latency_s if ctx.simulated else 0.0))
+    if ctx.simulated:
+        ctx.clock.advance(ctx.settings.simulated.proposal_latency_s)
     seen = set(request.seen_fingerprints)
     preflight = _preflight_enabled(ctx)
     ids, listing = [], []
