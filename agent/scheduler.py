@@ -11,7 +11,7 @@ re-attached) on the run's runner, in four steps the drivers call in a loop:
                      to the live view and to the early-stop rule (agent/stopping.py), which may
                      stop a losing candidate through runner.stop_early; returns the rows that
                      finished
-    stuck()          the stop condition's input: nothing runs and nothing queued may start
+    left_undone()    the stop condition's input: queued rows the budget or the deadline refused
 
 `drain(ids)` runs a fixed set of executions to the end (generation 0, a generation, replays)
 and returns what it could not do (`ScheduleOutcome`). Used as a context manager it holds the
@@ -190,10 +190,6 @@ class Scheduler:
         if finished:
             self._header()
         return finished
-
-    def stuck(self) -> bool:
-        """Nothing runs and nothing queued can start: the rest waits for more budget or time."""
-        return not self.running and all(eid in self.refused for eid in self.queue)
 
     @property
     def queued(self) -> int:

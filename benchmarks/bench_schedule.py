@@ -18,7 +18,8 @@ gives both schedules the same simulated world. Per run it reads the summary line
     noiseless value, result.simulation.true_bpb: what selection really found, not its noise);
   * gain @ T: the true gain each schedule's incumbent had when the faster of the two (same seed)
     had finished all its work: the comparison at equal time;
-  * early stopped: candidate runs stopped, and the training seconds that saved.
+  * early stopped: candidate runs stopped, and the training hours that saved;
+  * runs: executions that ended with a result.
 
 With --max-hours H both schedules get the same virtual time instead of the same work (and as
 many generations as fit): the figure to compare is then the true gain each found in that time.
@@ -40,6 +41,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from agent.memory import BASELINE_ID, Memory  # noqa: E402
+from sandbox.statuses import RESULT_STATUSES  # noqa: E402
 
 
 def incumbent_timeline(mem, rows: list[dict], schedule: str) -> list[tuple[float, str]]:
@@ -98,7 +100,10 @@ def run_once(root: Path, schedule: str, population: int, generations: int, seed:
             "time_to_best_h": (summary["time_to_best_s"] or 0.0) / 3600,
             "gain": (base - best) if base is not None and best is not None else 0.0,
             "early_stopped": summary["early_stopped"], "saved_h": summary["compute_saved_s"] / 3600,
-            "executions": sum(summary["executions"].values()), "wall_s": wall}
+            # runs that ended with a result (the generations schedule records a whole generation's
+            # rows up front: the ones a deadline left pending are not work done)
+            "executions": sum(n for status, n in summary["executions"].items() if status in RESULT_STATUSES),
+            "wall_s": wall}
 
 
 def main() -> None:
