@@ -6,7 +6,6 @@ config.yaml) and writes under ./runs/. Heavy imports happen inside the commands 
 """
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import List, Optional
 
@@ -99,12 +98,14 @@ def check(
 
 @app.command()
 def autopilot(
-    run: str = typer.Option(..., "--run", help="Run tag: results go to runs/<TAG>/; the same tag resumes."),
+    run: Optional[str] = typer.Option(None, "--run", help="Run tag: results go to runs/<TAG>/; the same tag "
+                                      "resumes. Without it: a new run tagged with its start time."),
     generations: Optional[int] = typer.Option(None, help="Generations after the baseline (config: run.generations)."),
     population: Optional[int] = typer.Option(None, help="Candidates per generation (config: run.population)."),
     preset: Optional[str] = typer.Option(None, help="gpu | cpu | micro | auto (config: run.preset)."),
-    backend: Optional[str] = typer.Option(None, help="local | sagemaker (config: run.backend)."),
+    backend: Optional[str] = typer.Option(None, help="local | sagemaker | simulated (config: run.backend)."),
     proposer: Optional[str] = typer.Option(None, help="llm | heuristic | auto (config: run.proposer)."),
+    schedule: Optional[str] = typer.Option(None, help="async | generations (config: run.schedule)."),
     budget_usd: Optional[float] = typer.Option(None, "--budget-usd", help="Dollar cap, compute + LLM."),
     max_hours: Optional[float] = typer.Option(None, "--max-hours", help="No new launches after this many hours."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Propose and check, show what would run and its cost; launch nothing."),
@@ -115,7 +116,7 @@ def autopilot(
     from agent.loop import autopilot_command
     raise typer.Exit(autopilot_command(
         run=run, generations=generations, population=population, preset=preset, backend=backend,
-        proposer=proposer, config=config, budget_usd=budget_usd, max_hours=max_hours,
+        proposer=proposer, schedule=schedule, config=config, budget_usd=budget_usd, max_hours=max_hours,
         dry_run=dry_run, json_mode=json_mode))
 
 
@@ -123,7 +124,7 @@ def autopilot(
 def repl(
     run: str = typer.Option(..., "--run", help="Run tag (created when new)."),
     preset: Optional[str] = typer.Option(None, help="gpu | cpu | micro | auto."),
-    backend: Optional[str] = typer.Option(None, help="local | sagemaker."),
+    backend: Optional[str] = typer.Option(None, help="local | sagemaker | simulated."),
     proposer: Optional[str] = typer.Option(None, help="llm | heuristic | auto."),
     config: Optional[Path] = ConfigOpt,
 ):

@@ -4,6 +4,11 @@ One pydantic model per section. Unknown keys are errors (a typo must not silentl
 fall back to a default), and every error names the file, the dotted key and what
 was expected. The earlier serverless pipeline's keys (aws.*, s3.*, sagemaker.*,
 pipeline.*) are accepted so its users can bring their file.
+
+The sections a runner reads (local, aws, s3, sagemaker; simulated) are defined next to the
+runners (sandbox/runners/settings.py; simulated.py), the early-stopping rule's next to the rule
+(agent/early_stop.py); this module composes them with the researcher's own sections into one
+`Settings`.
 """
 from __future__ import annotations
 
@@ -11,22 +16,28 @@ from pathlib import Path
 from typing import Any, Literal, Optional
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from agent.early_stop import EarlyStopSettings
 from agent.proposers.base import STRATEGIES
+from sandbox.runners.simulated import SimulatedSettings
+from sandbox.runners.settings import (AWSBackendSettings, AWSSettings, LocalSettings, S3Settings,
+                                      SageMakerSettings, Section)
 
 
 class ConfigError(Exception):
     """A config file that cannot be used; the message says where and why."""
 
 
-class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
-
-
 class RunSettings(Section):
     preset: Literal["auto", "gpu", "cpu", "micro"] = "auto"
-    backend: Literal["local", "sagemaker"] = "local"
+    # simulated: a virtual clock, nothing trains (sandbox/runners/simulated.py); its results are
+    # marked simulated everywhere and a run's backend is fixed: simulated and real never mix
+    backend: Literal["local", "sagemaker", "simulated"] = "local"
+    # generations: each generation waits for its slowest member, then selects; async: no barrier,
+    # a freed slot gets the next candidate and results are judged against the incumbent of their
+    # moment (agent/async_schedule.py)
+    schedule: Literal["generations", "async"] = "async"
     proposer: Literal["auto", "llm", "heuristic"] = "auto"   # auto: llm when ANTHROPIC_API_KEY is set
     generations: int = Field(2, ge=1)
     population: int = Field(4, ge=1)
@@ -46,12 +57,9 @@ class SelectionSettings(Section):
     controls_per_generation: int = Field(1, ge=0)  # incumbent re-runs in every later generation
     confirm_margin: float = Field(2.0, ge=1)   # a win below confirm_margin x threshold is re-run first
     prior_sigma: Optional[float] = Field(None, ge=0)  # sigma to assume before two identical runs exist
-
-
-class LocalSettings(Section):
-    slots: int = Field(0, ge=0)                # 0 = one per visible GPU, else cores // threads_per_slot
-    threads_per_slot: int = Field(0, ge=0)     # 0 = cores // slots (at least 1)
-    startup_allowance_s: float = Field(120.0, gt=0)  # harness timeout = budget + this + eval allowance
+    # async schedule: one control re-run of the incumbent per this many candidate launches
+    # (null: population / controls_per_generation, the generations schedule's rate)
+    control_every: Optional[int] = Field(None, ge=1)
 
 
 class LLMSettings(Section):
@@ -81,58 +89,6 @@ class LLMSettings(Section):
     })
 
 
-class AWSSettings(Section):
-    profile: Optional[str] = None
-    region: Optional[str] = None
-    role_arn: Optional[str] = None
-    role_name: str = "autoresearch-sagemaker"
-    endpoint_url: Optional[str] = None         # AWS_ENDPOINT_URL is honoured too
-
-
-class S3Settings(Section):
-    bucket: Optional[str] = None
-    prefix: str = "autoresearch"
-    data_prefix: Optional[str] = None          # serverless pipeline key; default <prefix>/data
-    output_prefix: Optional[str] = None        # serverless pipeline key; default <prefix>/runs
-
-
-class SageMakerSettings(Section):
-    instance_type: str = "ml.g5.xlarge"
-    use_spot: bool = True
-    max_run: int = Field(1800, ge=60)          # MaxRuntimeInSeconds per job
-    max_wait: int = Field(3600, ge=60)         # MaxWaitTimeInSeconds, >= max_run for spot
-    image_uri: Optional[str] = None            # pre-built image; else resolved offline from the version
-    framework_version: str = "2.8.0"
-    py_version: str = "py312"
-    max_concurrent_jobs: int = Field(4, ge=1)
-    candidates_per_job: int = Field(1, ge=1)
-    volume_size_gb: int = Field(50, ge=1)
-    checkpoint_s3_uri: Optional[str] = None
-    subnets: list[str] = Field(default_factory=list)
-    security_group_ids: list[str] = Field(default_factory=list)
-    network_isolation: bool = False
-    max_spot_requeues: int = Field(3, ge=0)
-    transient_retries: int = Field(1, ge=0)    # re-runs after e.g. "CUDA error: unknown error"
-    # polling adapts between these bounds: fast after a change, slower while nothing moves
-    poll_min_s: float = Field(10.0, ge=0)
-    poll_max_s: float = Field(60.0, ge=0)
-    search_above_jobs: int = Field(8, ge=1)    # more running jobs than this: one Search call, not N Describes
-    quota_retry_s: float = Field(120.0, ge=0)  # wait after ResourceLimitExceeded before trying again
-    api_max_attempts: int = Field(8, ge=1)     # throttled AWS calls are retried this often (jittered backoff)
-    api_backoff_s: float = Field(1.0, ge=0)    # first backoff step; grows exponentially up to 30 s
-    # estimates only (agent/ledger.py): start-up per job, and billable/training for spot jobs
-    startup_estimate_s: float = Field(180.0, ge=0)
-    spot_billable_fraction: float = Field(0.35, gt=0, le=1)
-
-    @model_validator(mode="after")
-    def _wait_covers_run(self):
-        if self.use_spot and self.max_wait < self.max_run:
-            raise ValueError(f"max_wait ({self.max_wait}) must be >= max_run ({self.max_run}) for spot jobs")
-        if self.poll_max_s < self.poll_min_s:
-            raise ValueError(f"poll_max_s ({self.poll_max_s}) must be >= poll_min_s ({self.poll_min_s})")
-        return self
-
-
 class PipelineSettings(Section):
     """The serverless pipeline's keys, accepted so its config file loads; mapped where they mean
     the same thing (see Settings._apply_pipeline)."""
@@ -154,6 +110,8 @@ class Settings(Section):
     aws: AWSSettings = Field(default_factory=AWSSettings)
     s3: S3Settings = Field(default_factory=S3Settings)
     sagemaker: SageMakerSettings = Field(default_factory=SageMakerSettings)
+    simulated: SimulatedSettings = Field(default_factory=SimulatedSettings)
+    early_stop: EarlyStopSettings = Field(default_factory=EarlyStopSettings)
     pipeline: PipelineSettings = Field(default_factory=PipelineSettings)
     # USD per instance-hour, on-demand; per region with a "default" fallback (see agent/ledger.py)
     instance_prices: dict[str, dict[str, float]] = Field(default_factory=dict)
@@ -167,6 +125,11 @@ class Settings(Section):
         if any(v < 0 for v in mix.values()) or sum(mix.values()) == 0:
             raise ValueError("weights must be >= 0 and not all 0")
         return mix
+
+    @property
+    def aws_backend(self) -> AWSBackendSettings:
+        """The sections the SageMaker backend reads (the same objects, not copies)."""
+        return AWSBackendSettings(aws=self.aws, s3=self.s3, sagemaker=self.sagemaker)
 
     @model_validator(mode="after")
     def _apply_pipeline(self):

@@ -1,6 +1,13 @@
-"""The history digest: what the proposer is told about the run so far.
+"""What the run's memory means, and the history digest the proposer is told.
 
-Memory stores; this module presents. The digest is deterministic (same memory,
+Memory stores; this module reads meaning out of it: the pooled noise of identical code
+(`noise_stats`, `noise_sigma`), every candidate with its results (`candidate_results`), the
+incumbent's `lineage`, the best distinct `recent_results` (crossover parents) and the
+`strategy_outcomes`, the compute `early_stop_savings`. The loop, selection, the report and the
+REPL read these; `build_digest`
+turns them into the bounded text the proposer gets.
+
+The digest is deterministic (same memory,
 same text: no timestamps, every ordering has a tie-breaker) and bounded by a
 token budget estimated at ~4 characters per token. Sections come in order of
 how much they help the next proposal:
@@ -22,7 +29,9 @@ import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from agent.proposers.base import PastCandidate
 from agent.selection import threshold
+from sandbox.statuses import OK, RESULT_STATUSES, STOPPED_EARLY
 
 if TYPE_CHECKING:
     from agent.memory import Memory
@@ -87,16 +96,152 @@ class _Section:
         return self.header + "".join(body) + note + "\n"
 
 
+# --------------------------------------------------------------------------------- what memory means
+def _mean(values: list[float]) -> float | None:
+    return sum(values) / len(values) if values else None
+
+
+def noise_stats(memory: "Memory") -> dict:
+    """Pooled run-to-run noise of identical code: groups are ok executions with the same
+    fingerprint, preset, backend and instance type (different hardware shifts the mean of a
+    wall-clock-budgeted run, which is not noise). Returns {"sigma", "runs", "groups", "dof"}:
+    runs/groups count only groups with >= 2 runs; sigma is None when there are none."""
+    groups: dict[tuple, list[float]] = {}
+    for row in memory.ok_results():
+        key = (row["fingerprint"], row["preset"], row["backend"], row["instance_type"] or "")
+        groups.setdefault(key, []).append(row["val_bpb"])
+    squares, dof, runs, used = 0.0, 0, 0, 0
+    for values in groups.values():
+        if len(values) < 2:
+            continue
+        mean = sum(values) / len(values)
+        squares += sum((v - mean) ** 2 for v in values)
+        dof += len(values) - 1
+        runs += len(values)
+        used += 1
+    sigma = math.sqrt(squares / dof) if dof else None
+    return {"sigma": sigma, "runs": runs, "groups": used, "dof": dof}
+
+
+def noise_sigma(memory: "Memory") -> float | None:
+    """sqrt(sum_g sum_i (x_gi - mean_g)^2 / sum_g (n_g - 1)) over groups of repeated identical runs."""
+    return noise_stats(memory)["sigma"]
+
+
+def candidate_results(memory: "Memory") -> list[dict]:
+    """Every candidate with its ok val_bpbs (replays excluded), mean, run count and the failures
+    of its finished runs, ordered by id. Only runs that measured the code count (killed,
+    interrupted and lost runs said nothing about it)."""
+    candidates = memory.candidates()
+    by_id: dict[str, dict] = {c["id"]: c for c in candidates}
+    for c in candidates:
+        c["val_bpbs"], c["failures"], c["finished"] = [], [], 0
+    for row in memory.execution_outcomes():
+        entry = by_id.get(row["candidate_id"])
+        if entry is None or row["kind"] == "replay" or row["status"] not in RESULT_STATUSES:
+            continue
+        entry["finished"] += 1
+        if row["status"] == OK and row["val_bpb"] is not None:
+            entry["val_bpbs"].append(row["val_bpb"])
+        elif row["status"] != OK:
+            entry["failures"].append({"status": row["status"], "failure_reason": row["failure_reason"]})
+    for c in candidates:
+        c["mean_val_bpb"] = _mean(c["val_bpbs"])
+        c["runs"] = len(c["val_bpbs"])
+        parent = by_id.get(c["parents"][0]) if c["parents"] else None
+        parent_mean = _mean(parent["val_bpbs"]) if parent else None
+        # delta > 0 means better than the parent (lower val_bpb)
+        c["delta_vs_parent"] = (parent_mean - c["mean_val_bpb"]
+                                if parent_mean is not None and c["mean_val_bpb"] is not None else None)
+    return candidates
+
+
+def lineage(memory: "Memory", results: list[dict] | None = None) -> list[dict]:
+    """The incumbent's ancestry through first parents, baseline first; each candidate dict has
+    `mean_val_bpb`, `runs`, `val_bpbs` and `delta_vs_parent` added."""
+    incumbent = memory.incumbent_id()
+    if incumbent is None:
+        return []
+    by_id = {c["id"]: c for c in (results if results is not None else candidate_results(memory))}
+    chain: list[dict] = []
+    current: str | None = incumbent
+    while current is not None and current in by_id and all(c["id"] != current for c in chain):
+        chain.append(by_id[current])
+        parents = by_id[current]["parents"]
+        current = parents[0] if parents else None
+    return list(reversed(chain))
+
+
+def recent_results(memory: "Memory", limit: int = 20) -> list[PastCandidate]:
+    """Accepted candidates with at least one ok run, best mean val_bpb first, one per fingerprint
+    (the earliest candidate of identical code, scored over all of that code's runs)."""
+    by_fingerprint: dict[str, dict] = {}
+    pooled: dict[str, list[float]] = {}
+    for c in candidate_results(memory):
+        if c["check_status"] != "accepted" or not c["val_bpbs"]:
+            continue
+        by_fingerprint.setdefault(c["fingerprint"], c)
+        pooled.setdefault(c["fingerprint"], []).extend(c["val_bpbs"])
+    ranked = sorted(by_fingerprint.values(), key=lambda c: (_mean(pooled[c["fingerprint"]]), c["id"]))
+    return [PastCandidate(candidate_id=c["id"], strategy=c["strategy"], title=c["title"], edits=c["edits"],
+                          val_bpb=_mean(pooled[c["fingerprint"]]), diff=c["diff"], hypothesis=c["hypothesis"])
+            for c in ranked[:limit]]
+
+
+def strategy_outcomes(memory: "Memory", results: list[dict] | None = None) -> dict[str, dict]:
+    """strategy -> {"proposed", "rejected", "ran", "crashed", "stopped", "kept", "best_delta"}.
+    ran: candidates with a finished execution; crashed: ran, never ok and not stopped early;
+    stopped: stopped early (losing) without an ok run; kept: became the incumbent; best_delta: the
+    largest val_bpb gain over its parent (positive = better). The baseline is not a strategy."""
+    kept_ids = set(memory.incumbent_history())
+    outcomes: dict[str, dict] = {}
+    for c in results if results is not None else candidate_results(memory):
+        if c["origin"] == "baseline":
+            continue
+        entry = outcomes.setdefault(c["strategy"], {"proposed": 0, "rejected": 0, "ran": 0, "crashed": 0,
+                                                    "stopped": 0, "kept": 0, "best_delta": None})
+        entry["proposed"] += 1
+        entry["rejected"] += c["check_status"] == "rejected"
+        if c["finished"]:
+            entry["ran"] += 1
+            if not c["val_bpbs"]:
+                stopped = any(f["status"] == STOPPED_EARLY for f in c["failures"])
+                entry["stopped" if stopped else "crashed"] += 1
+        entry["kept"] += c["id"] in kept_ids
+        delta = c["delta_vs_parent"]
+        if delta is not None and (entry["best_delta"] is None or delta > entry["best_delta"]):
+            entry["best_delta"] = delta
+    return dict(sorted(outcomes.items()))
+
+
+def early_stop_savings(executions: list[dict]) -> dict:
+    """Executions stopped early and the training they did not spend: for each, the rest of its
+    budget after the progress it was stopped at (result `budget_seconds`, else its training so
+    far scaled up from that progress)."""
+    stopped = [e for e in executions if e["status"] == STOPPED_EARLY]
+    saved = 0.0
+    for e in stopped:
+        result = e.get("result") or {}
+        pct = float((result.get("early_stop") or {}).get("pct") or 0.0)
+        budget = result.get("budget_seconds")
+        if not budget and e.get("training_seconds") and pct > 0:
+            budget = float(e["training_seconds"]) * 100.0 / pct
+        if budget:
+            saved += max(0.0, float(budget) * (1.0 - pct / 100.0))
+    return {"early_stopped": len(stopped), "compute_saved_s": saved}
+
+
+# --------------------------------------------------------------------------------- the digest text
 def build_digest(memory: "Memory", token_budget: int = 6000) -> str:
     budget = max(0, int(token_budget)) * CHARS_PER_TOKEN
-    results = memory.candidate_results()
+    results = candidate_results(memory)
     sections = [_Section(key, title, share) for key, title, share in SECTIONS]
     by_key = {s.key: s for s in sections}
     _noise_items(memory, results, by_key["noise"])
     lineage_ids = _lineage_items(memory, results, by_key["lineage"])
     _ranked_result_items(results, lineage_ids, by_key["best"], by_key["worst"])
     _failure_items(results, by_key["failures"])
-    _strategy_items(memory, by_key["strategies"])
+    _strategy_items(memory, results, by_key["strategies"])
 
     ran = sum(1 for c in results if c["finished"])
     title = (f"# Run history: {len(results)} candidates, {ran} trained, "
@@ -138,7 +283,7 @@ def _fit(title: str, sections: list[_Section], budget: int) -> str:
 
 # --------------------------------------------------------------------------------- section content
 def _noise_items(memory: "Memory", results: list[dict], section: _Section) -> None:
-    stats = memory.noise_stats()
+    stats = noise_stats(memory)
     selection = _selection_settings(memory)
     if stats["sigma"] is None:
         text = ("- Not measured yet: fewer than two ok runs of identical code. Small differences in val_bpb "
@@ -160,12 +305,12 @@ def _noise_items(memory: "Memory", results: list[dict], section: _Section) -> No
 
 
 def _lineage_items(memory: "Memory", results: list[dict], section: _Section) -> set[str]:
-    lineage = memory.lineage()
-    if not lineage:
+    steps = lineage(memory, results)
+    if not steps:
         section.items.append(_Item("- No incumbent yet: the baseline has not finished.\n", 0, 0))
         return set()
-    last = len(lineage) - 1
-    for position, step in enumerate(lineage):
+    last = len(steps) - 1
+    for position, step in enumerate(steps):
         is_root = step["origin"] == "baseline" or not step["parents"]
         label = "unmodified baseline" if step["origin"] == "baseline" else _label(step)
         text = f"- {step['id']} {label}: {_score(step)}"
@@ -175,7 +320,7 @@ def _lineage_items(memory: "Memory", results: list[dict], section: _Section) -> 
         # the incumbent first, then the baseline (the reference point), then newer steps before older
         rank = 0 if position == last else 1 if position == 0 else 2 + (last - position)
         section.items.append(_Item(text, rank, position))
-    return {step["id"] for step in lineage}
+    return {step["id"] for step in steps}
 
 
 def _ranked_result_items(results: list[dict], lineage_ids: set[str], best: _Section, worst: _Section) -> None:
@@ -221,8 +366,8 @@ def _failure_items(results: list[dict], section: _Section) -> None:
         section.items.append(_Item(text, rank, rank))
 
 
-def _strategy_items(memory: "Memory", section: _Section) -> None:
-    for rank, (strategy, o) in enumerate(memory.strategy_outcomes().items()):
+def _strategy_items(memory: "Memory", results: list[dict], section: _Section) -> None:
+    for rank, (strategy, o) in enumerate(strategy_outcomes(memory, results).items()):
         best = "n/a" if o["best_delta"] is None else f"{o['best_delta']:+.6f}"
         text = (f"- {strategy}: proposed {o['proposed']}, rejected {o['rejected']}, ran {o['ran']}, "
                 f"crashed {o['crashed']}, kept {o['kept']}, best gain vs parent {best}\n")

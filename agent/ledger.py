@@ -1,4 +1,4 @@
-"""Dollars: GPU time and LLM tokens, per execution, candidate, generation and run; budget admission.
+"""Dollars: GPU time and LLM tokens per execution; budget admission; a run's pricing.
 
 Cost facts (see DESIGN.md):
   * SageMaker bills `BillableTimeInSeconds` x the instance's ON-DEMAND hourly price. For Managed
@@ -22,9 +22,14 @@ check the page and override in config.yaml before trusting a budget.
 from __future__ import annotations
 
 import math
-from collections import defaultdict
-from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Mapping
+
+from sandbox.presets import time_budget
+
+if TYPE_CHECKING:
+    from sandbox.runners.settings import AWSBackendSettings
 
 PRICE_SOURCE = ("AWS SageMaker AI pricing page, On-Demand -> Training, us-east-1 "
                 "(https://aws.amazon.com/sagemaker/ai/pricing/); override with instance_prices in config.yaml")
@@ -46,7 +51,9 @@ DEFAULT_INSTANCE_PRICES: dict[str, dict[str, float]] = {
     "us-east-1": dict(_US_TRAINING_ON_DEMAND),
     "us-west-2": dict(_US_TRAINING_ON_DEMAND),
 }
-LOCAL_BACKENDS = frozenset({"local", "cpu", "gpu"})
+# Backends that bill nothing here: local slots (the machine is already paid for) and the
+# simulated backend (nothing runs at all).
+FREE_BACKENDS = frozenset({"local", "simulated"})
 
 
 class LedgerError(ValueError):
@@ -84,7 +91,7 @@ def price_note(instance_type: str, region: str | None,
 def execution_cost(backend: str, instance_type: str | None, region: str | None, billable_seconds: float | None,
                    prices: Mapping[str, Mapping[str, float]] | None = None) -> float:
     """USD for one execution: billable seconds x on-demand price; local runs and unknown billable = 0."""
-    if backend in LOCAL_BACKENDS or not billable_seconds:
+    if backend in FREE_BACKENDS or not billable_seconds:
         return 0.0
     if not instance_type:
         raise LedgerError(f"a {backend} execution with billable time needs its instance_type")
@@ -108,7 +115,7 @@ def estimate_execution_cost(backend: str, instance_type: str | None, region: str
     set sagemaker.spot_billable_fraction from your own jobs' `spot_savings`). Start-up is counted
     whole: image pull, data download and pip install are billed. Local = 0.
     """
-    if backend in LOCAL_BACKENDS:
+    if backend in FREE_BACKENDS:
         return 0.0
     seconds = max(0.0, startup_s) + max(0.0, expected_seconds)
     if use_spot:
@@ -116,22 +123,6 @@ def estimate_execution_cost(backend: str, instance_type: str | None, region: str
             raise LedgerError(f"spot_billable_fraction must be in (0, 1], got {spot_billable_fraction}")
         seconds *= spot_billable_fraction
     return execution_cost(backend, instance_type, region, seconds, prices)
-
-
-def estimate_from_settings(settings: Any, expected_seconds: float, candidates: int = 1) -> float:
-    """Expected USD for `candidates` executions with the run's backend and SageMaker settings."""
-    backend = settings.run.backend
-    if backend in LOCAL_BACKENDS:
-        return 0.0
-    sm = settings.sagemaker
-    per_job = max(1, sm.candidates_per_job)
-    jobs = math.ceil(candidates / per_job)
-    # start-up is paid once per job and shared by the candidates packed into it
-    total = estimate_execution_cost(backend, sm.instance_type, settings.aws.region, expected_seconds * candidates,
-                                    sm.use_spot, startup_s=sm.startup_estimate_s * jobs,
-                                    spot_billable_fraction=sm.spot_billable_fraction,
-                                    prices=merged_prices(settings.instance_prices))
-    return total
 
 
 # ----- LLM ---------------------------------------------------------------------------------------
@@ -160,88 +151,12 @@ def llm_cost(model: str, usage: Mapping[str, Any], prices: Mapping[str, Mapping[
     return total
 
 
-# ----- aggregation -------------------------------------------------------------------------------
-@dataclass
-class CostSummary:
-    gpu_usd: float = 0.0
-    llm_usd: float = 0.0
-    billable_seconds: float = 0.0
-    training_seconds: float = 0.0
-    per_candidate: dict[str, float] = field(default_factory=dict)
-    per_generation: dict[Any, float] = field(default_factory=dict)
-
-    @property
-    def total_usd(self) -> float:
-        return self.gpu_usd + self.llm_usd
-
-    @property
-    def spot_savings(self) -> float | None:
-        return spot_savings(self.billable_seconds, self.training_seconds)
-
-    def as_dict(self) -> dict:
-        return {"total_usd": round(self.total_usd, 6), "gpu_usd": round(self.gpu_usd, 6),
-                "llm_usd": round(self.llm_usd, 6), "billable_seconds": self.billable_seconds,
-                "spot_savings": self.spot_savings, "per_candidate": dict(self.per_candidate),
-                "per_generation": dict(self.per_generation)}
-
-
-def execution_record_cost(record: Mapping[str, Any], prices: Mapping[str, Mapping[str, float]] | None = None) -> float:
-    """Cost of one execution record: {"backend", "instance_type", "region", "billable_seconds"}.
-    A record that already carries "cost_usd" keeps it (prices may have changed since)."""
-    if record.get("cost_usd") is not None:
-        return float(record["cost_usd"])
-    return execution_cost(record.get("backend") or "local", record.get("instance_type"), record.get("region"),
-                          record.get("billable_seconds"), prices)
-
-
-def summarize(executions: Iterable[Mapping[str, Any]] = (), llm_calls: Iterable[Mapping[str, Any]] = (), *,
-              prices: Mapping[str, Mapping[str, float]] | None = None,
-              llm_prices: Mapping[str, Mapping[str, float]] | None = None) -> CostSummary:
-    """Costs of a run (or any subset): executions carry "candidate_id", "generation", backend,
-    instance_type, region, billable_seconds, training_seconds; LLM calls carry "model",
-    "generation", optional "candidate_id", and token counts (or a "cost_usd")."""
-    out = CostSummary()
-    per_cand: dict[str, float] = defaultdict(float)
-    per_gen: dict[Any, float] = defaultdict(float)
-    for rec in executions:
-        usd = execution_record_cost(rec, prices)
-        out.gpu_usd += usd
-        if rec.get("billable_seconds") and rec.get("training_seconds"):
-            out.billable_seconds += float(rec["billable_seconds"])
-            out.training_seconds += float(rec["training_seconds"])
-        if rec.get("candidate_id") is not None:
-            per_cand[str(rec["candidate_id"])] += usd
-        if rec.get("generation") is not None:
-            per_gen[rec["generation"]] += usd
-    for call in llm_calls:
-        usd = float(call["cost_usd"]) if call.get("cost_usd") is not None else llm_cost(call["model"], call, llm_prices or {})
-        out.llm_usd += usd
-        if call.get("candidate_id") is not None:
-            per_cand[str(call["candidate_id"])] += usd
-        if call.get("generation") is not None:
-            per_gen[call["generation"]] += usd
-    out.per_candidate, out.per_generation = dict(per_cand), dict(per_gen)
-    return out
-
-
-def per_candidate(executions: Iterable[Mapping[str, Any]], **kw: Any) -> dict[str, float]:
-    return summarize(executions, **kw).per_candidate
-
-
-def per_generation(executions: Iterable[Mapping[str, Any]], llm_calls: Iterable[Mapping[str, Any]] = (),
-                   **kw: Any) -> dict[Any, float]:
-    return summarize(executions, llm_calls, **kw).per_generation
-
-
-def run_total(executions: Iterable[Mapping[str, Any]], llm_calls: Iterable[Mapping[str, Any]] = (), **kw: Any) -> float:
-    return summarize(executions, llm_calls, **kw).total_usd
-
-
-# ----- budget ------------------------------------------------------------------------------------
+# ----- budget admission and per-run pricing --------------------------------------------------
 @dataclass(frozen=True)
 class Budget:
-    """`--budget-usd` admission: start new work only if what is spent, what running work is
-    expected to cost (committed) and the new work's estimate all fit. None = unlimited."""
+    """`--budget-usd` admission, the one check the scheduler makes before it launches anything:
+    start new work only if what is spent, what running work is expected to cost (committed) and
+    the new work's estimate all fit. None = unlimited."""
 
     limit_usd: float | None
 
@@ -259,12 +174,48 @@ class Budget:
             raise LedgerError("costs must be >= 0")
         return estimated_usd <= self.remaining(spent_usd, committed_usd) + 1e-12
 
-    def how_many(self, estimated_each_usd: float, spent_usd: float, committed_usd: float = 0.0) -> int | None:
-        """How many executions of this estimate still fit (None = unlimited)."""
-        left = self.remaining(spent_usd, committed_usd)
-        if math.isinf(left) or estimated_each_usd <= 0:
-            return None if math.isinf(left) else (None if left >= 0 else 0)
-        return max(0, int((left + 1e-12) // estimated_each_usd))
+
+EVAL_OVERHEAD = 1.15       # evaluation and process start on top of the training budget
+
+
+class Pricing:
+    """Dollars per execution of one run: estimates for admission, rates for the live view, actual
+    costs from billable seconds. Local and simulated executions cost 0 (local ones run on a
+    machine that is already paid for; simulated ones run nowhere)."""
+
+    def __init__(self, aws: "AWSBackendSettings", instance_prices: Mapping[str, Mapping[str, float]],
+                 prepare_path: Path):
+        self.sm = aws.sagemaker
+        self.region = aws.aws.region
+        self.prices = merged_prices(instance_prices)
+        self.prepare_path = Path(prepare_path)
+
+    def expected_seconds(self, preset: str) -> float:
+        """Wall seconds one execution takes: prepare.py's budget (or the override) plus evaluation."""
+        return time_budget(preset, self.prepare_path) * EVAL_OVERHEAD
+
+    def hourly(self, backend: str, instance_type: str | None) -> float:
+        if backend in FREE_BACKENDS or not instance_type:
+            return 0.0
+        try:
+            return instance_price(instance_type, self.region, self.prices)
+        except LedgerError:
+            return 0.0
+
+    def estimate(self, backend: str, preset: str, instance_type: str | None = None) -> float:
+        if backend in FREE_BACKENDS:
+            return 0.0
+        # start-up is paid once per job and shared by the candidates packed into it
+        return estimate_execution_cost(
+            backend, instance_type or self.sm.instance_type, self.region, self.expected_seconds(preset),
+            self.sm.use_spot, startup_s=self.sm.startup_estimate_s / max(1, self.sm.candidates_per_job),
+            spot_billable_fraction=self.sm.spot_billable_fraction, prices=self.prices)
+
+    def actual(self, backend: str, instance_type: str | None, billable_seconds: float | None) -> float:
+        try:
+            return execution_cost(backend, instance_type, self.region, billable_seconds, self.prices)
+        except LedgerError:
+            return 0.0   # an unpriced instance: the run goes on; the report shows billable seconds
 
 
 def worked_example(candidates: int = 10, budget_s: float = 300.0, startup_s: float = 180.0,

@@ -22,6 +22,8 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
+from sandbox.statuses import BASELINE, CANDIDATE, OK, STOPPED_EARLY
+
 PLAIN_PROGRESS_EVERY_S = 15.0    # plain-line progress: at most one line per execution this often
 JSON_PROGRESS_EVERY_S = 2.0      # JSON progress events: same idea, finer
 
@@ -58,6 +60,13 @@ class Header:
     budget_usd: float | None = None
     queued: int = 0
     extra: dict = field(default_factory=dict)
+
+
+def emit_json(event: str, out: IO[str] | None = None, **fields) -> None:
+    """One --json event line: {"event": ..., ...}. The one writer of stdout's machine-readable lines."""
+    out = out or sys.stdout
+    out.write(json.dumps({"event": event, **fields}, default=str) + "\n")
+    out.flush()
 
 
 def _fmt(value, spec: str, empty: str = "-") -> str:
@@ -99,14 +108,17 @@ class LiveView:
     def emit(self, event: str, **fields) -> None:
         """A JSON line in json mode (always, whatever the event); nothing otherwise."""
         if self.json_mode:
-            self.out.write(json.dumps({"event": event, **fields}, default=str, sort_keys=False) + "\n")
-            self.out.flush()
+            emit_json(event, self.out, **fields)
 
     def say(self, text: str, style: str | None = None) -> None:
         """A human line (stderr console in json mode, above the live table on a terminal)."""
         target = self._live.console if self._live is not None else self.console
         # Text, not a markup string: titles like "[moderate] x" must print as they are
         target.print(Text(text, style=style or ""), highlight=False, soft_wrap=True)
+
+    @property
+    def shows_header(self) -> bool:
+        return self._use_live
 
     # ------------------------------------------------------------------ events
     def set_header(self, **fields) -> None:
@@ -153,9 +165,9 @@ class LiveView:
         if self.json_mode:
             return
         title = title or (row.title if row else "")
-        what = f"val_bpb {bpb:.6f}" if status == "ok" and bpb is not None else \
+        what = f"val_bpb {bpb:.6f}" if status == OK and bpb is not None else \
             f"{status}: {(execution.get('failure_reason') or '')[:160]}"
-        style = "green" if status == "ok" else "red"
+        style = "green" if status == OK else "yellow" if status == STOPPED_EARLY else "red"
         self.say(f"finished {execution['id']} {execution['candidate_id']} [{execution.get('kind')}] "
                  f"{title} -> {what}", style=style)
 
@@ -178,7 +190,7 @@ class LiveView:
                              max_width=40 if name == "title" else None)
         for row in list(self.rows.values()):
             table.add_row(row.execution_id, row.candidate_id,
-                          escape(row.strategy if row.kind in ("candidate", "baseline") else row.kind),
+                          escape(row.strategy if row.kind in (CANDIDATE, BASELINE) else row.kind),
                           escape(row.title), _fmt(row.step, "d"), _fmt(row.pct, ".1f"), _fmt(row.loss, ".4f"),
                           _fmt(row.tok_per_s, ",.0f"), _elapsed(row.elapsed()), f"${row.cost():.3f}")
         return Group(Text(self.header_text(), style="bold"), table)

@@ -2,8 +2,9 @@
 
 Everything the loop learns is written here before it is acted on, so a killed
 orchestrator loses nothing but the work that was in flight. Rows come back as
-plain dicts with JSON columns decoded. This module is storage and derived reads;
-the prompt text built from it lives in `agent/digest.py`.
+plain dicts with JSON columns decoded. This module is storage only: what the
+rows mean (noise, lineage, strategy outcomes, the proposer's digest) is
+`agent/digest.py`'s business.
 
 Concurrency: the file is opened in WAL mode with a busy timeout, every write is
 one `BEGIN IMMEDIATE` transaction, so two processes (autopilot and the REPL) can
@@ -21,20 +22,17 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
-from agent.proposers.base import PastCandidate
+from agent.layout import DB_NAME
+from sandbox.statuses import EXECUTION_KINDS, HARNESS_STATUSES, RESULT_STATUSES, TERMINAL_STATUSES
 
-DB_NAME = "memory.sqlite"
 BUSY_TIMEOUT_MS = 30_000
 
 CHECK_STATUSES = ("accepted", "rejected", "dropped")
 ORIGINS = ("baseline", "proposed", "human", "replay")
-EXECUTION_KINDS = ("candidate", "baseline", "control", "confirmation", "replay")
-FINAL_STATUSES = ("ok", "crash", "timeout", "rejected", "over_budget", "interrupted", "killed")
-# "lost" is terminal too: the work died with the orchestrator and is re-run as a NEW execution,
-# so a late result for the old row must not count twice.
-TERMINAL_STATUSES = FINAL_STATUSES + ("lost",)
-UNFINISHED_STATUSES = ("pending", "running")
 VERDICTS = ("keep", "discard", "confirm", "noise")
+BASELINE_ID = "g000-baseline"     # the one candidate of generation 0: the project's own train.py
+# Results written before result.json carried `measurement_version` came from the v1 harness.
+LEGACY_MEASUREMENT_VERSION = 1
 
 # Typed copies of the DESIGN.md result.json fields (the whole JSON is kept too).
 RESULT_FLOAT_FIELDS = ("val_bpb", "peak_vram_mb", "training_seconds", "total_seconds", "mfu_percent",
@@ -172,7 +170,14 @@ CREATE TABLE state (
 );
 """
 
-MIGRATIONS: tuple[str, ...] = (_MIGRATION_1,)
+# measurement_version: which prepare.py/harness contract measured the row (result.json's key);
+# rows that ended before the column existed were measured by the v1 harness.
+_MIGRATION_2 = """
+ALTER TABLE executions ADD COLUMN measurement_version INTEGER;
+UPDATE executions SET measurement_version = 1 WHERE status NOT IN ('pending', 'running');
+"""
+
+MIGRATIONS: tuple[str, ...] = (_MIGRATION_1, _MIGRATION_2)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 _CANDIDATE_UPDATABLE = {
@@ -196,10 +201,6 @@ def _finite_float(value: Any) -> float | None:
 def _int_or_none(value: Any) -> int | None:
     number = _finite_float(value)
     return int(number) if number is not None else None
-
-
-def _mean(values: list[float]) -> float | None:
-    return sum(values) / len(values) if values else None
 
 
 def known_run_tags(runs_dir: Path) -> list[str]:
@@ -334,14 +335,14 @@ class Memory:
         with self._write() as conn:
             if origin == "baseline":
                 _require(generation == 0, f"the baseline belongs to generation 0, got {generation}")
-                row = conn.execute("SELECT fingerprint FROM candidates WHERE id = 'g000-baseline'").fetchone()
+                row = conn.execute("SELECT fingerprint FROM candidates WHERE id = ?", (BASELINE_ID,)).fetchone()
                 if row is not None:
                     if row["fingerprint"] != fingerprint:
                         raise MemoryStoreError(
                             f"{self.path}: this run's baseline has fingerprint {row['fingerprint']!r}; "
                             f"refusing a different baseline {fingerprint!r} (train.py changed? start a new run)")
-                    return "g000-baseline"
-                candidate_id, index = "g000-baseline", 0
+                    return BASELINE_ID
+                candidate_id, index = BASELINE_ID, 0
             else:
                 index = conn.execute("SELECT COALESCE(MAX(idx), 0) + 1 FROM candidates WHERE generation = ?",
                                      (generation,)).fetchone()[0]
@@ -452,8 +453,11 @@ class Memory:
         if not isinstance(result, dict):
             raise MemoryStoreError(f"finish_execution({execution_id}): result must be a dict, got {type(result).__name__}")
         status = result.get("status")
-        _require(status in FINAL_STATUSES,
-                 f"finish_execution({execution_id}): result status must be one of {FINAL_STATUSES}, got {status!r}")
+        _require(status in HARNESS_STATUSES,
+                 f"finish_execution({execution_id}): result status must be one of {HARNESS_STATUSES}, got {status!r}")
+        version = _int_or_none(result.get("measurement_version"))
+        if version is None and status in RESULT_STATUSES:
+            version = LEGACY_MEASUREMENT_VERSION
         typed = {name: _finite_float(result.get(name)) for name in RESULT_FLOAT_FIELDS}
         typed.update({name: _int_or_none(result.get(name)) for name in RESULT_INT_FIELDS})
         failure = result.get("failure_reason")
@@ -464,11 +468,12 @@ class Memory:
                 "UPDATE executions SET status = ?, val_bpb = ?, peak_vram_mb = ?, training_seconds = ?,"
                 " total_seconds = ?, mfu_percent = ?, num_params_M = ?, total_tokens_M = ?, num_steps = ?,"
                 " failure_reason = ?, result = ?, billable_seconds = ?, cost_usd = ?, ended_at = ?,"
-                " job_id = COALESCE(job_id, ?), instance_type = COALESCE(instance_type, ?),"
+                " measurement_version = ?, job_id = COALESCE(job_id, ?), instance_type = COALESCE(instance_type, ?),"
                 " started_at = COALESCE(started_at, ?) WHERE id = ?",
                 (status, *(typed[n] for n in RESULT_FLOAT_FIELDS), typed["num_steps"],
                  None if failure is None else str(failure), _dump(result), billable_seconds, float(cost_usd or 0.0),
-                 time.time() if ended_at is None else ended_at, job_id, instance_type, started_at, execution_id))
+                 time.time() if ended_at is None else ended_at, version, job_id, instance_type, started_at,
+                 execution_id))
         return True
 
     def mark_lost(self, execution_id: str, reason: str) -> None:
@@ -500,6 +505,33 @@ class Memory:
 
     def unfinished_executions(self) -> list[dict]:
         return self._read("SELECT * FROM executions WHERE status IN ('pending', 'running') ORDER BY seq")
+
+    def ok_results(self) -> list[dict]:
+        """Every ok execution with a val_bpb, joined with its candidate's fingerprint, oldest first
+        (one query: the noise estimate reads it on every selection)."""
+        return self._read(
+            "SELECT c.fingerprint, e.candidate_id, e.kind, e.preset, e.backend, e.instance_type, e.val_bpb"
+            " FROM executions e JOIN candidates c ON c.id = e.candidate_id"
+            " WHERE e.status = 'ok' AND e.val_bpb IS NOT NULL ORDER BY e.seq")
+
+    def ok_count(self) -> int:
+        """How many ok executions with a val_bpb the run holds (a cheap "anything new?" check)."""
+        with self._lock:
+            return self._conn.execute(
+                "SELECT COUNT(*) FROM executions WHERE status = 'ok' AND val_bpb IS NOT NULL").fetchone()[0]
+
+    def execution_outcomes(self) -> list[dict]:
+        """The few columns of every execution that say how it ended, in launch order (a light read
+        for analyses over the whole run)."""
+        return self._read("SELECT candidate_id, kind, status, val_bpb, failure_reason FROM executions ORDER BY seq")
+
+    def measurement_versions(self) -> dict[int, int]:
+        """measurement version -> number of ok executions measured under it."""
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT measurement_version, COUNT(*) FROM executions WHERE status = 'ok'"
+                " AND measurement_version IS NOT NULL GROUP BY measurement_version").fetchall()
+        return {int(version): int(count) for version, count in rows}
 
     # ------------------------------------------------------------------ LLM calls and spend
     def record_llm_call(self, *, model: str, input_tokens: int, output_tokens: int, cache_read_tokens: int = 0,
@@ -569,7 +601,7 @@ class Memory:
             row = self._conn.execute("SELECT value FROM state WHERE key = ?", (key,)).fetchone()
         return default if row is None else json.loads(row[0])
 
-    # ------------------------------------------------------------------ derived views (pure reads)
+    # ------------------------------------------------------------------ reads of the state
     def incumbent_id(self) -> str | None:
         return self.get_state("incumbent")
 
@@ -595,123 +627,6 @@ class Memory:
         with self._lock:
             rows = self._conn.execute(sql + " ORDER BY seq", params).fetchall()
         return [row[0] for row in rows]
-
-    def noise_stats(self) -> dict:
-        """Pooled run-to-run noise of identical code: groups are ok executions with the same
-        fingerprint, preset, backend and instance type (different hardware shifts the mean of a
-        wall-clock-budgeted run, which is not noise). Returns {"sigma", "runs", "groups", "dof"}:
-        runs/groups count only groups with >= 2 runs; sigma is None when there are none."""
-        with self._lock:
-            rows = self._conn.execute(
-                "SELECT c.fingerprint, e.preset, e.backend, COALESCE(e.instance_type, ''), e.val_bpb"
-                " FROM executions e JOIN candidates c ON c.id = e.candidate_id"
-                " WHERE e.status = 'ok' AND e.val_bpb IS NOT NULL ORDER BY e.seq").fetchall()
-        groups: dict[tuple, list[float]] = {}
-        for fingerprint, preset, backend, instance, value in rows:
-            groups.setdefault((fingerprint, preset, backend, instance), []).append(value)
-        squares, dof, runs, used = 0.0, 0, 0, 0
-        for values in groups.values():
-            if len(values) < 2:
-                continue
-            mean = sum(values) / len(values)
-            squares += sum((v - mean) ** 2 for v in values)
-            dof += len(values) - 1
-            runs += len(values)
-            used += 1
-        sigma = math.sqrt(squares / dof) if dof else None
-        return {"sigma": sigma, "runs": runs, "groups": used, "dof": dof}
-
-    def noise_sigma(self) -> float | None:
-        """sqrt(sum_g sum_i (x_gi - mean_g)^2 / sum_g (n_g - 1)) over groups of repeated identical runs."""
-        return self.noise_stats()["sigma"]
-
-    def candidate_results(self) -> list[dict]:
-        """Every candidate with its ok val_bpbs (replays excluded), mean, run count and finished
-        failures, ordered by id; one query each for candidates and executions (the digest and
-        strategy outcomes read this instead of querying per candidate)."""
-        candidates = self.candidates()
-        with self._lock:
-            rows = self._conn.execute(
-                "SELECT candidate_id, status, val_bpb, failure_reason, kind FROM executions"
-                " WHERE kind != 'replay' ORDER BY seq").fetchall()
-        by_id: dict[str, dict] = {c["id"]: c for c in candidates}
-        for c in candidates:
-            c["val_bpbs"], c["failures"], c["finished"] = [], [], 0
-        for candidate_id, status, value, failure, _kind in rows:
-            entry = by_id.get(candidate_id)
-            if entry is None or status in UNFINISHED_STATUSES or status == "lost":
-                continue
-            entry["finished"] += 1
-            if status == "ok" and value is not None:
-                entry["val_bpbs"].append(value)
-            elif status != "ok":
-                entry["failures"].append({"status": status, "failure_reason": failure})
-        for c in candidates:
-            c["mean_val_bpb"] = _mean(c["val_bpbs"])
-            c["runs"] = len(c["val_bpbs"])
-            parent = by_id.get(c["parents"][0]) if c["parents"] else None
-            parent_mean = _mean(parent["val_bpbs"]) if parent else None
-            # delta > 0 means better than the parent (lower val_bpb)
-            c["delta_vs_parent"] = (parent_mean - c["mean_val_bpb"]
-                                    if parent_mean is not None and c["mean_val_bpb"] is not None else None)
-        return candidates
-
-    def lineage(self) -> list[dict]:
-        """The incumbent's ancestry through first parents, baseline first; each candidate dict has
-        `mean_val_bpb`, `runs`, `val_bpbs` and `delta_vs_parent` added."""
-        incumbent = self.incumbent_id()
-        if incumbent is None:
-            return []
-        results = {c["id"]: c for c in self.candidate_results()}
-        chain: list[dict] = []
-        current: str | None = incumbent
-        while current is not None and current in results and all(c["id"] != current for c in chain):
-            chain.append(results[current])
-            parents = results[current]["parents"]
-            current = parents[0] if parents else None
-        return list(reversed(chain))
-
-    def recent_results(self, limit: int = 20) -> list[PastCandidate]:
-        """Accepted candidates with at least one ok run, best mean val_bpb first, one per fingerprint
-        (the earliest candidate of identical code, scored over all of that code's runs)."""
-        by_fingerprint: dict[str, dict] = {}
-        pooled: dict[str, list[float]] = {}
-        for c in self.candidate_results():
-            if c["check_status"] != "accepted" or not c["val_bpbs"]:
-                continue
-            by_fingerprint.setdefault(c["fingerprint"], c)
-            pooled.setdefault(c["fingerprint"], []).extend(c["val_bpbs"])
-        ranked = sorted(by_fingerprint.values(), key=lambda c: (_mean(pooled[c["fingerprint"]]), c["id"]))
-        return [PastCandidate(candidate_id=c["id"], strategy=c["strategy"], title=c["title"], edits=c["edits"],
-                              val_bpb=_mean(pooled[c["fingerprint"]]), diff=c["diff"], hypothesis=c["hypothesis"])
-                for c in ranked[:limit]]
-
-    def strategy_outcomes(self) -> dict[str, dict]:
-        """strategy -> {"proposed", "rejected", "ran", "crashed", "kept", "best_delta"}.
-        ran: candidates with a finished execution; crashed: ran but never ok; kept: became the
-        incumbent; best_delta: the largest val_bpb gain over its parent (positive = better).
-        The baseline is not a strategy and is left out."""
-        kept_ids = set(self.incumbent_history())
-        outcomes: dict[str, dict] = {}
-        for c in self.candidate_results():
-            if c["origin"] == "baseline":
-                continue
-            entry = outcomes.setdefault(c["strategy"], {"proposed": 0, "rejected": 0, "ran": 0, "crashed": 0,
-                                                        "kept": 0, "best_delta": None})
-            entry["proposed"] += 1
-            entry["rejected"] += c["check_status"] == "rejected"
-            if c["finished"]:
-                entry["ran"] += 1
-                entry["crashed"] += not c["val_bpbs"]
-            entry["kept"] += c["id"] in kept_ids
-            delta = c["delta_vs_parent"]
-            if delta is not None and (entry["best_delta"] is None or delta > entry["best_delta"]):
-                entry["best_delta"] = delta
-        return dict(sorted(outcomes.items()))
-
-    def digest(self, token_budget: int = 6000) -> str:
-        from agent.digest import build_digest   # presentation lives apart from storage
-        return build_digest(self, token_budget)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -26,6 +26,18 @@ from rich.console import Console
 from rich.syntax import Syntax
 from rich.table import Table
 
+from agent.baseline import NoResultError, add_baseline, ensure_baseline
+from agent.digest import lineage, noise_sigma
+from agent.generations import launch_generation
+from agent.phases import PROPOSED, get_phase, pending_generation, set_phase
+from agent.proposing import propose_round, request_for
+from agent.recovery import recover_unfinished
+from agent.run_context import MeasurementVersionError, prompts_dir_for, require_comparable
+from agent.runlock import RunBusyError
+from agent.scheduler import Scheduler
+from agent.stopping import EarlyStopWatch
+from sandbox.statuses import BASELINE, CANDIDATE, OK, STOPPED_EARLY, UNFINISHED_STATUSES
+
 HUMAN_STRATEGY = "human"    # strategy recorded for `add-diff` candidates (no proposer class made them)
 
 
@@ -36,19 +48,7 @@ class ReplError(Exception):
 # --------------------------------------------------------------------------- reading the run
 def _has_run(memory, candidate_id: str) -> bool:
     """True once a candidate execution of it was launched (controls of the incumbent don't count)."""
-    return any(e["kind"] in ("candidate", "baseline") for e in memory.executions(candidate_id=candidate_id))
-
-
-def pending_generation(memory) -> int | None:
-    """The oldest generation (> 0) holding candidates that the loop has not finished selecting
-    (phase not "selected", or selected with executions left over by a budget/deadline), or None.
-    The loop keeps each generation's phase in memory, so autopilot and the REPL agree on it."""
-    from agent.loop import get_phase
-    for generation in sorted({c["generation"] for c in memory.candidates() if c["generation"] > 0}):
-        phase = get_phase(memory, generation)
-        if not (phase.get("phase") == "selected" and phase.get("complete", True)):
-            return generation
-    return None
+    return any(e["kind"] in (CANDIDATE, BASELINE) for e in memory.executions(candidate_id=candidate_id))
 
 
 def next_generation(memory) -> int:
@@ -161,7 +161,6 @@ class ResearchRepl(cmd.Cmd):
         """The candidate a generation's candidates are built on and judged against: the incumbent
         the generation started with (the loop's phase), else the current incumbent, else the
         project's train.py as the (not yet measured) baseline."""
-        from agent.loop import add_baseline, get_phase
         cid = get_phase(self.memory, generation).get("incumbent") or self.memory.incumbent_id()
         return self.memory.candidate(cid or add_baseline(self.ctx))
 
@@ -172,9 +171,8 @@ class ResearchRepl(cmd.Cmd):
     def _open_generation(self, generation: int, base: dict) -> None:
         """A generation the REPL adds to without `propose` is marked proposed (against `base`), so a
         later autopilot launches the human's candidates instead of proposing a generation over them."""
-        from agent.loop import get_phase, set_phase
         if not get_phase(self.memory, generation).get("phase"):
-            set_phase(self.memory, generation, phase="proposed", incumbent=base["id"])
+            set_phase(self.memory, generation, phase=PROPOSED, incumbent=base["id"])
 
     def complete_ids(self, text, *ignored):
         return [c["id"] for c in self.memory.candidates() if c["id"].startswith(text)]
@@ -186,13 +184,12 @@ class ResearchRepl(cmd.Cmd):
         """baseline — measure the unmodified train.py now (generation 0, run several times so the
         noise is measured); `launch` does it by itself when needed."""
         self._need_runner("baseline")
-        from agent.loop import NoResultError, ensure_baseline
-        from agent.scheduler import RunBusyError, RunLock, recover_unfinished
         try:
-            with RunLock.for_run(self.ctx.run_dir):
+            require_comparable(self.ctx)
+            with Scheduler(self.ctx) as scheduler:
                 recover_unfinished(self.ctx)
-                ensure_baseline(self.ctx)
-        except (RunBusyError, NoResultError) as exc:
+                ensure_baseline(self.ctx, scheduler)
+        except (RunBusyError, NoResultError, MeasurementVersionError) as exc:
             raise ReplError(str(exc)) from None
         self.do_status("")
 
@@ -207,10 +204,9 @@ class ResearchRepl(cmd.Cmd):
         if population < 1 or len(args) > 1:
             raise ReplError("usage: propose [N] with N >= 1")
         generation = self._target_generation()
-        from agent.loop import propose_generation
         with self.console.status(f"proposing {population} candidate(s) for generation {generation} "
                                  f"({self.ctx.proposer.name})..."):
-            ids = propose_generation(self.ctx, generation, population)
+            ids = propose_round(self.ctx, generation, population)
         accepted = [i for i in ids if self.memory.candidate(i)["check_status"] == "accepted"]
         self.say(f"generation {generation}: {len(ids)} proposed, {len(accepted)} accepted")
         self.do_list(str(generation))
@@ -250,21 +246,13 @@ class ResearchRepl(cmd.Cmd):
             return self.ctx.proposer
         if self._llm is None:
             from agent.proposers.factory import make_proposer
-            from agent.run_context import prompts_dir_for
             self._llm = make_proposer("llm", self.ctx.settings, memory=self.memory, console=self.console,
                                       prompts_dir=prompts_dir_for(self.ctx.project_dir))
         return self._llm if hasattr(self._llm, "propose_from_idea") else None
 
     def _request(self, incumbent: dict, generation: int):
-        from agent.proposers.base import ProposalRequest
-        program = self.ctx.project_dir / "program.md"
-        return ProposalRequest(
-            incumbent_source=incumbent["source"], incumbent_id=incumbent["id"],
-            program_md=program.read_text() if program.is_file() else "",
-            digest=self.memory.digest(self.ctx.settings.llm.digest_token_budget),
-            slots={"moderate": 1}, preset=self.ctx.preset, generation=generation,
-            seed=self.ctx.settings.run.seed + generation, recent=self.memory.recent_results(),
-            seen_fingerprints=self.memory.fingerprints())
+        # the same request (and seed rule) autopilot builds, for one candidate
+        return request_for(self.ctx, generation, incumbent, {"moderate": 1})
 
     def do_add_diff(self, arg: str) -> None:
         """add-diff FILE [TITLE] — apply a unified diff (a/train.py b/train.py) to the incumbent and
@@ -379,12 +367,12 @@ class ResearchRepl(cmd.Cmd):
         memory = self.memory
         incumbent = memory.incumbent_id()
         bpbs = memory.val_bpbs(incumbent) if incumbent else []
-        sigma = memory.noise_sigma()
+        sigma = noise_sigma(memory)
         spend = memory.spend()
         pending = pending_generation(memory)
         waiting = [c for c in memory.candidates(generation=pending) if c["check_status"] == "accepted"
                    and not _has_run(memory, c["id"])] if pending is not None else []
-        done = [e["generation"] for e in memory.executions() if e.get("status") not in ("pending", "running")]
+        done = [e["generation"] for e in memory.executions() if e.get("status") not in UNFINISHED_STATUSES]
         grid = Table.grid(padding=(0, 2))
         grid.add_column(style="bold")
         grid.add_column()
@@ -406,7 +394,7 @@ class ResearchRepl(cmd.Cmd):
             limit = int(args[0]) if args else 30
         except ValueError:
             raise ReplError(f"usage: history [N] (got {args[0]!r})") from None
-        finished = [e for e in self.memory.executions() if e["status"] not in ("pending", "running")][-limit:]
+        finished = [e for e in self.memory.executions() if e["status"] not in UNFINISHED_STATUSES][-limit:]
         if not finished:
             self.say("no finished executions yet")
             return
@@ -417,7 +405,7 @@ class ResearchRepl(cmd.Cmd):
             table.add_column(col, no_wrap=col != "title", overflow="ellipsis" if col != "title" else "fold")
         for e in finished:
             c = titles.get(e["candidate_id"], {})
-            style = "green" if e["status"] == "ok" else "red"
+            style = "green" if e["status"] == OK else "yellow" if e["status"] == STOPPED_EARLY else "red"
             table.add_row(e["id"], str(e["generation"]), e["candidate_id"], e["kind"], c.get("strategy", ""),
                           (c.get("title") or "")[:40], f"[{style}]{e['status']}[/]", _f(e.get("val_bpb")),
                           _f(e.get("training_seconds"), 1))
@@ -425,14 +413,14 @@ class ResearchRepl(cmd.Cmd):
 
     def do_best(self, arg: str) -> None:
         """best — the incumbent and its lineage from the baseline."""
-        lineage = self.memory.lineage()
-        if not lineage:
+        steps = lineage(self.memory)
+        if not steps:
             self.say("no incumbent yet (`baseline` measures it)")
             return
-        table = Table(title=f"incumbent {lineage[-1]['id']} and its lineage")
+        table = Table(title=f"incumbent {steps[-1]['id']} and its lineage")
         for col in ("id", "strategy", "title", "val_bpb", "runs", "gain vs parent"):
             table.add_column(col, no_wrap=col != "title", overflow="fold")
-        for step in lineage:
+        for step in steps:
             gain = step.get("delta_vs_parent")
             table.add_row(step["id"], step["strategy"], step["title"], _f(step.get("mean_val_bpb")),
                           str(step.get("runs", 0)), "-" if gain is None else f"{gain:+.6f}")
@@ -515,17 +503,16 @@ class ResearchRepl(cmd.Cmd):
         started = [c for c in self.memory.candidates(generation=generation) if _has_run(self.memory, c["id"])]
         if not ready and not started:
             raise ReplError(f"generation {generation} has no accepted candidate to run; `propose` more")
-        from agent.loop import NoResultError, ensure_baseline, launch_generation
-        from agent.scheduler import RunBusyError, RunLock, recover_unfinished
         try:
-            with RunLock.for_run(self.ctx.run_dir):
+            require_comparable(self.ctx)
+            with Scheduler(self.ctx, early_stop=EarlyStopWatch.for_run(self.ctx)) as scheduler:
                 # executions a killed earlier session left "running" are marked lost and re-run
                 recover_unfinished(self.ctx)
                 if self.memory.incumbent_id() is None:
                     self.say("measuring the baseline first (generation 0)")
-                    ensure_baseline(self.ctx)
-                summary = launch_generation(self.ctx, generation)
-        except (RunBusyError, NoResultError) as exc:
+                    ensure_baseline(self.ctx, scheduler)
+                summary = launch_generation(self.ctx, generation, scheduler)
+        except (RunBusyError, NoResultError, MeasurementVersionError) as exc:
             raise ReplError(str(exc)) from None
         self.say(f"generation {generation} done")
         if isinstance(summary, dict) and summary:

@@ -3,35 +3,35 @@
 Two questions it answers: is a recorded result reproducible (same backend and preset, K more
 runs), and does it transfer (evolved on A10G, replayed on H100; evolved at micro, replayed at cpu).
 Replays are ordinary executions of kind "replay" whose `replay_of` points at the candidate's first
-ok execution; they run through the scheduler like everything else (budget admission, live view,
-memory first), and memory keeps them out of selection (`val_bpbs` leaves replays out).
+ok execution (recorded by agent/executions.py like every other row); they run through the
+scheduler like everything else (budget admission, live view, memory first), and memory keeps
+them out of selection (`val_bpbs` leaves replays out).
 """
 from __future__ import annotations
 
 import dataclasses
-import json
 import statistics
-import sys
-from pathlib import Path
 
 from rich.table import Table
 
+from agent.digest import lineage as lineage_of, noise_sigma
+from agent.executions import add_replays
+from agent.run_context import MeasurementVersionError, require_comparable
+from agent.runlock import RunBusyError
+from agent.recovery import recover_unfinished
+from agent.scheduler import Scheduler
 from agent.selection import threshold
+from sandbox.statuses import OK, REPLAY, RESULT_STATUSES
 
 
 class ReplayError(ValueError):
     """A replay request that names nothing runnable; the message says what and why."""
 
 
-def _workspace_dir(ctx, candidate: dict, number: int) -> Path:
-    # the DESIGN layout: re-runs of identical code live next to the original, "-replay-N"
-    return ctx.run_dir / "generations" / f"gen_{candidate['generation']:03d}" / f"{candidate['id']}-replay-{number}"
-
-
 def _ran(memory, candidate_id: str) -> list[dict]:
     """The candidate's finished non-replay executions, oldest first."""
     return [e for e in memory.executions(candidate_id=candidate_id)
-            if e.get("kind") != "replay" and e.get("status") not in ("pending", "running", "lost")]
+            if e.get("kind") != REPLAY and e.get("status") in RESULT_STATUSES]
 
 
 def select_candidates(memory, *, generations: list[int] | None = None, candidate: str | None = None,
@@ -58,7 +58,7 @@ def select_candidates(memory, *, generations: list[int] | None = None, candidate
             raise ReplayError(f"generation {generation} has no candidate that ran; nothing to replay")
         chosen += ran
     if lineage or not (candidate or generations):
-        steps = [row["id"] for row in memory.lineage()]
+        steps = [row["id"] for row in lineage_of(memory)]
         if not steps:
             raise ReplayError("this run has no incumbent yet, so there is no lineage to replay "
                               "(name --generation N or --candidate ID)")
@@ -69,49 +69,35 @@ def select_candidates(memory, *, generations: list[int] | None = None, candidate
 def _original_of(memory, candidate_id: str) -> str | None:
     """The execution a replay reproduces: the first ok one, else the first finished one."""
     ran = _ran(memory, candidate_id)
-    ok = [e for e in ran if e["status"] == "ok"]
+    ok = [e for e in ran if e["status"] == OK]
     return (ok or ran or [{}])[0].get("id")
 
 
 def plan_replays(ctx, candidate_ids: list[str], repeats: int) -> list[str]:
     """Record `repeats` pending replay executions per candidate; returns their ids."""
     memory = ctx.memory
-    instance_type = ctx.settings.sagemaker.instance_type if ctx.backend == "sagemaker" else None
-    estimate = _estimate(ctx, instance_type)
     execution_ids = []
     for cid in candidate_ids:
-        candidate = memory.candidate(cid)
-        done = len(memory.executions(candidate_id=cid, kind="replay"))
-        for n in range(done + 1, done + repeats + 1):
-            execution_ids.append(memory.add_execution(
-                candidate_id=cid, generation=candidate["generation"], kind="replay", backend=ctx.backend,
-                preset=ctx.preset, workspace=str(_workspace_dir(ctx, candidate, n)), instance_type=instance_type,
-                replay_of=_original_of(memory, cid), estimated_cost_usd=estimate))
+        execution_ids += add_replays(ctx, memory.candidate(cid), repeats, _original_of(memory, cid))
     memory.log_event("replay_planned", {"candidates": candidate_ids, "repeats": repeats, "backend": ctx.backend,
-                                        "preset": ctx.preset, "instance_type": instance_type,
-                                        "executions": execution_ids})
+                                        "preset": ctx.preset, "executions": execution_ids,
+                                        "instance_type": ctx.settings.sagemaker.instance_type
+                                        if ctx.backend == "sagemaker" else None})
     return execution_ids
-
-
-def _estimate(ctx, instance_type: str | None) -> float:
-    """Expected dollars of one execution, for the scheduler's budget admission (the scheduler's
-    own pricing, so replays are admitted exactly like the loop's executions)."""
-    from agent.scheduler import Pricing
-    return float(Pricing(ctx).estimate(ctx.backend, ctx.preset, instance_type))
 
 
 def compare(memory, candidate_ids: list[str], replay_ids: list[str], k_sigma: float, min_delta: float) -> list[dict]:
     """One row per candidate: original mean/n (its non-replay ok runs), this replay's mean/n/sigma,
     delta (replay - original) and whether |delta| is within max(min_delta, k x pooled sigma)."""
-    sigma = memory.noise_sigma()
+    sigma = noise_sigma(memory)
     bar = threshold(min_delta, k_sigma, sigma)
     wanted = set(replay_ids)
     rows = []
     for cid in candidate_ids:
         candidate = memory.candidate(cid)
-        originals = [e for e in _ran(memory, cid) if e["status"] == "ok" and e.get("val_bpb") is not None]
-        replays = [e for e in memory.executions(candidate_id=cid, kind="replay") if e["id"] in wanted]
-        values = [e["val_bpb"] for e in replays if e["status"] == "ok" and e.get("val_bpb") is not None]
+        originals = [e for e in _ran(memory, cid) if e["status"] == OK and e.get("val_bpb") is not None]
+        replays = [e for e in memory.executions(candidate_id=cid, kind=REPLAY) if e["id"] in wanted]
+        values = [e["val_bpb"] for e in replays if e["status"] == OK and e.get("val_bpb") is not None]
         orig_values = [e["val_bpb"] for e in originals]
         orig_mean = statistics.fmean(orig_values) if orig_values else None
         rep_mean = statistics.fmean(values) if values else None
@@ -125,7 +111,7 @@ def compare(memory, candidate_ids: list[str], replay_ids: list[str], k_sigma: fl
             "replay_instance_type": replays[0].get("instance_type") if replays else None,
             "replay_mean": rep_mean, "replay_n": len(values),
             "replay_sigma": statistics.stdev(values) if len(values) >= 2 else None,
-            "replay_failed": sum(1 for e in replays if e["status"] != "ok"),
+            "replay_failed": sum(1 for e in replays if e["status"] != OK),
             "delta": delta, "threshold": bar,
             "within_noise": None if delta is None else abs(delta) <= bar,
         })
@@ -181,25 +167,24 @@ def run_replay(ctx, *, generations: list[int] | None = None, candidate: str | No
         console.print(f"dry run: would replay {len(chosen)} candidate(s) x {repeats} on "
                       f"{ctx.backend}/{ctx.preset}: {', '.join(chosen)}; nothing recorded or launched")
         return 0
-    from agent.scheduler import RunBusyError, RunLock, recover_unfinished, run_executions
     try:
-        with RunLock.for_run(ctx.run_dir):
+        require_comparable(ctx)     # replays compare with the originals: same measurement only
+        with Scheduler(ctx) as scheduler:
             # replays left "running" by a killed earlier session are marked lost (kept, not re-run:
             # this call plans its own)
             recover_unfinished(ctx)
             execution_ids = plan_replays(ctx, chosen, repeats)
             console.print(f"replaying {len(chosen)} candidate(s) x {repeats} on {ctx.backend}/{ctx.preset}: "
                           f"{', '.join(chosen)}", highlight=False)
-            run_executions(ctx, execution_ids)
-    except RunBusyError as exc:
+            scheduler.drain(execution_ids)
+    except (RunBusyError, MeasurementVersionError) as exc:
         console.print(f"[red]replay: {exc}[/red]")
         return 2
     selection = ctx.settings.selection
     rows = compare(ctx.memory, chosen, execution_ids, selection.k_sigma, selection.min_delta)
     if ctx.json_mode:
         for row in rows:
-            sys.stdout.write(json.dumps({"event": "replay", **row}) + "\n")
-        sys.stdout.flush()
+            ctx.emit("replay", **row)
     else:
-        console.print(render_table(rows, ctx.memory.noise_sigma(), selection.k_sigma))
+        console.print(render_table(rows, noise_sigma(ctx.memory), selection.k_sigma))
     return 0

@@ -12,9 +12,15 @@ import time
 from pathlib import Path
 from typing import Iterable
 
-# Executions that ended without a score; shown at the top edge of the plot.
-FAILED_STATUSES = ("crash", "timeout", "rejected", "over_budget", "interrupted", "killed")
+from agent.digest import early_stop_savings, lineage, noise_sigma, strategy_outcomes
+from agent.layout import RunLayout
+from sandbox.statuses import CANDIDATE, FAILED_STATUSES, OK, REPLAY, RESULT_STATUSES, STOPPED_EARLY
+
 DEFAULT_K_SIGMA = 2.0
+SIMULATED = "simulated"
+SIMULATED_BANNER = ("> **Simulated run: nothing was trained.** Every val_bpb, curve and duration below comes from "
+                    "the simulated backend (sandbox/runners/simulated.py) on a virtual clock; none of it is a "
+                    "measurement of train.py.")
 
 
 # --------------------------------------------------------------------------- small helpers
@@ -72,7 +78,7 @@ def _kept_candidates(memory) -> list[str]:
     """Candidates that were the incumbent at some point (memory logs every change of incumbent),
     plus the current lineage (which holds the baseline even on a run that never changed it)."""
     kept = list(memory.incumbent_history())
-    for row in memory.lineage():
+    for row in lineage(memory):
         if row["id"] not in kept:
             kept.append(row["id"])
     return kept
@@ -141,12 +147,13 @@ def plot_progress(memory, path: Path, *, k_sigma: float = DEFAULT_K_SIGMA) -> Pa
     # the run's own preset only: replays on another preset or hardware measure something else
     # (they are compared in the report's Replays table instead)
     info = memory.run_info()
+    # results only: killed, interrupted and lost runs did not measure the code
     executions = [e for e in _execution_order(memory.executions())
-                  if e.get("status") not in ("pending", "running", "lost") and e.get("preset") == info.get("preset")
-                  and (e.get("kind") != "replay" or e.get("backend") == info.get("backend"))]
+                  if e.get("status") in RESULT_STATUSES and e.get("preset") == info.get("preset")
+                  and (e.get("kind") != REPLAY or e.get("backend") == info.get("backend"))]
     kept = set(_kept_candidates(memory))
     incumbent = memory.incumbent_id()
-    sigma = memory.noise_sigma()
+    sigma = noise_sigma(memory)
 
     fig = Figure(figsize=(11, 5.5), dpi=110)
     FigureCanvasAgg(fig)
@@ -156,7 +163,7 @@ def plot_progress(memory, path: Path, *, k_sigma: float = DEFAULT_K_SIGMA) -> Pa
     ax.grid(True, alpha=0.3)
 
     ok_points = [(i, float(e["val_bpb"]), e) for i, e in enumerate(executions)
-                 if e.get("status") == "ok" and e.get("val_bpb") is not None]
+                 if e.get("status") == OK and e.get("val_bpb") is not None]
     failed = [i for i, e in enumerate(executions) if e.get("status") in FAILED_STATUSES]
     if not executions:
         ax.text(0.5, 0.5, "no finished experiments yet", ha="center", va="center", transform=ax.transAxes)
@@ -253,7 +260,7 @@ def _summary_section(memory, info: dict, executions: list[dict]) -> str:
     base_vals = memory.val_bpbs(baseline_id) if baseline_id else []
     incumbent = memory.incumbent_id()
     inc_vals = memory.val_bpbs(incumbent) if incumbent else []
-    sigma = memory.noise_sigma()
+    sigma = noise_sigma(memory)
     statuses: dict[str, int] = {}
     for e in executions:
         statuses[e.get("status")] = statuses.get(e.get("status"), 0) + 1
@@ -279,12 +286,12 @@ def _summary_section(memory, info: dict, executions: list[dict]) -> str:
 
 
 def _lineage_section(memory) -> str:
-    lineage = memory.lineage()
+    steps = lineage(memory)
     lines = ["## Incumbent lineage", ""]
-    if not lineage:
+    if not steps:
         return "\n".join(lines + ["No incumbent yet."])
     previous = None
-    for step in lineage:
+    for step in steps:
         mean = step.get("mean_val_bpb")
         # gain > 0 is better (lower val_bpb), the same sign as the strategy table's best delta
         delta = f", gain {previous - mean:+.6f} over parent" if mean is not None and previous is not None else ""
@@ -304,7 +311,7 @@ def _lineage_section(memory) -> str:
 
 
 def _strategy_section(memory) -> str:
-    outcomes = memory.strategy_outcomes()
+    outcomes = strategy_outcomes(memory)
     rows = []
     for strategy, o in sorted(outcomes.items()):
         rows.append([strategy, o.get("proposed", 0), o.get("rejected", 0), o.get("ran", 0),
@@ -347,6 +354,30 @@ def _spend_section(memory) -> str:
     return "\n".join(lines)
 
 
+def _early_stop_section(executions: list[dict]) -> str:
+    stopped = [e for e in executions if e.get("status") == STOPPED_EARLY]
+    if not stopped:
+        return ""
+    figures = early_stop_savings(executions)
+    trained = sum(float(e.get("training_seconds") or 0.0) for e in executions if e.get("kind") == CANDIDATE
+                  and e.get("status") in RESULT_STATUSES)
+    lines = ["## Stopped early", "",
+             f"{figures['early_stopped']} candidate run(s) were stopped because their loss curve was losing "
+             f"against the incumbent's own runs at equal progress; they did not spend "
+             f"**{_duration(figures['compute_saved_s'])}** of training"
+             + (f" ({figures['compute_saved_s'] / (trained + figures['compute_saved_s']):.0%} of what the candidate "
+                f"runs would have trained)" if trained + figures['compute_saved_s'] > 0 else "") + ".", ""]
+    rows = []
+    for e in _execution_order(stopped):
+        why = (e.get("result") or {}).get("early_stop") or {}
+        rows.append([e["id"], e["candidate_id"], why.get("incumbent", "-"), _fmt(why.get("pct"), 1),
+                     _fmt(why.get("candidate_loss"), 4), _fmt(why.get("reference_mean"), 4),
+                     _fmt(why.get("threshold"), 4), why.get("n_references", "-")])
+    lines.append(markdown_table(["execution", "candidate", "against", "at %", "loss", "reference mean",
+                                 "threshold", "references"], rows))
+    return "\n".join(lines)
+
+
 def _wall_clock_section(executions: list[dict]) -> str:
     w = wall_clock(executions)
     lines = ["## Wall clock: parallel vs one after another", ""]
@@ -365,19 +396,19 @@ def _wall_clock_section(executions: list[dict]) -> str:
 
 
 def _replay_section(memory, executions: list[dict]) -> str:
-    replays = [e for e in executions if e.get("kind") == "replay"]
+    replays = [e for e in executions if e.get("kind") == REPLAY]
     if not replays:
         return ""
     rows = []
     for cid in sorted({e["candidate_id"] for e in replays}):
         originals = [float(e["val_bpb"]) for e in executions if e["candidate_id"] == cid
-                     and e.get("kind") != "replay" and e.get("status") == "ok" and e.get("val_bpb") is not None]
+                     and e.get("kind") != REPLAY and e.get("status") == OK and e.get("val_bpb") is not None]
         mine = [e for e in replays if e["candidate_id"] == cid]
         for (preset, backend, itype) in sorted({(e.get("preset"), e.get("backend"), e.get("instance_type"))
                                                 for e in mine}, key=str):
             group = [float(e["val_bpb"]) for e in mine if (e.get("preset"), e.get("backend"),
                      e.get("instance_type")) == (preset, backend, itype)
-                     and e.get("status") == "ok" and e.get("val_bpb") is not None]
+                     and e.get("status") == OK and e.get("val_bpb") is not None]
             orig_mean, rep_mean = _mean(originals), _mean(group)
             delta = rep_mean - orig_mean if orig_mean is not None and rep_mean is not None else None
             rows.append([cid, f"{preset}/{backend}" + (f"/{itype}" if itype else ""),
@@ -405,7 +436,8 @@ def render_report(memory, run_dir: Path, png_name: str = "progress.png") -> str:
     executions = memory.executions()
     tag = info.get("tag") or Path(run_dir).name
     parts = [
-        f"# autoresearch report: `{tag}`",
+        f"# autoresearch report: `{tag}`" + (" (SIMULATED)" if info.get("backend") == SIMULATED else ""),
+        SIMULATED_BANNER if info.get("backend") == SIMULATED else "",
         f"_generated {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime())} from `memory.sqlite`_",
         _summary_section(memory, info, executions),
         f"![progress]({png_name})",
@@ -413,6 +445,7 @@ def render_report(memory, run_dir: Path, png_name: str = "progress.png") -> str:
         _strategy_section(memory),
         _noise_section(memory),
         _spend_section(memory),
+        _early_stop_section(executions),
         _wall_clock_section(executions),
         _replay_section(memory, executions),
         _experiments_section(memory, executions),
@@ -422,10 +455,11 @@ def render_report(memory, run_dir: Path, png_name: str = "progress.png") -> str:
 
 def build_report(memory, run_dir: Path) -> tuple[Path, Path]:
     """Write runs/<TAG>/report.md and runs/<TAG>/progress.png; returns their paths."""
-    run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    png = plot_progress(memory, run_dir / "progress.png", k_sigma=_k_sigma(memory.run_info()))
-    md = run_dir / "report.md"
+    info = memory.run_info()
+    layout = RunLayout(Path(info["project_dir"]), Path(run_dir))
+    layout.run_dir.mkdir(parents=True, exist_ok=True)
+    png = plot_progress(memory, layout.progress_png, k_sigma=_k_sigma(info))
+    md = layout.report_md
     tmp = md.with_name(f".{md.name}.{os.getpid()}.tmp")
     tmp.write_text(render_report(memory, run_dir, png.name))
     os.replace(tmp, md)

@@ -5,19 +5,29 @@ Upstream autoresearch's analysis reads this file by the column names `commit`, `
 formatted exactly as upstream writes them (val_bpb with 6 decimals, 0.000000 for a crash; memory
 in GB with one decimal). The columns after them are ours.
 
-Rows: executions with a result (ok, or a failure of the candidate: crash, timeout, rejected,
-over_budget). Executions that were stopped by us (killed, interrupted) or lost with a dead
+Rows: executions with a result (sandbox/statuses.py's RESULT_STATUSES: ok, or a failure of the
+candidate). Executions that were stopped from outside (killed, interrupted) or lost with a dead
 orchestrator are not results; they stay in memory and are re-run. The baseline comes first, then
 generation by generation in execution order.
 
-`status`: `keep` for runs of a candidate that became the incumbent (the baseline included),
-`discard` for other ok runs and for control re-runs of the incumbent (a control measures noise;
-it is not a new experiment that was kept), `crash` for every failure.
+`status` (statuses.tsv_status): `keep` for runs of a candidate that became the incumbent (the
+baseline included), `discard` for other ok runs, for control re-runs of the incumbent (a control
+measures noise; it is not a new experiment that was kept) and for runs stopped early (they ran
+and were losing), `crash` for every failure.
+
+A simulated run's rows say so: `backend` is `simulated` and the description starts with
+`simulated: ` (nothing was trained; the numbers come from sandbox/runners/simulated.py), and
+their `commit` is the code's fingerprint (simulated runs never touch git).
+
+This module is the one writer of results.tsv; `write_run_results` is what everyone calls.
 """
 from __future__ import annotations
 
 import os
 from pathlib import Path
+
+from agent.layout import RESULTS_TSV
+from sandbox.statuses import BASELINE, CANDIDATE, CONFIRMATION, CONTROL, CRASH, OK, REPLAY, RESULT_STATUSES, tsv_status
 
 UPSTREAM_COLUMNS = ("commit", "val_bpb", "memory_gb", "status", "description")
 EXTRA_COLUMNS = ("generation", "candidate", "strategy", "execution", "kind", "attempt", "verdict",
@@ -25,8 +35,7 @@ EXTRA_COLUMNS = ("generation", "candidate", "strategy", "execution", "kind", "at
                  "failure_reason")
 COLUMNS = UPSTREAM_COLUMNS + EXTRA_COLUMNS
 
-RESULT_STATUSES = {"ok", "crash", "timeout", "rejected", "over_budget"}
-KEPT_KINDS = {"baseline", "candidate", "confirmation"}
+KEPT_KINDS = (BASELINE, CANDIDATE, CONFIRMATION)     # runs whose status can be `keep`
 
 
 def _clean(text) -> str:
@@ -38,17 +47,25 @@ def _short(value: str | None, n: int = 7) -> str:
     return (value or "")[:n]
 
 
+SIMULATED = "simulated"
+
+
 def describe(execution: dict, candidate: dict) -> str:
+    text = _describe(execution, candidate)
+    return f"{SIMULATED}: {text}" if execution.get("backend") == SIMULATED else text
+
+
+def _describe(execution: dict, candidate: dict) -> str:
     kind = execution.get("kind")
     title = _clean(candidate.get("title")) or candidate.get("id", "")
-    if kind == "baseline":
+    if kind == BASELINE:
         return "baseline" if candidate.get("origin") == "baseline" or title.lower() == "baseline" \
             else f"baseline: {title}"
-    if kind == "control":
+    if kind == CONTROL:
         return f"control: re-run of incumbent {candidate['id']}"
-    if kind == "confirmation":
+    if kind == CONFIRMATION:
         return f"confirmation: re-run of {candidate['id']} ({title})"
-    if kind == "replay":
+    if kind == REPLAY:
         of = execution.get("replay_of") or candidate["id"]
         return f"replay of {of}: {title}"
     return title
@@ -63,19 +80,15 @@ def build_rows(memory, commits: dict[str, str] | None = None) -> list[dict]:
     rows = []
     executions = [e for e in memory.executions() if e.get("status") in RESULT_STATUSES]
     # baseline first, then by generation, then in execution (id) order
-    executions.sort(key=lambda e: (e.get("kind") != "baseline" or e.get("generation") != 0,
+    executions.sort(key=lambda e: (e.get("kind") != BASELINE or e.get("generation") != 0,
                                    e.get("generation") or 0, e["id"]))
     for e in executions:
         cand = candidates.get(e["candidate_id"], {"id": e["candidate_id"]})
-        ok = e["status"] == "ok" and e.get("val_bpb") is not None
-        if not ok:
-            status = "crash"
-        elif e.get("kind") in KEPT_KINDS and cand["id"] in kept:
-            status = "keep"
-        else:
-            status = "discard"
+        ok = e["status"] == OK and e.get("val_bpb") is not None
+        measured = CRASH if e["status"] == OK and not ok else e["status"]   # ok without a val_bpb: no result
+        status = tsv_status(measured, kept=e.get("kind") in KEPT_KINDS and cand["id"] in kept)
         vram = e.get("peak_vram_mb")
-        judged = e.get("kind") in ("candidate", "confirmation")
+        judged = e.get("kind") in (CANDIDATE, CONFIRMATION)
         delta = cand.get("verdict_delta") if judged else None
         rows.append({
             "commit": _short(commits.get(cand["id"])) or _short(cand.get("fingerprint"), 8),
@@ -117,7 +130,7 @@ def render(rows: list[dict]) -> str:
 
 
 def write_results_tsv(memory, path: Path, commits: dict[str, str] | None = None) -> Path:
-    """Render results.tsv from memory and replace the file atomically."""
+    """Render results.tsv from memory and replace the file atomically (`commits` as build_rows)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
@@ -138,6 +151,8 @@ def run_commits(memory) -> dict[str, str]:
     from agent.gitops import RunRepo
     try:
         info = memory.run_info()
+        if info["backend"] == SIMULATED:
+            return {}                  # simulated runs are never committed
         repo = RunRepo.find(Path(info["project_dir"]), info["tag"])
     except Exception:   # no run row yet, or git unusable: fall back to fingerprints
         return {}
@@ -146,4 +161,4 @@ def run_commits(memory) -> dict[str, str]:
 
 def write_run_results(memory, run_dir: Path) -> Path:
     """runs/<TAG>/results.tsv with git commits resolved (what the loop and scheduler call)."""
-    return write_results_tsv(memory, Path(run_dir) / "results.tsv", run_commits(memory))
+    return write_results_tsv(memory, Path(run_dir) / RESULTS_TSV, run_commits(memory))

@@ -1,392 +1,359 @@
-"""The one place executions are launched, watched and recorded.
+"""The one place executions are admitted, launched, watched and recorded.
 
-`run_executions(ctx, ids)` takes execution rows that memory already holds (status pending, or
-running and re-attached), builds each workspace if missing, admits each against the budget and
-the deadline, submits to the runner as slots free up, shows progress, and writes every Finished
-to memory FIRST (exactly once: memory.finish_execution is idempotent), then result.json/run.log
-into the workspace folder and results.tsv. It returns the rows that finished during the call.
+A `Scheduler` runs execution rows that memory already holds (pending, or running and
+re-attached) on the run's runner, in four steps the drivers call in a loop:
 
-Recovery after a dead orchestrator is `recover_unfinished(ctx)`: a running execution whose job
-lives elsewhere (SageMaker) is re-attached; one that died with the process (local children) is
-marked `lost` (kept forever) so the loop records a new attempt. Only one process may drive a
-run's executions at a time (`RunLock`, an flock that the kernel releases even on kill -9), so
-the REPL cannot mark an autopilot's live executions lost.
+    enqueue(ids)     work to do, in order (`first=True`: ahead of the rest, e.g. confirmations)
+    launch()         while slots are free: admit the next queued row (ledger.Budget, the deadline
+                     on the runner's clock), build its workspace, submit it
+    take_results()   wait for the runner's events: every Finished is written to memory FIRST
+                     (exactly once), then result.json/run.log into the workspace; progress goes
+                     to the live view and to the early-stop rule (agent/stopping.py), which may
+                     stop a losing candidate through runner.stop_early; returns the rows that
+                     finished
+    left_undone()    the stop condition's input: queued rows the budget or the deadline refused
+
+`drain(ids)` runs a fixed set of executions to the end (generation 0, a generation, replays)
+and returns what it could not do (`ScheduleOutcome`). Used as a context manager it holds the
+run's lock, and on Ctrl-C / SIGTERM it stops what runs and records each as `killed`.
+
+It also keeps the slot accounting on the runner's clock (`usage`: busy slot-seconds over
+available slot-seconds since it started) that the summary reports as `slot_utilization`. On the
+simulated backend there is nothing to wait for: each poll moves the virtual clock straight to
+the next event.
 """
 from __future__ import annotations
 
-import fcntl
-import json
-import os
-import shutil
+import math
 import time
+from collections import deque
 from dataclasses import dataclass, field
-from pathlib import Path
 
+from agent.digest import noise_sigma
+from agent.executions import ensure_workspace, pricing, publish_outputs, spec_for
+from agent.ledger import Budget
 from agent.live import LiveView
 from agent.results_tsv import write_run_results
-from sandbox.runners.base import ExecutionSpec, Finished, Progress, Requeued
+from agent.run_context import runner_clock
+from agent.runlock import RunLock
+from sandbox.runners.base import Finished, Progress, Requeued
+from sandbox.statuses import PENDING, RUNNING
 
 POLL_S = 0.25
-TSV_EVERY_S = 1.0          # results.tsv is re-rendered at most this often while runs finish
+# results.tsv is re-rendered while runs finish at most every TSV_EVERY_S (wall clock), and never
+# more often than its own rendering time x TSV_COST_FACTOR: at population 1,000 a render takes
+# long enough that rendering every second would be most of the loop's work
+TSV_EVERY_S = 1.0
+TSV_COST_FACTOR = 20
+BUDGET, DEADLINE = "budget", "deadline"
 
 
-class RunBusyError(RuntimeError):
-    """Another live process is driving this run."""
+@dataclass(frozen=True)
+class Stop:
+    """Why a schedule stopped before finishing (the loop maps it to an exit code)."""
+
+    kind: str                    # budget | deadline
+    reason: str
 
 
-class RunLock:
-    """An exclusive flock on runs/<TAG>/.lock, re-entrant within one process."""
+@dataclass
+class SlotUsage:
+    """Busy and available slot-seconds on the runner's clock, since the scheduler started."""
 
-    _held: dict[str, "RunLock"] = {}
+    capacity: int
+    busy_s: float = 0.0
+    available_s: float = 0.0
 
-    def __init__(self, run_dir: Path):
-        self.path = Path(run_dir) / ".lock"
-        self._fh = None
-        self._depth = 0
-
-    @classmethod
-    def for_run(cls, run_dir: Path) -> "RunLock":
-        key = str(Path(run_dir).resolve())
-        if key not in cls._held:
-            cls._held[key] = cls(run_dir)
-        return cls._held[key]
-
-    def __enter__(self) -> "RunLock":
-        if self._depth == 0:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            fh = open(self.path, "a+")
-            try:
-                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                fh.seek(0)
-                holder = fh.read().strip() or "another process"
-                fh.close()
-                raise RunBusyError(f"run {self.path.parent.name!r} is being driven by {holder}; "
-                                   f"wait for it to finish (or stop it) before launching here") from None
-            fh.seek(0)
-            fh.truncate()
-            fh.write(f"pid {os.getpid()}")
-            fh.flush()
-            self._fh = fh
-        self._depth += 1
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._depth -= 1
-        if self._depth == 0 and self._fh is not None:
-            fcntl.flock(self._fh, fcntl.LOCK_UN)
-            self._fh.close()
-            self._fh = None
+    @property
+    def utilization(self) -> float | None:
+        return self.busy_s / self.available_s if self.available_s > 0 else None
 
 
 @dataclass
 class ScheduleOutcome:
-    """What `run_executions` could not do, for the loop's exit code and summary."""
+    """What a drain could not do, for the loop's exit code and summary."""
 
     finished: list[str] = field(default_factory=list)
     not_admitted_budget: list[str] = field(default_factory=list)
     not_launched_deadline: list[str] = field(default_factory=list)
-    interrupted: bool = False
 
+    @property
+    def left_undone(self) -> bool:
+        return bool(self.not_admitted_budget or self.not_launched_deadline)
 
-# --------------------------------------------------------------------------------- pricing
-# Expected training seconds per preset for cost estimates (prepare.py's TIME_BUDGET; importing
-# prepare.py here would pull in torch). AUTORESEARCH_TIME_BUDGET overrides, as it does for prepare.py.
-EXPECTED_BUDGET_S = {"gpu": 300.0, "cpu": 45.0, "micro": 4.0}
-EVAL_OVERHEAD = 1.15       # evaluation and process start on top of the training budget
-
-
-class Pricing:
-    """Dollars per execution (agent.ledger): estimates for admission, rates for the live view,
-    actual costs from billable seconds. Local executions cost 0."""
-
-    def __init__(self, ctx):
-        from agent import ledger
-        self._ledger = ledger
-        self.settings = ctx.settings
-        self.prices = ledger.merged_prices(ctx.settings.instance_prices)
-        self.region = ctx.settings.aws.region
-
-    def expected_seconds(self, preset: str) -> float:
-        override = os.environ.get("AUTORESEARCH_TIME_BUDGET")
-        try:
-            budget = float(override) if override else EXPECTED_BUDGET_S.get(preset, 300.0)
-        except ValueError:
-            budget = EXPECTED_BUDGET_S.get(preset, 300.0)
-        return budget * EVAL_OVERHEAD
-
-    def hourly(self, backend: str, instance_type: str | None) -> float:
-        if backend in self._ledger.LOCAL_BACKENDS or not instance_type:
-            return 0.0
-        try:
-            return self._ledger.instance_price(instance_type, self.region, self.prices)
-        except self._ledger.LedgerError:
-            return 0.0
-
-    def estimate(self, backend: str, preset: str, instance_type: str | None = None) -> float:
-        if backend in self._ledger.LOCAL_BACKENDS:
-            return 0.0
-        sm = self.settings.sagemaker
-        # start-up is paid once per job and shared by the candidates packed into it
-        return self._ledger.estimate_execution_cost(
-            backend, instance_type or sm.instance_type, self.region, self.expected_seconds(preset), sm.use_spot,
-            startup_s=sm.startup_estimate_s / max(1, sm.candidates_per_job),
-            spot_billable_fraction=sm.spot_billable_fraction, prices=self.prices)
-
-    def actual(self, finished: Finished, row: dict) -> float:
-        try:
-            return self._ledger.execution_cost(finished.backend, finished.instance_type or row.get("instance_type"),
-                                               self.region, finished.billable_seconds, self.prices)
-        except self._ledger.LedgerError:
-            return 0.0   # an unpriced instance: the run goes on; the report shows billable seconds
-
-
-# --------------------------------------------------------------------------------- workspaces
-def spec_for(ctx, row: dict, candidate: dict | None = None) -> ExecutionSpec:
-    candidate = candidate or ctx.memory.candidate(row["candidate_id"])
-    label = f"{candidate.get('strategy')}: {candidate.get('title')}" if row["kind"] == "candidate" \
-        else f"{row['kind']}: {candidate['id']}"
-    return ExecutionSpec(execution_id=row["id"], workspace=Path(row["workspace"]), preset=row["preset"],
-                         label=label[:120],
-                         tags={"run": ctx.tag, "generation": str(row["generation"]),
-                               "candidate": candidate["id"], "kind": row["kind"]})
-
-
-def ensure_workspace(ctx, row: dict, candidate: dict | None = None) -> Path:
-    """Build the execution's workspace folder from the candidate's stored source (idempotent)."""
-    from sandbox.workspace import build_workspace
-    candidate = candidate or ctx.memory.candidate(row["candidate_id"])
-    ws = Path(row["workspace"])
-    if not (ws / "train.py").is_file() or not (ws / "harness.py").is_file():
-        if not candidate.get("source"):
-            raise ValueError(f"candidate {candidate['id']} has no stored train.py source; cannot build {ws}")
-        meta = {"run": ctx.tag, "candidate": candidate["id"], "generation": row["generation"],
-                "strategy": candidate.get("strategy"), "title": candidate.get("title"),
-                "hypothesis": candidate.get("hypothesis"), "parents": candidate.get("parents"),
-                "fingerprint": candidate.get("fingerprint"), "kind": row["kind"]}
-        build_workspace(ws, candidate["source"], ctx.project_dir, meta)
-        (ws / "diff.patch").write_text(candidate.get("diff") or "")
-    return ws
-
-
-def _write_json(path: Path, data: dict) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
-    os.replace(tmp, path)
-
-
-def _publish_outputs(row: dict, result: dict) -> None:
-    """result.json and run.log next to the candidate's train.py (the documented layout); the
-    runner's own copies stay where it wrote them."""
-    ws = Path(row["workspace"])
-    if not ws.is_dir():
-        return
-    _write_json(ws / "result.json", result)
-    log = result.get("log_path")
-    if log and Path(log).is_file() and Path(log).resolve() != (ws / "run.log").resolve():
-        shutil.copyfile(log, ws / "run.log")
-
-
-# --------------------------------------------------------------------------------- recovery
-def recover_unfinished(ctx) -> dict:
-    """After a restart: re-attach what still runs elsewhere, mark what died with us lost.
-    Pending rows were never started: they stay pending and are launched normally."""
-    mem, runner = ctx.memory, ctx.runner
-    active = set(runner.active()) if runner is not None else set()
-    outcome = {"reattached": [], "lost": []}
-    for row in mem.unfinished_executions():
-        if row["status"] != "running" or row["id"] in active:
-            continue
-        attached = False
-        if runner is not None and row.get("job_id") and row.get("backend") == runner.name:
-            try:
-                attached = runner.reattach(spec_for(ctx, row), row["job_id"])
-            except Exception as exc:   # a backend error must not lose the bookkeeping
-                mem.log_event("reattach_failed", {"execution": row["id"], "error": str(exc)}, row["generation"])
-        if attached:
-            mem.log_event("reattached", {"execution": row["id"], "job_id": row["job_id"]}, row["generation"])
-            outcome["reattached"].append(row["id"])
-        elif _ingest_left_result(ctx, row):
-            outcome.setdefault("recovered", []).append(row["id"])
-        else:
-            mem.mark_lost(row["id"], f"orchestrator stopped while {row.get('job_id') or 'it'} was running; "
-                                     f"{runner.name if runner else 'no'} runner could not re-attach")
-            outcome["lost"].append(row["id"])
-    return outcome
-
-
-RESULT_STATUSES = ("ok", "crash", "timeout", "rejected", "over_budget")
-
-
-def _ingest_left_result(ctx, row: dict) -> bool:
-    """A local execution that finished after its orchestrator's last write (killed between the
-    child's exit and finish_execution) left a real result in WS/executions/<id>/result.json (the
-    LocalRunner's layout): keep it instead of re-running. A `killed` result (the harness stopped
-    because the orchestrator died) is not a measurement and does not count."""
-    path = Path(row["workspace"]) / "executions" / row["id"] / "result.json"
-    try:
-        result = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return False
-    if not isinstance(result, dict) or result.get("status") not in RESULT_STATUSES:
-        return False
-    if ctx.memory.finish_execution(row["id"], result=result, ended_at=path.stat().st_mtime):
-        ctx.memory.log_event("recovered_result", {"execution": row["id"], "status": result["status"]},
-                             row["generation"])
-        _publish_outputs(ctx.memory.execution(row["id"]), result)
-    return True
-
-
-# --------------------------------------------------------------------------------- the watch loop
-def _header(ctx, view: LiveView, generation: int | None, queued: int) -> None:
-    mem = ctx.memory
-    inc = mem.incumbent_id()
-    bpbs = mem.val_bpbs(inc, preset=ctx.preset) if inc else []
-    spend = mem.spend()
-    view.set_header(generation=generation, incumbent=inc,
-                    incumbent_bpb=sum(bpbs) / len(bpbs) if bpbs else None,
-                    sigma=mem.noise_sigma(), spend_usd=spend["total_usd"], budget_usd=ctx.budget_usd,
-                    queued=queued)
-
-
-def run_executions(ctx, execution_ids: list[str], *, live: bool = True,
-                   view: LiveView | None = None) -> list[dict]:
-    """Run the given executions to the end (see the module docstring). Raises KeyboardInterrupt
-    after recording the executions it stopped as `killed`. `ctx.last_schedule` says what was left
-    undone (budget, deadline). `live=False`: plain lines instead of the rich live table; `view`:
-    an open LiveView to reuse (the autopilot keeps one for the whole run)."""
-    outcome = ScheduleOutcome()
-    ctx.last_schedule = outcome
-    if not execution_ids:
-        return []
-    if ctx.runner is None:
-        raise RuntimeError("run_executions needs a runner (this context is a dry run)")
-    with RunLock.for_run(ctx.run_dir):
-        own_view = view is None
-        view = view or LiveView(ctx.console, json_mode=ctx.json_mode, enabled=live)
-        if own_view:
-            view.__enter__()
-        try:
-            _watch(ctx, execution_ids, view, outcome)
-        finally:
-            write_run_results(ctx.memory, ctx.run_dir)
-            if own_view:
-                view.__exit__(None, None, None)
-    return [ctx.memory.execution(i) for i in outcome.finished]
-
-
-def _watch(ctx, execution_ids: list[str], view: LiveView, outcome: ScheduleOutcome) -> None:
-    mem, runner = ctx.memory, ctx.runner
-    pricing = Pricing(ctx)
-    rows = {i: mem.execution(i) for i in execution_ids}
-    candidates: dict[str, dict] = {}
-
-    def cand(row):
-        cid = row["candidate_id"]
-        if cid not in candidates:
-            candidates[cid] = mem.candidate(cid)
-        return candidates[cid]
-
-    active_now = set(runner.active())
-    queue = [i for i in execution_ids if rows[i]["status"] == "pending"]
-    watching: dict[str, dict] = {i: rows[i] for i in execution_ids
-                                 if rows[i]["status"] == "running" and i in active_now}
-    for i in watching:
-        c = cand(rows[i])
-        view.started(execution_id=i, candidate_id=c["id"], kind=rows[i]["kind"], strategy=c.get("strategy"),
-                     title=c.get("title"), job_id=rows[i].get("job_id"), attempt=rows[i].get("attempt", 1),
-                     usd_per_second=pricing.hourly(rows[i]["backend"], rows[i].get("instance_type")) / 3600)
-    generation = rows[execution_ids[0]]["generation"]
-    refused: set[str] = set()
-    last_tsv = 0.0
-
-    def record(ev: Finished) -> None:
-        nonlocal last_tsv
-        row = watching.pop(ev.execution_id, None) or rows.get(ev.execution_id) or mem.execution(ev.execution_id)
-        cost = pricing.actual(ev, row)
-        if mem.finish_execution(ev.execution_id, result=ev.result, billable_seconds=ev.billable_seconds,
-                                cost_usd=cost, ended_at=ev.ended_at, job_id=ev.job_id,
-                                instance_type=ev.instance_type, started_at=ev.started_at):
-            outcome.finished.append(ev.execution_id)
-        done = mem.execution(ev.execution_id)
-        _publish_outputs(done, ev.result)
-        c = cand(done)
-        view.finished(done, title=c.get("title") or "", strategy=c.get("strategy") or "")
-        _header(ctx, view, generation, len(queue))
-        if time.monotonic() - last_tsv >= TSV_EVERY_S:
-            write_run_results(mem, ctx.run_dir)
-            last_tsv = time.monotonic()
-
-    def admissible(row: dict) -> str | None:
-        """None when the execution may start now, else why not (budget | deadline)."""
-        if ctx.deadline is not None and time.time() >= ctx.deadline:
-            return "deadline"
-        if ctx.budget_usd is not None:
-            spend = mem.spend()
-            in_flight = sum(r.get("estimated_cost_usd") or 0.0 for r in watching.values())
-            if spend["total_usd"] + in_flight + (row.get("estimated_cost_usd") or 0.0) > ctx.budget_usd + 1e-12:
-                return "budget"
+    def stop(self) -> Stop | None:
+        if self.not_launched_deadline:
+            return Stop(DEADLINE, f"max-hours reached: {len(self.not_launched_deadline)} execution(s) not launched")
+        if self.not_admitted_budget:
+            return Stop(BUDGET, f"budget exhausted: {len(self.not_admitted_budget)} execution(s) not launched")
         return None
 
-    _header(ctx, view, generation, len(queue))
-    try:
-        while queue or watching:
-            # launch while slots are free; skip (and report once) what cannot be admitted
-            progressed = True
-            while queue and runner.free_slots() > 0 and progressed:
-                progressed = False
-                for i in list(queue):
-                    row = rows[i]
-                    why = admissible(row)
-                    if why is not None:
-                        if i not in refused:
-                            refused.add(i)
-                            mem.log_event("not_admitted", {"execution": i, "candidate": row["candidate_id"],
-                                                           "reason": why,
-                                                           "estimated_cost_usd": row.get("estimated_cost_usd")},
-                                          row["generation"])
-                            view.emit("not_admitted", execution=i, candidate=row["candidate_id"], reason=why)
-                            view.say(f"not launched {i} {row['candidate_id']}: "
-                                     f"{'budget cannot cover it' if why == 'budget' else 'max-hours reached'}",
-                                     style="yellow")
-                        if why == "deadline":
-                            break       # nothing else may start either
-                        continue
-                    c = cand(row)
-                    ensure_workspace(ctx, row, c)
-                    spec = spec_for(ctx, row, c)
-                    job_id = runner.submit(spec)
-                    mem.mark_started(i, job_id=job_id, started_at=time.time())
-                    queue.remove(i)
-                    watching[i] = mem.execution(i)
-                    view.started(execution_id=i, candidate_id=c["id"], kind=row["kind"],
-                                 strategy=c.get("strategy"), title=c.get("title"), job_id=job_id,
-                                 attempt=row.get("attempt", 1),
-                                 usd_per_second=pricing.hourly(row["backend"], row.get("instance_type")) / 3600)
-                    progressed = True
-                    break
-            if not watching:
-                # nothing runs and nothing in the queue can start: leave the rest pending
-                for i in queue:
-                    why = admissible(rows[i]) or "budget"
-                    (outcome.not_launched_deadline if why == "deadline" else outcome.not_admitted_budget).append(i)
+
+class Scheduler:
+    def __init__(self, ctx, view: LiveView | None = None, *, early_stop=None):
+        if ctx.runner is None:
+            raise RuntimeError("the scheduler needs a runner (this context is a dry run)")
+        self.ctx, self.memory, self.runner = ctx, ctx.memory, ctx.runner
+        self.view = view or LiveView(ctx.console, json_mode=ctx.json_mode)
+        self._own_view = view is None
+        self.early_stop = early_stop             # agent.stopping.EarlyStopWatch, or None
+        self.clock = runner_clock(ctx.runner)
+        self.poll_s = math.inf if getattr(ctx.runner, "simulated", False) else POLL_S
+        self.pricing = pricing(ctx)
+        self.budget = Budget(ctx.limits.budget_usd)
+        self.queue: deque[str] = deque()
+        self.rows: dict[str, dict] = {}          # every row this scheduler was given, by id
+        self.running: dict[str, dict] = {}
+        self.refused: dict[str, str] = {}        # queued id -> budget | deadline (reported once)
+        self.stopping: set[str] = set()          # early stop requested, Finished not seen yet
+        self.generation: int | None = None       # for the live view's header
+        self.usage = SlotUsage(capacity=max(1, ctx.runner.free_slots() + len(ctx.runner.active())))
+        self.started_at = self._last = self.clock.now()
+        self._last_tsv = 0.0
+        self._tsv_interval = TSV_EVERY_S
+        self._lock = RunLock.for_run(ctx.run_dir)
+
+    # ------------------------------------------------------------------ lifecycle
+    def __enter__(self) -> "Scheduler":
+        self._lock.__enter__()
+        if self._own_view:
+            self.view.__enter__()
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        try:
+            if exc_type is not None and issubclass(exc_type, (KeyboardInterrupt, SystemExit)):
+                self._stop_everything()
+            self._account()
+            write_run_results(self.memory, self.ctx.run_dir)
+        finally:
+            if self._own_view:
+                self.view.__exit__(exc_type, exc, tb)
+            self._lock.__exit__(exc_type, exc, tb)
+
+    # ------------------------------------------------------------------ the steps
+    def enqueue(self, execution_ids, *, first: bool = False) -> None:
+        """Queue pending rows (and watch running ones that the runner still follows)."""
+        fresh = []
+        active = None
+        for eid in execution_ids:
+            if eid in self.rows and (eid in self.running or eid in self.queue):
+                continue
+            row = self.memory.execution(eid)
+            self.rows[eid] = row
+            if row["status"] == PENDING:
+                fresh.append(eid)
+            elif row["status"] == RUNNING:
+                active = set(self.runner.active()) if active is None else active
+                if eid in active:          # re-attached after a restart
+                    self._watch(row, self.memory.candidate(row["candidate_id"]), row.get("job_id"))
+        if first:
+            self.queue.extendleft(reversed(fresh))
+        else:
+            self.queue.extend(fresh)
+
+    def launch(self) -> None:
+        """Start queued work while slots are free; what cannot be admitted stays queued (and
+        pending in memory), reported once."""
+        if not self.queue or self._open_slots() <= 0:
+            return
+        spent = self.memory.spend()["total_usd"] if self.budget.limit_usd is not None else 0.0
+        for eid in list(self.queue):
+            if self._open_slots() <= 0:
+                return
+            why = self._inadmissible(self.rows[eid], spent)
+            if why is not None:
+                self._refuse(eid, why)
+                if why == DEADLINE:
+                    return            # nothing else may start either
+                continue
+            self._submit(eid)
+
+    def take_results(self, timeout: float | None = None) -> list[dict]:
+        """Wait up to `timeout` (default: the runner's poll interval) for the runner's events;
+        returns the rows that finished."""
+        if not self.running:
+            return []
+        self._account()
+        events = self.runner.poll(timeout=self.poll_s if timeout is None else timeout)
+        self._account()                 # the wait: whoever ran until now was busy all along
+        finished = []
+        for event in events:
+            if isinstance(event, Finished):
+                row = self._record(event)
+                if row is not None:
+                    finished.append(row)
+            elif isinstance(event, Progress):
+                self._on_progress(event)
+            elif isinstance(event, Requeued):
+                self._on_requeued(event)
+        if finished:
+            self._header()
+        return finished
+
+    @property
+    def queued(self) -> int:
+        return len(self.queue)
+
+    def free_slots(self) -> int:
+        return max(0, self._open_slots() - len(self.queue))
+
+    # ------------------------------------------------------------------ a fixed set, to the end
+    def drain(self, execution_ids) -> ScheduleOutcome:
+        ids = list(dict.fromkeys(execution_ids))
+        self.enqueue(ids)
+        outcome = ScheduleOutcome()
+        wanted = set(ids)
+        self._header()
+        while True:
+            self.launch()
+            if not self.running:
                 break
-            for ev in runner.poll(timeout=POLL_S):
-                if isinstance(ev, Finished):
-                    if ev.execution_id in watching or ev.execution_id in rows:
-                        record(ev)
-                elif isinstance(ev, Progress):
-                    view.progress(ev.execution_id, step=ev.step, pct=ev.pct, loss=ev.loss, tok_per_s=ev.tok_per_s)
-                elif isinstance(ev, Requeued):
-                    mem.log_event("requeued", {"execution": ev.execution_id, "reason": ev.reason,
-                                               "attempt": ev.attempt}, generation)
-                    view.emit("requeued", execution=ev.execution_id, reason=ev.reason, attempt=ev.attempt)
-                    view.say(f"requeued {ev.execution_id}: {ev.reason} (attempt {ev.attempt})", style="yellow")
-    except (KeyboardInterrupt, SystemExit):
-        outcome.interrupted = True
-        view.say(f"stopping: {len(watching)} running execution(s) are being stopped and recorded", style="yellow")
-        for ev in runner.shutdown():
-            record(ev)
-        # anything still marked running without a Finished (a backend that could not stop it) is left
-        # running in memory; the next start re-attaches it or marks it lost
-        raise
+            outcome.finished += [row["id"] for row in self.take_results() if row["id"] in wanted]
+        for eid in self.queue:
+            if eid in wanted:
+                why = self.refused.get(eid) or self._inadmissible(self.rows[eid], 0.0) or BUDGET
+                (outcome.not_launched_deadline if why == DEADLINE else outcome.not_admitted_budget).append(eid)
+        return outcome
+
+    def left_undone(self) -> ScheduleOutcome:
+        """Queued work refused so far (the async driver's stop condition reads it)."""
+        outcome = ScheduleOutcome()
+        for eid in self.queue:
+            why = self.refused.get(eid)
+            if why == DEADLINE:
+                outcome.not_launched_deadline.append(eid)
+            elif why == BUDGET:
+                outcome.not_admitted_budget.append(eid)
+        return outcome
+
+    # ------------------------------------------------------------------ internals
+    def _open_slots(self) -> int:
+        """Slots free for a new launch: the runner's, but not one whose execution's Finished has
+        not been taken yet (a local child frees its slot just before), so what that result asks
+        for next - a confirmation, a control - gets the slot first."""
+        return min(self.runner.free_slots(), self.usage.capacity - len(self.running))
+
+    def _inadmissible(self, row: dict, spent: float) -> str | None:
+        deadline = self.ctx.limits.deadline
+        if deadline is not None and self.clock.now() >= deadline:
+            return DEADLINE
+        if self.budget.limit_usd is not None:
+            committed = sum(r.get("estimated_cost_usd") or 0.0 for r in self.running.values())
+            if not self.budget.can_admit(row.get("estimated_cost_usd") or 0.0, spent, committed):
+                return BUDGET
+        return None
+
+    def _refuse(self, eid: str, why: str) -> None:
+        if self.refused.get(eid) == why:
+            return
+        self.refused[eid] = why
+        row = self.rows[eid]
+        self.memory.log_event("not_admitted", {"execution": eid, "candidate": row["candidate_id"], "reason": why,
+                                               "estimated_cost_usd": row.get("estimated_cost_usd")},
+                              row["generation"])
+        self.view.emit("not_admitted", execution=eid, candidate=row["candidate_id"], reason=why)
+        self.view.say(f"not launched {eid} {row['candidate_id']}: "
+                      f"{'budget cannot cover it' if why == BUDGET else 'max-hours reached'}", style="yellow")
+
+    def _submit(self, eid: str) -> None:
+        row = self.rows[eid]
+        candidate = self.memory.candidate(row["candidate_id"])
+        ensure_workspace(self.ctx, row, candidate)
+        job_id = self.runner.submit(spec_for(self.ctx, row, candidate))
+        self._account()
+        self.memory.mark_started(eid, job_id=job_id, started_at=self.clock.now())
+        self.queue.remove(eid)
+        self.refused.pop(eid, None)
+        self._watch(self.memory.execution(eid), candidate, job_id)
+
+    def _watch(self, row: dict, candidate: dict, job_id: str | None) -> None:
+        self.rows[row["id"]] = row
+        self.running[row["id"]] = row
+        self.view.started(execution_id=row["id"], candidate_id=candidate["id"], kind=row["kind"],
+                          strategy=candidate.get("strategy"), title=candidate.get("title"), job_id=job_id,
+                          attempt=row.get("attempt", 1),
+                          usd_per_second=self.pricing.hourly(row["backend"], row.get("instance_type")) / 3600)
+
+    def _record(self, event: Finished) -> dict | None:
+        row = self.running.pop(event.execution_id, None) or self.rows.get(event.execution_id)
+        if row is None:
+            return None               # not this scheduler's execution
+        self.stopping.discard(event.execution_id)
+        cost = self.pricing.actual(event.backend, event.instance_type or row.get("instance_type"),
+                                   event.billable_seconds)
+        self.memory.finish_execution(event.execution_id, result=event.result, billable_seconds=event.billable_seconds,
+                                     cost_usd=cost, ended_at=event.ended_at, job_id=event.job_id,
+                                     instance_type=event.instance_type, started_at=event.started_at)
+        done = self.memory.execution(event.execution_id)
+        self.rows[done["id"]] = done
+        publish_outputs(done, event.result)
+        candidate = self.memory.candidate(done["candidate_id"])
+        self.view.finished(done, title=candidate.get("title") or "", strategy=candidate.get("strategy") or "")
+        if self.early_stop is not None:
+            self.early_stop.on_finished(done)
+        self._maybe_write_tsv()
+        return done
+
+    def _on_progress(self, event: Progress) -> None:
+        self.view.progress(event.execution_id, step=event.step, pct=event.pct, loss=event.loss,
+                           tok_per_s=event.tok_per_s)
+        row = self.running.get(event.execution_id)
+        if row is None or self.early_stop is None or event.execution_id in self.stopping:
+            return
+        reason = self.early_stop.check(row, event.pct, event.loss)
+        if reason is None:
+            return
+        # Runners written before the protocol had stop_early (the LocalRunner until integrity-
+        # runtime's rewrite lands) cannot stop one run: theirs run to the end.
+        stop = getattr(self.runner, "stop_early", None)
+        if stop is None:
+            return
+        self.stopping.add(event.execution_id)
+        self.memory.log_event("early_stop", {"execution": event.execution_id, "candidate": row["candidate_id"],
+                                             **reason}, row["generation"])
+        self.view.emit("early_stop", execution=event.execution_id, candidate=row["candidate_id"], **reason)
+        self.view.say(f"stopping {event.execution_id} {row['candidate_id']} early: {reason.get('reason', '')}",
+                      style="yellow")
+        stop(event.execution_id, reason)
+
+    def _on_requeued(self, event: Requeued) -> None:
+        row = self.rows.get(event.execution_id) or {}
+        self.memory.log_event("requeued", {"execution": event.execution_id, "reason": event.reason,
+                                           "attempt": event.attempt}, row.get("generation"))
+        self.view.emit("requeued", execution=event.execution_id, reason=event.reason, attempt=event.attempt)
+        self.view.say(f"requeued {event.execution_id}: {event.reason} (attempt {event.attempt})", style="yellow")
+
+    def _account(self) -> None:
+        """Count the time since the last call: every slot available, the running ones busy."""
+        now = self.clock.now()
+        elapsed = now - self._last
+        if elapsed > 0:
+            self.usage.busy_s += min(len(self.running), self.usage.capacity) * elapsed
+            self.usage.available_s += self.usage.capacity * elapsed
+        self._last = max(self._last, now)
+
+    def _header(self) -> None:
+        if not self.view.shows_header:
+            return            # only the live table shows it; noise is a query over every result
+        inc = self.memory.incumbent_id()
+        bpbs = self.memory.val_bpbs(inc, preset=self.ctx.preset) if inc else []
+        self.view.set_header(generation=self.generation, incumbent=inc,
+                             incumbent_bpb=sum(bpbs) / len(bpbs) if bpbs else None,
+                             sigma=noise_sigma(self.memory), spend_usd=self.memory.spend()["total_usd"],
+                             budget_usd=self.ctx.limits.budget_usd, queued=len(self.queue))
+
+    def _maybe_write_tsv(self) -> None:
+        started = time.monotonic()
+        if started - self._last_tsv >= self._tsv_interval:
+            write_run_results(self.memory, self.ctx.run_dir)
+            self._last_tsv = time.monotonic()
+            self._tsv_interval = max(TSV_EVERY_S, (self._last_tsv - started) * TSV_COST_FACTOR)
+
+    def _stop_everything(self) -> None:
+        self.view.say(f"stopping: {len(self.running)} running execution(s) are being stopped and recorded",
+                      style="yellow")
+        for event in self.runner.shutdown():
+            self._record(event)
+        # anything still marked running without a Finished (a backend that could not stop it) is
+        # left running in memory; the next start re-attaches it or marks it lost

@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import sandbox.candidate as candidate  # noqa: E402
-from agent.loop import strategy_slots  # noqa: E402
+from agent.proposing import strategy_slots  # noqa: E402
 from agent.proposers import heuristic  # noqa: E402
 from agent.proposers.base import PastCandidate, ProposalRequest  # noqa: E402
 

@@ -25,7 +25,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from agent.config import SelectionSettings  # noqa: E402
-from agent.digest import estimate_tokens  # noqa: E402
+from agent.digest import (build_digest, estimate_tokens, lineage, noise_sigma, recent_results,  # noqa: E402
+                          strategy_outcomes)
 from agent.memory import Memory  # noqa: E402
 from agent.selection import decide, pick_winner  # noqa: E402
 
@@ -152,7 +153,7 @@ def populate(memory: Memory, experiments: int, seed: int = 0) -> dict:
             if status == "accepted":
                 run(cid, generation, "candidate", crash=rng.random() < 0.07)
                 ids.append(cid)
-        sigma = memory.noise_sigma()
+        sigma = noise_sigma(memory)
         decisions = {cid: decide(memory.val_bpbs(cid), memory.val_bpbs(incumbent), sigma, settings, cid) for cid in ids}
         for cid, decision in decisions.items():
             memory.record_decision(cid, verdict=decision.verdict, delta=decision.delta,
@@ -179,12 +180,12 @@ def bench_digest(experiments: int, repeat: int) -> None:
         start = time.perf_counter()
         counts = populate(memory, experiments)
         fill = time.perf_counter() - start
-        digest_s = timed(lambda: memory.digest(6000), repeat)
-        text = memory.digest(6000)
-        unbounded = memory.digest(10**7)
-        small = memory.digest(2000)
+        digest_s = timed(lambda: build_digest(memory, 6000), repeat)
+        text = build_digest(memory, 6000)
+        unbounded = build_digest(memory, 10**7)
+        small = build_digest(memory, 2000)
         print(f"digest after {counts['candidates']:>5} experiments ({counts['executions']} executions, "
-              f"lineage {len(memory.lineage())} steps): {estimate_tokens(text):>5} tokens at budget 6000 "
+              f"lineage {len(lineage(memory))} steps): {estimate_tokens(text):>5} tokens at budget 6000 "
               f"(unbounded {estimate_tokens(unbounded):>6}, at budget 2000: {estimate_tokens(small)}); build {digest_s * 1000:.1f} ms; "
               f"history stored in {fill:.1f} s")
         memory.close()
@@ -221,11 +222,11 @@ def bench_executions(total: int, repeat: int) -> None:
             "executions() all": lambda: memory.executions(),
             "unfinished_executions()": memory.unfinished_executions,
             "val_bpbs(candidate)": lambda: memory.val_bpbs(candidates[7]),
-            "noise_sigma()": memory.noise_sigma,
+            "noise_sigma()": lambda: noise_sigma(memory),
             "spend()": memory.spend,
-            "recent_results(20)": lambda: memory.recent_results(20),
-            "strategy_outcomes()": memory.strategy_outcomes,
-            "digest(6000)": lambda: memory.digest(6000),
+            "recent_results(20)": lambda: recent_results(memory, 20),
+            "strategy_outcomes()": lambda: strategy_outcomes(memory),
+            "digest(6000)": lambda: build_digest(memory, 6000),
         }
         for name, fn in queries.items():
             print(f"  {name:<30} {timed(fn, repeat) * 1000:8.2f} ms")

@@ -47,7 +47,7 @@ def test_every_setting_is_documented_in_config_yaml():
     ("run:\n  population: many\n", "run.population: Input should be a valid integer"),
     ("run:\n  popluation: 3\n", "run.popluation: unknown key"),
     ("selection:\n  k_sigma: -1\n", "selection.k_sigma: Input should be greater than or equal to 0"),
-    ("run:\n  backend: gcp\n", "run.backend: Input should be 'local' or 'sagemaker'"),
+    ("run:\n  backend: gcp\n", "run.backend: Input should be 'local', 'sagemaker' or 'simulated'"),
     ("strategy_mix:\n  bold: 2\n", "unknown strategies ['bold']"),
     ("sagemaker:\n  max_run: 3600\n  max_wait: 1800\n", "max_wait (1800) must be >= max_run (3600)"),
     ("run: [1, 2\n", "not valid YAML at line"),

@@ -2,13 +2,16 @@
 from __future__ import annotations
 
 import difflib
+import math
 import random
 from pathlib import Path
 
 import pytest
 
-from agent.digest import CHARS_PER_TOKEN, build_digest, estimate_tokens
+from agent.digest import (CHARS_PER_TOKEN, build_digest, estimate_tokens, lineage, noise_sigma, noise_stats,
+                          recent_results, strategy_outcomes)
 from agent.memory import Memory
+from tests.conftest import add, baseline, run
 
 KNOBS = """DEPTH             = {"gpu": 8,     "cpu": 4,     "micro": 2}[PRESET]  # layers
 EMBEDDING_LR = 0.6
@@ -96,8 +99,8 @@ def test_digest_is_deterministic_across_files_and_calls(tmp_path: Path):
     one = build_history(tmp_path / "a" / "run", generations=6)
     two = build_history(tmp_path / "b" / "run", generations=6)   # same content, other timestamps
     try:
-        assert one.digest(1500) == one.digest(1500) == two.digest(1500)
-        assert one.digest(1500) != build_digest(one, 800)
+        assert build_digest(one, 1500) == build_digest(one, 1500) == build_digest(two, 1500)
+        assert build_digest(one, 1500) != build_digest(one, 800)
     finally:
         one.close()
         two.close()
@@ -105,18 +108,18 @@ def test_digest_is_deterministic_across_files_and_calls(tmp_path: Path):
 
 @pytest.mark.parametrize("budget", [60, 200, 500, 1000, 3000])
 def test_digest_stays_within_its_token_budget(history: Memory, budget: int):
-    text = history.digest(budget)
+    text = build_digest(history, budget)
     assert len(text) <= budget * CHARS_PER_TOKEN
     assert estimate_tokens(text) <= budget
 
 
 def test_digest_has_every_section_when_there_is_room(history: Memory):
-    text = history.digest(100_000)
+    text = build_digest(history, 100_000)
     sections = ["## Measured noise", "## Incumbent lineage", "## Best other results",
                 "## Rejected and crashed attempts", "## Worst results", "## Outcomes per strategy"]
     positions = [text.index(s) for s in sections]
     assert positions == sorted(positions)
-    sigma = history.noise_sigma()
+    sigma = noise_sigma(history)
     assert f"{sigma:.6f}" in text
     assert f"max(min_delta 0.0005, 2.0 x sigma)" in text
     assert "import of 'flash_attn' is not allowed" in text and "no-new-imports` (12x" in text
@@ -128,15 +131,15 @@ def test_digest_has_every_section_when_there_is_room(history: Memory):
 
 
 def test_lineage_is_listed_baseline_first_with_its_diffs(history: Memory):
-    text = history.digest(100_000)
-    lineage = history.lineage()
-    assert len(lineage) >= 3, "the fixture should move the incumbent a few times"
+    text = build_digest(history, 100_000)
+    steps = lineage(history)
+    assert len(steps) >= 3, "the fixture should move the incumbent a few times"
     lineage_text = text[text.index("## Incumbent lineage"):text.index("## Best other results")]
-    offsets = [lineage_text.index(f"- {step['id']} ") for step in lineage]
+    offsets = [lineage_text.index(f"- {step['id']} ") for step in steps]
     assert offsets == sorted(offsets)
     assert lineage_text.rstrip().count("<- current incumbent") == 1
-    assert f"- {lineage[-1]['id']} " in lineage_text.split("<- current incumbent")[0]
-    for step in lineage[1:]:
+    assert f"- {steps[-1]['id']} " in lineage_text.split("<- current incumbent")[0]
+    for step in steps[1:]:
         changed = [l for l in step["diff"].splitlines() if l.startswith("+") and not l.startswith("+++")]
         assert all(line in lineage_text for line in changed)   # whitespace kept: copyable as search text
 
@@ -145,14 +148,14 @@ def test_lineage_is_listed_baseline_first_with_its_diffs(history: Memory):
 def test_shown_sections_are_always_a_prefix_of_the_priority_order(history: Memory, budget: int):
     order = ["## Measured noise", "## Incumbent lineage", "## Best other results",
              "## Rejected and crashed attempts", "## Worst results", "## Outcomes per strategy"]
-    text = history.digest(budget)
+    text = build_digest(history, budget)
     present = [title in text for title in order]
     assert present == sorted(present, reverse=True), (budget, present)
 
 
 def test_small_budgets_drop_the_least_informative_end_first(history: Memory):
-    full = history.digest(100_000)
-    small = history.digest(350)
+    full = build_digest(history, 100_000)
+    small = build_digest(history, 350)
     assert "## Measured noise" in small and "## Incumbent lineage" in small
     assert "<- current incumbent" in small                  # the incumbent step survives truncation
     assert "## Outcomes per strategy" not in small
@@ -163,8 +166,104 @@ def test_small_budgets_drop_the_least_informative_end_first(history: Memory):
 def test_digest_of_an_empty_run(tmp_path: Path):
     memory = Memory.open(tmp_path / "empty")
     try:
-        text = memory.digest(500)      # no run row, no candidates: still a valid digest
+        text = build_digest(memory, 500)      # no run row, no candidates: still a valid digest
         assert "Not measured yet" in text and "No incumbent yet" in text
         assert len(text) <= 500 * CHARS_PER_TOKEN
     finally:
         memory.close()
+
+
+@pytest.fixture
+def memory(tmp_path: Path):
+    m = Memory.open(tmp_path / "runs" / "t1")
+    m.ensure_run("t1", "micro", "local", "heuristic", {"selection": {"min_delta": 0.0005}}, "/proj")
+    yield m
+    m.close()
+
+
+# ------------------------------------------------------------------------------- what memory means
+def test_noise_sigma_is_pooled_over_groups_of_identical_code(memory: Memory):
+    b = baseline(memory, fingerprint="A")
+    twin = add(memory, 1, fingerprint="A")           # identical code proposed again: same group as the baseline
+    other = add(memory, 1, fingerprint="B")
+    single = add(memory, 1, fingerprint="C")
+    assert noise_sigma(memory) is None
+    run(memory, b, 1.0, kind="baseline", generation=0)
+    run(memory, single, 3.0)
+    assert noise_sigma(memory) is None               # no group with two runs yet
+    run(memory, b, 1.2, kind="baseline", generation=0)
+    run(memory, twin, 1.1)
+    run(memory, other, 2.0)
+    run(memory, other, 2.4, kind="control")
+    run(memory, other, None, status="crash")          # failures are not measurements
+    run(memory, other, 5.0, preset="gpu")             # another preset: its own (single-run) group
+    run(memory, other, 2.6, kind="replay", backend="sagemaker", instance_type="ml.g5.xlarge")
+    # by hand: A = {1.0, 1.2, 1.1}: mean 1.1, SS 0.02, dof 2; B = {2.0, 2.4}: mean 2.2, SS 0.08, dof 1
+    expected = math.sqrt((0.02 + 0.08) / 3)
+    assert noise_sigma(memory) == pytest.approx(expected, rel=1e-12)
+    stats = noise_stats(memory)
+    assert (stats["runs"], stats["groups"], stats["dof"]) == (5, 2, 3)
+
+
+def test_lineage_follows_first_parents_baseline_first(memory: Memory):
+    b = baseline(memory)
+    run(memory, b, 2.0, kind="baseline", generation=0)
+    run(memory, b, 2.2, kind="baseline", generation=0)
+    assert lineage(memory) == []                     # no incumbent yet
+    c1 = add(memory, 1, fingerprint="f1", parents=[b], diff="diff-1")
+    side = add(memory, 1, fingerprint="f-side", parents=[b])
+    run(memory, c1, 1.9)
+    c2 = add(memory, 2, fingerprint="f2", parents=[c1, side], strategy="crossover", diff="diff-2")
+    run(memory, c2, 1.7)
+    run(memory, c2, 1.8, kind="confirmation", generation=2)
+    for incumbent in (b, c1, c2):
+        memory.set_state("incumbent", incumbent)
+    chain = lineage(memory)
+    assert [step["id"] for step in chain] == [b, c1, c2]
+    assert [step["mean_val_bpb"] for step in chain] == pytest.approx([2.1, 1.9, 1.75])
+    assert [step["runs"] for step in chain] == [2, 1, 2]
+    assert chain[2]["diff"] == "diff-2"
+    assert chain[1]["delta_vs_parent"] == pytest.approx(0.2)
+    assert memory.incumbent_id() == c2
+    assert memory.incumbent_history() == [b, c1, c2]
+    memory.set_state("incumbent", c2)                 # unchanged: no new history entry
+    assert len(memory.events("incumbent_changed")) == 3
+
+
+def test_recent_results_best_first_one_per_fingerprint(memory: Memory):
+    b = baseline(memory)
+    run(memory, b, 2.0, kind="baseline", generation=0)
+    good = add(memory, 1, fingerprint="g", title="good", edits=[{"search": "a", "replace": "b"}])
+    dup = add(memory, 2, fingerprint="g", title="good again")
+    bad = add(memory, 1, fingerprint="x", title="bad")
+    crashed = add(memory, 1, fingerprint="c", title="crashed")
+    rejected = add(memory, 1, fingerprint="r", check_status="rejected")
+    run(memory, good, 1.5)
+    run(memory, dup, 1.7, generation=2)
+    run(memory, bad, 2.5)
+    run(memory, crashed, None, status="crash")
+    recent = recent_results(memory)
+    assert [(r.candidate_id, r.val_bpb) for r in recent] == [(good, pytest.approx(1.6)), (b, 2.0), (bad, 2.5)]
+    assert recent[0].edits == [{"search": "a", "replace": "b"}] and recent[0].title == "good"
+    assert [r.candidate_id for r in recent_results(memory, limit=1)] == [good]
+    assert rejected not in {r.candidate_id for r in recent}
+
+
+def test_strategy_outcomes(memory: Memory):
+    b = baseline(memory)
+    run(memory, b, 2.0, kind="baseline", generation=0)
+    kept = add(memory, 1, fingerprint="k", strategy="conservative")
+    lost = add(memory, 1, fingerprint="l", strategy="conservative")
+    boom = add(memory, 1, fingerprint="b", strategy="aggressive")
+    add(memory, 1, fingerprint="r", strategy="aggressive", check_status="rejected", rule="no-new-imports")
+    run(memory, kept, 1.9)
+    run(memory, lost, 2.1)
+    run(memory, boom, None, status="crash")
+    memory.set_state("incumbent", b)
+    memory.set_state("incumbent", kept)
+    outcomes = strategy_outcomes(memory)
+    assert list(outcomes) == ["aggressive", "conservative"]
+    assert outcomes["conservative"] == {"proposed": 2, "rejected": 0, "ran": 2, "crashed": 0, "stopped": 0,
+                                        "kept": 1, "best_delta": pytest.approx(0.1)}
+    assert outcomes["aggressive"] == {"proposed": 2, "rejected": 1, "ran": 1, "crashed": 1, "stopped": 0,
+                                      "kept": 0, "best_delta": None}

@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from agent.loop import strategy_slots  # noqa: E402
+from agent.proposing import strategy_slots  # noqa: E402
 from agent.proposers import heuristic as H  # noqa: E402
 from agent.proposers.base import PastCandidate, ProposalRequest  # noqa: E402
 from sandbox.candidate import build_candidate  # noqa: E402

@@ -1,16 +1,18 @@
-"""agent/ledger.py: GPU and LLM dollars, aggregation over plain records, budget admission."""
+"""agent/ledger.py: GPU and LLM dollars, budget admission, a run's pricing."""
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 
 from agent.config import Settings
 from agent.ledger import (
-    Budget, LedgerError, estimate_execution_cost, estimate_from_settings, execution_cost, instance_price,
-    llm_cost, merged_prices, per_candidate, per_generation, price_note, run_total, spot_savings, summarize,
-    worked_example,
+    EVAL_OVERHEAD, Budget, LedgerError, Pricing, estimate_execution_cost, execution_cost, instance_price, llm_cost,
+    merged_prices, price_note, spot_savings, worked_example,
 )
+
+REPO = Path(__file__).resolve().parents[1]
 
 LLM_PRICES = Settings().llm.prices
 
@@ -52,16 +54,19 @@ def test_estimates_for_admission():
         estimate_execution_cost("sagemaker", "ml.g5.xlarge", "us-east-1", 300, True, spot_billable_fraction=0)
 
 
-def test_packing_shares_start_up_in_estimates():
-    settings = Settings.model_validate({"run": {"backend": "sagemaker"}, "aws": {"region": "us-east-1"},
+def test_pricing_reads_the_budget_from_prepare_py_and_shares_start_up_in_packed_jobs(monkeypatch):
+    monkeypatch.delenv("AUTORESEARCH_TIME_BUDGET", raising=False)
+    settings = Settings.model_validate({"aws": {"region": "us-east-1"},
                                         "sagemaker": {"use_spot": False, "startup_estimate_s": 180}})
-    single = estimate_from_settings(settings, 300, candidates=4)
+    pricing = Pricing(settings.aws_backend, settings.instance_prices, REPO / "prepare.py")
+    assert pricing.expected_seconds("gpu") == pytest.approx(300 * EVAL_OVERHEAD)   # prepare.py's PRESETS
+    single = pricing.estimate("sagemaker", "gpu")
+    assert single == pytest.approx((180 + 300 * EVAL_OVERHEAD) / 3600 * 1.408)
     settings.sagemaker.candidates_per_job = 4
-    packed = estimate_from_settings(settings, 300, candidates=4)
-    assert single == pytest.approx(4 * 480 / 3600 * 1.408)
-    assert packed == pytest.approx((4 * 300 + 180) / 3600 * 1.408)
-    settings.run.backend = "local"
-    assert estimate_from_settings(settings, 300, candidates=4) == 0.0
+    assert pricing.estimate("sagemaker", "gpu") == pytest.approx((45 + 300 * EVAL_OVERHEAD) / 3600 * 1.408)
+    assert pricing.estimate("local", "gpu") == 0.0
+    monkeypatch.setenv("AUTORESEARCH_TIME_BUDGET", "10")
+    assert pricing.expected_seconds("gpu") == pytest.approx(10 * EVAL_OVERHEAD)
 
 
 def test_llm_cost_uses_all_four_prices():
@@ -73,33 +78,11 @@ def test_llm_cost_uses_all_four_prices():
         llm_cost("gpt-9", usage, LLM_PRICES)
 
 
-def test_aggregation_per_candidate_generation_and_run():
-    executions = [
-        {"candidate_id": "c1", "generation": 1, "backend": "sagemaker", "instance_type": "ml.g5.xlarge",
-         "region": "us-east-1", "billable_seconds": 3600, "training_seconds": 7200},
-        {"candidate_id": "c1", "generation": 1, "backend": "sagemaker", "instance_type": "ml.g5.xlarge",
-         "region": "us-east-1", "billable_seconds": 1800, "training_seconds": 3600},
-        {"candidate_id": "c2", "generation": 2, "backend": "local", "billable_seconds": None},
-        {"candidate_id": "c3", "generation": 2, "backend": "sagemaker", "cost_usd": 0.5},
-    ]
-    calls = [{"generation": 1, "model": "claude-sonnet-4-5", "input_tokens": 1_000_000, "output_tokens": 0},
-             {"generation": 2, "candidate_id": "c3", "model": "claude-haiku-4-5", "cost_usd": 0.25}]
-    s = summarize(executions, calls, llm_prices=LLM_PRICES)
-    assert s.gpu_usd == pytest.approx(1.408 * 1.5 + 0.5) and s.llm_usd == pytest.approx(3.25)
-    assert s.total_usd == pytest.approx(1.408 * 1.5 + 0.5 + 3.25)
-    assert s.spot_savings == pytest.approx(0.5)
-    assert per_candidate(executions) == pytest.approx({"c1": 1.408 * 1.5, "c2": 0.0, "c3": 0.5})
-    assert per_generation(executions, calls, llm_prices=LLM_PRICES) == pytest.approx({1: 1.408 * 1.5 + 3.0, 2: 0.75})
-    assert run_total(executions) == pytest.approx(1.408 * 1.5 + 0.5)
-    assert s.as_dict()["per_generation"][2] == pytest.approx(0.75)
-
-
 def test_budget_admission():
     budget = Budget(10.0)
     assert budget.can_admit(2.0, spent_usd=5.0, committed_usd=3.0)
     assert not budget.can_admit(2.01, spent_usd=5.0, committed_usd=3.0)
-    assert budget.how_many(0.5, spent_usd=8.0) == 4
-    assert Budget(None).can_admit(1e9, spent_usd=1e9) and Budget(None).how_many(1.0, 0) is None
+    assert Budget(None).can_admit(1e9, spent_usd=1e9)
     assert math.isinf(Budget(None).remaining(5))
     with pytest.raises(LedgerError):
         Budget(0)

@@ -1,226 +1,26 @@
-"""The autopilot loop end to end, with real child processes through the LocalRunner.
-
-Most tests use an INSTANT stand-in train.py + prepare.py pair written into a tmp project: the
-stand-in follows train.py's output contract (progress lines, `---` summary) and prepare.py's
-evaluator record, and computes a deterministic pseudo val_bpb from its knob values plus seeded
-noise (seeded by the execution's record path, so identical code still varies between runs like
-the real thing). One test runs the real prepare.py/train.py at the micro preset.
-
-Helpers here (`make_project`, `ScriptedProposer`, `open_ctx`) are imported by test_resume.py and
-benchmarks/bench_orchestration.py.
-"""
+"""The autopilot loop end to end, with real child processes through the LocalRunner, on the
+instant stand-in project of tests/conftest.py; two tests run the real prepare.py/train.py at the
+micro preset."""
 from __future__ import annotations
 
+import io
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from agent.config import load_settings
-from agent.loop import (EXIT_BUDGET, EXIT_DEADLINE, EXIT_NO_RESULT, EXIT_OK, EXIT_USAGE, autopilot_command,
-                        get_phase, propose_generation, run_autopilot, strategy_slots)
+from agent.loop import EXIT_BUDGET, EXIT_DEADLINE, EXIT_NO_RESULT, EXIT_OK, EXIT_USAGE, autopilot_command, run_autopilot
 from agent.memory import Memory
-from agent.proposers.base import STRATEGIES, Proposal
+from agent.phases import get_phase
+from agent.proposers.base import STRATEGIES
+from agent.proposing import propose_round, strategy_slots
 from agent.results_tsv import UPSTREAM_COLUMNS, read_results_tsv
-from agent.run_context import open_run
-from agent.scheduler import run_executions
-
-REPO = Path(__file__).resolve().parents[1]
-
-STANDIN_TRAIN = '''\
-"""Stand-in train.py for orchestration tests: instant, same output contract as the real one."""
-import time
-
-from prepare import PRESET, MAX_SEQ_LEN, TIME_BUDGET, Tokenizer, make_dataloader, evaluate_bpb
-
-# Knobs: everything a candidate is expected to tune lives in this block.
-DEPTH             = {"gpu": 8,     "cpu": 4,     "micro": 2}[PRESET]
-ASPECT_RATIO      = {"gpu": 64,    "cpu": 32,    "micro": 32}[PRESET]
-HEAD_DIM          = {"gpu": 128,   "cpu": 64,    "micro": 32}[PRESET]
-TOTAL_BATCH_SIZE  = {"gpu": 2**19, "cpu": 2**13, "micro": 2**10}[PRESET]
-DEVICE_BATCH_SIZE = {"gpu": 0,     "cpu": 16,    "micro": 8}[PRESET]
-WINDOW_PATTERN = "SSSL"
-EMBEDDING_LR = 0.6
-UNEMBEDDING_LR = 0.004
-MATRIX_LR = 0.04
-SCALAR_LR = 0.5
-WEIGHT_DECAY = 0.2
-ADAM_BETAS = (0.8, 0.95)
-WARMUP_RATIO = 0.0
-WARMDOWN_RATIO = 0.5
-FINAL_LR_FRAC = 0.0
-SEED = 42
-
-t_start = time.time()
-knobs = dict(DEPTH=DEPTH, ASPECT_RATIO=ASPECT_RATIO, HEAD_DIM=HEAD_DIM, TOTAL_BATCH_SIZE=TOTAL_BATCH_SIZE,
-             DEVICE_BATCH_SIZE=DEVICE_BATCH_SIZE, WINDOW_PATTERN=WINDOW_PATTERN, EMBEDDING_LR=EMBEDDING_LR,
-             UNEMBEDDING_LR=UNEMBEDDING_LR, MATRIX_LR=MATRIX_LR, SCALAR_LR=SCALAR_LR, WEIGHT_DECAY=WEIGHT_DECAY,
-             ADAM_BETAS=ADAM_BETAS, WARMUP_RATIO=WARMUP_RATIO, WARMDOWN_RATIO=WARMDOWN_RATIO,
-             FINAL_LR_FRAC=FINAL_LR_FRAC, SEED=SEED)
-steps = 4
-for step in range(1, steps + 1):
-    if TIME_BUDGET > 0:
-        time.sleep(TIME_BUDGET / steps)
-    loss = 4.0 / step if MATRIX_LR < 0.2 else float("nan")
-    print(f"step {step:05d} ({100 * step / steps:.1f}%) | loss: {loss:.6f} | lrm: 1.00 | dt: 1ms | "
-          f"tok/sec: 1,000 | mfu: 0.0% | epoch: 1 | remaining: 0s", flush=True)
-    if loss != loss:
-        print("FAIL", flush=True)
-        raise SystemExit(1)
-training_seconds = time.time() - t_start
-val_bpb = evaluate_bpb(knobs, Tokenizer(), DEVICE_BATCH_SIZE)
-print("---")
-print(f"val_bpb:          {val_bpb:.6f}")
-print(f"training_seconds: {training_seconds:.1f}")
-print(f"total_seconds:    {time.time() - t_start:.1f}")
-print(f"peak_vram_mb:     {1536.0 + 64 * DEPTH:.1f}")
-print(f"mfu_percent:      {0.0:.2f}")
-print(f"total_tokens_M:   {0.1:.1f}")
-print(f"num_steps:        {steps}")
-print(f"num_params_M:     {0.5 * DEPTH:.1f}")
-print(f"depth:            {DEPTH}", flush=True)
-'''
-
-STANDIN_PREPARE = '''\
-"""Stand-in prepare.py: the constants train.py imports, and an evaluate_bpb that scores the knobs.
-
-val_bpb = a smooth function of the knobs (optimum away from the defaults, so proposals can win)
-plus Gaussian noise of NOISE, seeded by the evaluator-record path (unique per execution)."""
-import hashlib
-import json
-import math
-import os
-import random
-
-PRESET = os.environ.get("AUTORESEARCH_PRESET", "micro")
-if PRESET == "auto":
-    PRESET = "cpu"
-MAX_SEQ_LEN = 64
-TIME_BUDGET = float(os.environ.get("AUTORESEARCH_TIME_BUDGET", "0") or 0)
-EVAL_TOKENS = 2**14
-VOCAB_SIZE = 512
-NOISE = float(os.environ.get("STANDIN_NOISE", "@NOISE@"))
-
-
-class Tokenizer:
-    pass
-
-
-def make_dataloader(*args, **kwargs):
-    return iter(())
-
-
-def score(k):
-    return (1.0 + 0.01 * k["WEIGHT_DECAY"]
-            + 0.05 * abs(math.log(k["MATRIX_LR"] / 0.03))
-            + 0.1 * abs(math.log(k["EMBEDDING_LR"] / 0.8))
-            + 0.02 * abs(math.log(k["UNEMBEDDING_LR"] / 0.004))
-            + 0.01 * abs(math.log(k["SCALAR_LR"] / 0.5))
-            + 0.01 * abs(k["WARMDOWN_RATIO"] - 0.6)
-            + 0.005 * abs(k["DEPTH"] - 3))
-
-
-def evaluate_bpb(model, tokenizer, batch_size):
-    record_path = os.environ.get("AUTORESEARCH_EVAL_RECORD", "")
-    # seed: the record path below runs/ (<tag>/generations/gen_N/<folder>/executions/<id>/...), so
-    # a given execution draws the same noise in every test session, and different ones differ
-    seed_text = record_path.split("/runs/")[-1]
-    rng = random.Random(hashlib.sha256(seed_text.encode()).hexdigest())
-    val_bpb = round(score(model) + (rng.gauss(0.0, NOISE) if NOISE > 0 else 0.0), 6)
-    if record_path:
-        tmp = record_path + ".tmp"
-        with open(tmp, "w") as fh:
-            json.dump({"val_bpb": val_bpb, "total_nats": 1.0, "total_bytes": 1, "num_tokens": 1,
-                       "num_batches": 1, "batch_size": batch_size, "preset": PRESET,
-                       "time_budget": TIME_BUDGET or None, "max_seq_len": MAX_SEQ_LEN,
-                       "eval_seconds": 0.0}, fh)
-        os.replace(tmp, record_path)
-    return val_bpb
-'''
-
-CONFIG = """\
-run:
-  preset: micro
-  backend: local
-  proposer: heuristic
-  seed: 0
-local:
-  slots: {slots}
-  threads_per_slot: 1
-  startup_allowance_s: 30
-selection:
-  baseline_repeats: 2
-  controls_per_generation: 1
-  min_delta: 0.0005
-  k_sigma: 2.0
-"""
-
-
-def git(repo: Path, *args: str) -> str:
-    return subprocess.run(["git", *args], cwd=repo, check=True, capture_output=True, text=True).stdout.strip()
-
-
-def make_project(root: Path, *, noise: float = 0.001, use_git: bool = False, slots: int = 2,
-                 real: bool = False) -> Path:
-    """A project folder: stand-in (or the real) train.py/prepare.py, program.md, config.yaml."""
-    root.mkdir(parents=True, exist_ok=True)
-    if real:
-        shutil.copy(REPO / "train.py", root / "train.py")
-        shutil.copy(REPO / "prepare.py", root / "prepare.py")
-    else:
-        (root / "train.py").write_text(STANDIN_TRAIN)
-        (root / "prepare.py").write_text(STANDIN_PREPARE.replace("@NOISE@", repr(noise)))
-    (root / "program.md").write_text("# Research program\nMake val_bpb lower.\n")
-    (root / "config.yaml").write_text(CONFIG.format(slots=slots))
-    if use_git:
-        git(root, "init", "-q", "-b", "main")
-        git(root, "config", "user.name", "Test User")
-        git(root, "config", "user.email", "test@example.com")
-        (root / ".gitignore").write_text("runs/\n")
-        git(root, "add", ".")
-        git(root, "commit", "-q", "-m", "project")
-    return root
-
-
-def edit(name: str, old, new) -> dict:
-    return {"search": f"{name} = {old}\n", "replace": f"{name} = {new}\n"}
-
-
-class ScriptedProposer:
-    """A Proposer that proposes given edits per generation, checked by the real
-    sandbox.candidate.build_candidate (the same gates as the real proposers)."""
-
-    name = "scripted"
-
-    def __init__(self, plan: dict[int, list[tuple[str, str, list[dict]]]]):
-        self.plan = plan
-        self.requests = []
-
-    def propose(self, request):
-        from sandbox.candidate import build_candidate
-        self.requests.append(request)
-        out = []
-        for strategy, title, edits in self.plan.get(request.generation, []):
-            check = build_candidate(request.incumbent_source, edits, request.seen_fingerprints)
-            out.append(Proposal(strategy=strategy, title=title, hypothesis=f"scripted: {title}", edits=edits,
-                                parents=[request.incumbent_id], accepted=check.ok, source=check.source,
-                                diff=check.diff, fingerprint=check.fingerprint, rule=check.rule,
-                                reason=check.message, proposer="scripted"))
-        return out
-
-
-def open_ctx(project: Path, tag: str = "t", *, proposer=None, json_mode=False, dry_run=False, preset=None,
-             backend=None, **overrides):
-    settings = load_settings(project / "config.yaml", {f"run.{k}": v for k, v in overrides.items()})
-    ctx = open_run(settings, tag, project, json_mode=json_mode, dry_run=dry_run, preset=preset, backend=backend)
-    if proposer is not None:
-        ctx.proposer = proposer
-    return ctx
-
+from agent.run_context import Limits
+from agent.scheduler import Scheduler
+from tests.conftest import REPO, STANDIN_TRAIN, ScriptedProposer, config_yaml, edit, git, make_project, open_ctx
 
 def autopilot(ctx, generations=1, population=4, max_hours=None, budget_usd=None) -> int:
     try:
@@ -250,7 +50,8 @@ NO_APPLY = ("moderate", "edit that does not apply", [edit("NOT_A_KNOB", "1", "2"
 SMALL = ("conservative", "scalar lr 0.52", [edit("SCALAR_LR", "0.5", "0.52")])          # ~-0.0004: noise
 
 
-def test_autopilot_two_generations_with_git_and_user_changes(tmp_path):
+@pytest.mark.parametrize("schedule", ["generations", "async"])
+def test_autopilot_two_generations_with_git_and_user_changes(tmp_path, schedule):
     project = make_project(tmp_path / "proj", use_git=True)
     # the user has uncommitted work that must survive untouched
     (project / "program.md").write_text("# Research program\nuncommitted edit\n")
@@ -258,7 +59,7 @@ def test_autopilot_two_generations_with_git_and_user_changes(tmp_path):
     head, status = git(project, "rev-parse", "HEAD"), git(project, "status", "--porcelain")
     plan = {1: [WINNER, CRASHER, NO_APPLY, SMALL],
             2: [("conservative", "embedding lr 0.8", [edit("EMBEDDING_LR", "0.6", "0.8")])]}
-    ctx = open_ctx(project, "demo", proposer=ScriptedProposer(plan))
+    ctx = open_ctx(project, "demo", proposer=ScriptedProposer(plan), schedule=schedule)
     run_dir = ctx.run_dir
     assert autopilot(ctx, generations=2, population=4) == EXIT_OK
 
@@ -276,7 +77,10 @@ def test_autopilot_two_generations_with_git_and_user_changes(tmp_path):
         kinds = [(e["candidate_id"], e["kind"], e["status"]) for e in mem.executions()]
         assert kinds[:2] == [("g000-baseline", "baseline", "ok")] * 2
         assert ("g001-c02", "candidate", "crash") in kinds
-        assert ("g000-baseline", "control", "ok") in kinds and ("g001-c01", "control", "ok") in kinds
+        if schedule == "generations":     # a control of the incumbent each generation started with
+            assert ("g000-baseline", "control", "ok") in kinds and ("g001-c01", "control", "ok") in kinds
+        else:                             # one control per population (4) launches, of the incumbent then
+            assert [k for k in kinds if k[1] == "control"] == [("g001-c01", "control", "ok")]
         n_results = len([e for e in mem.executions() if e["status"] in ("ok", "crash")])
     finally:
         mem.close()
@@ -289,7 +93,8 @@ def test_autopilot_two_generations_with_git_and_user_changes(tmp_path):
     assert by_cand[("g001-c01", "candidate")]["status"] == "keep"
     assert by_cand[("g001-c02", "candidate")]["status"] == "crash"
     assert by_cand[("g001-c02", "candidate")]["val_bpb"] == "0.000000"
-    assert by_cand[("g000-baseline", "control")]["description"] == "control: re-run of incumbent g000-baseline"
+    control = next(r for r in rows if r["kind"] == "control")
+    assert control["description"] == f"control: re-run of incumbent {control['candidate']}"
     assert by_cand[("g001-c01", "candidate")]["memory_gb"] == "1.6"      # (1536 + 128) MB / 1024
     # commit column = the candidate's commit on autoresearch/demo
     for r in rows:
@@ -306,7 +111,8 @@ def test_autopilot_two_generations_with_git_and_user_changes(tmp_path):
 
     # workspace layout
     gen1 = run_dir / "generations" / "gen_001"
-    for folder in ("g001-c01", "g001-c02", "g000-baseline-control-1"):
+    controls = ["g000-baseline-control-1"] if schedule == "generations" else []
+    for folder in ["g001-c01", "g001-c02"] + controls:
         for name in ("train.py", "diff.patch", "run.log", "result.json", "prepare.py", "harness.py"):
             assert (gen1 / folder / name).is_file(), (folder, name)
     assert "+MATRIX_LR = 0.03" in (gen1 / "g001-c01" / "diff.patch").read_text()
@@ -369,9 +175,9 @@ def test_broken_baseline_exits_5_with_its_reason(tmp_path):
 
 def test_budget_admission_leaves_what_does_not_fit_pending(tmp_path):
     project = make_project(tmp_path / "proj", slots=1)
-    ctx = open_ctx(project, proposer=ScriptedProposer({}))
+    ctx = open_ctx(project, proposer=ScriptedProposer({}), limits=Limits(budget_usd=1.0))
     try:
-        from agent.loop import add_baseline
+        from agent.baseline import add_baseline
         mem = ctx.memory
         cid = add_baseline(ctx)
         mem.record_llm_call(model="m", input_tokens=1, output_tokens=1, cost_usd=0.5, latency_s=0.1, outcome="ok")
@@ -382,11 +188,11 @@ def test_budget_admission_leaves_what_does_not_fit_pending(tmp_path):
                                     preset="micro", workspace=ws("b"), estimated_cost_usd=0.6)
         small = mem.add_execution(candidate_id=cid, generation=0, kind="baseline", backend="local", preset="micro",
                                   workspace=ws("c"), estimated_cost_usd=0.2)
-        ctx.budget_usd = 1.0
-        finished = run_executions(ctx, [fits, too_big, small], live=False)
-        assert sorted(e["id"] for e in finished) == [fits, small]
+        with Scheduler(ctx) as scheduler:
+            outcome = scheduler.drain([fits, too_big, small])
+        assert sorted(outcome.finished) == [fits, small]
         assert mem.execution(too_big)["status"] == "pending"
-        assert ctx.last_schedule.not_admitted_budget == [too_big]
+        assert outcome.not_admitted_budget == [too_big]
         refused = mem.events("not_admitted")
         assert [e["payload"]["execution"] for e in refused] == [too_big]
         assert refused[0]["payload"]["reason"] == "budget"
@@ -423,13 +229,13 @@ def test_max_hours_stops_new_launches(tmp_path):
         assert mem.candidates(generation=1) == []
         assert mem.events("autopilot_end")[-1]["payload"]["reason"].startswith("max-hours reached")
     # a deadline reached mid-generation: nothing further is launched, the rest stays pending
-    ctx = open_ctx(project, proposer=ScriptedProposer({1: [WINNER]}))
-    ctx.deadline = 0.0
-    from agent.loop import launch_generation, propose_generation
+    ctx = open_ctx(project, proposer=ScriptedProposer({1: [WINNER]}), limits=Limits(deadline=0.0))
+    from agent.generations import launch_generation
     try:
-        propose_generation(ctx, 1, 1)
-        launch_generation(ctx, 1)
-        assert len(ctx.last_schedule.not_launched_deadline) == 2      # candidate + control
+        propose_round(ctx, 1, 1)
+        with Scheduler(ctx) as scheduler:
+            summary = launch_generation(ctx, 1, scheduler)
+        assert len(summary["deadline"]) == 2      # candidate + control
         assert {e["status"] for e in ctx.memory.executions(generation=1)} == {"pending"}
     finally:
         ctx.close()
@@ -519,9 +325,42 @@ def test_autopilot_command_exit_2_on_bad_config_and_bad_tag(tmp_path, capsys):
     captured = capsys.readouterr()
     assert "run.populaton" in captured.err and "unknown key" in captured.err
     assert json.loads(captured.out.splitlines()[-1])["exit_code"] == EXIT_USAGE
-    (project / "config.yaml").write_text(CONFIG.format(slots=1))
+    (project / "config.yaml").write_text(config_yaml(slots=1))
     assert autopilot_command(run="bad tag", project_dir=project) == EXIT_USAGE
     assert "run tag" in capsys.readouterr().err
+
+
+def test_a_run_measured_under_another_measurement_version_is_not_resumed(tmp_path, capsys):
+    """prepare.py's MEASUREMENT_VERSION moved on (here: 1 -> 2) after the run's results: autopilot,
+    the REPL's launch and replay refuse with what to do, and launch nothing."""
+    from agent.replay import run_replay
+    from agent.repl import run_repl
+    project = make_project(tmp_path / "proj", use_git=True)
+    ctx = open_ctx(project, proposer=ScriptedProposer({1: [WINNER]}))
+    run_dir = ctx.run_dir
+    assert autopilot(ctx, generations=1, population=1) == EXIT_OK
+    with open(project / "prepare.py", "a") as fh:
+        fh.write("MEASUREMENT_VERSION = 2\n")
+    with Memory.open(run_dir, create=False) as mem:
+        before = len(mem.executions())
+        assert mem.measurement_versions() == {1: before}
+    capsys.readouterr()
+    ctx = open_ctx(project, proposer=ScriptedProposer({}), json_mode=True)
+    assert autopilot(ctx, generations=2, population=1) == EXIT_USAGE
+    summary = json.loads(capsys.readouterr().out.splitlines()[-1])
+    assert "measurement version 1" in summary["reason"] and "measurement version 2" in summary["reason"]
+    assert "another --run tag" in summary["reason"] and "git show autoresearch/t:train.py" in summary["reason"]
+    ctx = open_ctx(project, proposer=ScriptedProposer({2: [SMALL]}))
+    try:
+        out = io.StringIO()
+        assert run_repl(ctx, stdin=io.StringIO("propose 1\nlaunch\nquit\n"), stdout=out) == 0
+        text = " ".join(out.getvalue().split())
+        assert "measurement version 1" in text and "generation 2 done" not in text
+        assert run_replay(ctx, candidate="g001-c01") == 2
+    finally:
+        ctx.close()
+    with Memory.open(run_dir, create=False) as mem:
+        assert len(mem.executions()) == before                          # nothing launched, nothing planned
 
 
 def test_resumed_run_keeps_its_preset(tmp_path):
@@ -533,15 +372,6 @@ def test_resumed_run_keeps_its_preset(tmp_path):
 
 
 # ============================================================================ real train.py
-
-
-@pytest.fixture(scope="session")
-def micro_cache(tmp_path_factory):
-    cache = tmp_path_factory.mktemp("autoresearch-cache")
-    env = {**os.environ, "AUTORESEARCH_CACHE": str(cache)}
-    subprocess.run([sys.executable, str(REPO / "prepare.py"), "--preset", "micro"], cwd=REPO, env=env,
-                   check=True, capture_output=True, timeout=300)
-    return cache
 
 
 @pytest.mark.timeout(600)
@@ -584,7 +414,7 @@ def test_preflight_rejects_a_candidate_that_crashes_before_it_is_launched(tmp_pa
                                      ("moderate", "odd head dim", broken)]})
     ctx = open_ctx(project, proposer=proposer, preflight="always", preset="micro")
     try:
-        ids = propose_generation(ctx, 1, 2)
+        ids = propose_round(ctx, 1, 2)
         by_title = {c["title"]: c for c in (ctx.memory.candidate(i) for i in ids)}
     finally:
         ctx.close()

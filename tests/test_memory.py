@@ -14,11 +14,9 @@ import pytest
 from agent.memory import (SCHEMA_VERSION, Memory, MemoryStoreError, SchemaVersionError, UnknownRecordError,
                           UnknownRunError)
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.conftest import OK_RESULT, add, baseline, run
 
-OK_RESULT = {"status": "ok", "val_bpb": 1.234567, "peak_vram_mb": 512.5, "training_seconds": 30.2,
-             "total_seconds": 41.9, "num_steps": 96, "mfu_percent": 1.25, "num_params_M": 1.2,
-             "total_tokens_M": 0.39, "failure_reason": None, "log_tail": "---\nval_bpb: 1.234567\n"}
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture
@@ -32,30 +30,6 @@ def memory(run_dir: Path):
     m.ensure_run("t1", "micro", "local", "heuristic", {"selection": {"min_delta": 0.0005}}, "/proj")
     yield m
     m.close()
-
-
-def add(memory: Memory, generation: int = 1, *, fingerprint: str = "fp", parents=("g000-baseline",),
-        strategy: str = "moderate", check_status: str = "accepted", **extra) -> str:
-    return memory.add_candidate(generation=generation, strategy=strategy, title=extra.pop("title", "t"),
-                                parents=list(parents), fingerprint=fingerprint, source="src",
-                                check_status=check_status, **extra)
-
-
-def baseline(memory: Memory, fingerprint: str = "fp-base") -> str:
-    return memory.add_candidate(generation=0, strategy="baseline", title="baseline", fingerprint=fingerprint,
-                                source="src", check_status="accepted", origin="baseline")
-
-
-def run(memory: Memory, candidate_id: str, val_bpb: float | None, *, status: str = "ok", kind: str = "candidate",
-        generation: int = 1, preset: str = "micro", backend: str = "local", instance_type: str | None = None,
-        cost: float = 0.0) -> str:
-    eid = memory.add_execution(candidate_id=candidate_id, generation=generation, kind=kind, backend=backend,
-                               preset=preset, workspace="/ws", instance_type=instance_type)
-    result = {**OK_RESULT, "status": status, "val_bpb": val_bpb}
-    if status != "ok":
-        result["failure_reason"] = f"train.py {status}"
-    assert memory.finish_execution(eid, result=result, cost_usd=cost)
-    return eid
 
 
 # ------------------------------------------------------------------------------- files and schema
@@ -96,6 +70,43 @@ def test_a_file_that_is_not_sqlite_is_a_clear_error(tmp_path: Path):
     (tmp_path / "bad" / "memory.sqlite").write_text("this is not a database, just text " * 100)
     with pytest.raises(MemoryStoreError, match="not a usable memory file"):
         Memory.open(tmp_path / "bad")
+
+
+def test_a_version_1_file_migrates_and_its_results_are_measurement_version_1(tmp_path: Path):
+    """A memory written before the measurement_version column: the migration adds it, rows that
+    had ended are version 1 (the harness of that time), pending rows are not measured yet."""
+    from agent.memory import MIGRATIONS, _split_sql
+    run_dir = tmp_path / "runs" / "old"
+    run_dir.mkdir(parents=True)
+    raw = sqlite3.connect(run_dir / "memory.sqlite")
+    for statement in _split_sql(MIGRATIONS[0]):
+        raw.execute(statement)
+    raw.execute("PRAGMA user_version = 1")
+    raw.execute("INSERT INTO candidates (id, generation, idx, strategy, title, fingerprint, check_status, origin,"
+                " created_at, updated_at) VALUES ('g000-baseline', 0, 0, 'baseline', 'baseline', 'fp', 'accepted',"
+                " 'baseline', 0, 0)")
+    for seq, status in ((1, "ok"), (2, "crash"), (3, "pending")):
+        raw.execute("INSERT INTO executions (seq, id, candidate_id, generation, kind, backend, preset, workspace,"
+                    " status, val_bpb, created_at) VALUES (?, ?, 'g000-baseline', 0, 'baseline', 'local', 'micro',"
+                    " '/ws', ?, ?, 0)", (seq, f"e{seq:05d}", status, 1.0 if status == "ok" else None))
+    raw.commit()
+    raw.close()
+    with Memory.open(run_dir) as memory:
+        assert memory.schema_version() == SCHEMA_VERSION
+        assert [e["measurement_version"] for e in memory.executions()] == [1, 1, None]
+        assert memory.measurement_versions() == {1: 1}
+        memory.finish_execution("e00003", result={**OK_RESULT, "measurement_version": 2})
+        assert memory.measurement_versions() == {1: 1, 2: 1}
+
+
+def test_results_keep_their_measurement_version(memory: Memory):
+    b = baseline(memory)
+    eids = [memory.add_execution(candidate_id=b, generation=0, kind="baseline", backend="local", preset="micro",
+                                 workspace="/ws") for _ in range(3)]
+    memory.finish_execution(eids[0], result={**OK_RESULT, "measurement_version": 2})
+    memory.finish_execution(eids[1], result=OK_RESULT)                       # a harness that did not say: v1
+    memory.finish_execution(eids[2], result={"status": "killed", "failure_reason": "stopped"})  # no measurement
+    assert [memory.execution(e)["measurement_version"] for e in eids] == [2, 1, None]
 
 
 def test_unknown_run_lists_the_known_tags(tmp_path: Path):
@@ -345,30 +356,7 @@ def test_threads_share_one_handle(memory: Memory):
     assert memory.spend()["llm_usd"] == pytest.approx(0.1)
 
 
-# ------------------------------------------------------------------------------- derived views
-def test_noise_sigma_is_pooled_over_groups_of_identical_code(memory: Memory):
-    b = baseline(memory, fingerprint="A")
-    twin = add(memory, 1, fingerprint="A")           # identical code proposed again: same group as the baseline
-    other = add(memory, 1, fingerprint="B")
-    single = add(memory, 1, fingerprint="C")
-    assert memory.noise_sigma() is None
-    run(memory, b, 1.0, kind="baseline", generation=0)
-    run(memory, single, 3.0)
-    assert memory.noise_sigma() is None               # no group with two runs yet
-    run(memory, b, 1.2, kind="baseline", generation=0)
-    run(memory, twin, 1.1)
-    run(memory, other, 2.0)
-    run(memory, other, 2.4, kind="control")
-    run(memory, other, None, status="crash")          # failures are not measurements
-    run(memory, other, 5.0, preset="gpu")             # another preset: its own (single-run) group
-    run(memory, other, 2.6, kind="replay", backend="sagemaker", instance_type="ml.g5.xlarge")
-    # by hand: A = {1.0, 1.2, 1.1}: mean 1.1, SS 0.02, dof 2; B = {2.0, 2.4}: mean 2.2, SS 0.08, dof 1
-    expected = math.sqrt((0.02 + 0.08) / 3)
-    assert memory.noise_sigma() == pytest.approx(expected, rel=1e-12)
-    stats = memory.noise_stats()
-    assert (stats["runs"], stats["groups"], stats["dof"]) == (5, 2, 3)
-
-
+# ------------------------------------------------------------------------------- reads
 def test_val_bpbs_are_ok_runs_without_replays(memory: Memory):
     c = add(memory)
     run(memory, c, 1.5)
@@ -378,70 +366,6 @@ def test_val_bpbs_are_ok_runs_without_replays(memory: Memory):
     assert memory.val_bpbs(c) == [1.5, 1.7]
     assert memory.val_bpbs(c, include_replays=True) == [1.5, 1.7, 1.9]
     assert memory.val_bpbs(c, preset="gpu") == []
-
-
-def test_lineage_follows_first_parents_baseline_first(memory: Memory):
-    b = baseline(memory)
-    run(memory, b, 2.0, kind="baseline", generation=0)
-    run(memory, b, 2.2, kind="baseline", generation=0)
-    assert memory.lineage() == []                     # no incumbent yet
-    c1 = add(memory, 1, fingerprint="f1", parents=[b], diff="diff-1")
-    side = add(memory, 1, fingerprint="f-side", parents=[b])
-    run(memory, c1, 1.9)
-    c2 = add(memory, 2, fingerprint="f2", parents=[c1, side], strategy="crossover", diff="diff-2")
-    run(memory, c2, 1.7)
-    run(memory, c2, 1.8, kind="confirmation", generation=2)
-    for incumbent in (b, c1, c2):
-        memory.set_state("incumbent", incumbent)
-    chain = memory.lineage()
-    assert [step["id"] for step in chain] == [b, c1, c2]
-    assert [step["mean_val_bpb"] for step in chain] == pytest.approx([2.1, 1.9, 1.75])
-    assert [step["runs"] for step in chain] == [2, 1, 2]
-    assert chain[2]["diff"] == "diff-2"
-    assert chain[1]["delta_vs_parent"] == pytest.approx(0.2)
-    assert memory.incumbent_id() == c2
-    assert memory.incumbent_history() == [b, c1, c2]
-    memory.set_state("incumbent", c2)                 # unchanged: no new history entry
-    assert len(memory.events("incumbent_changed")) == 3
-
-
-def test_recent_results_best_first_one_per_fingerprint(memory: Memory):
-    b = baseline(memory)
-    run(memory, b, 2.0, kind="baseline", generation=0)
-    good = add(memory, 1, fingerprint="g", title="good", edits=[{"search": "a", "replace": "b"}])
-    dup = add(memory, 2, fingerprint="g", title="good again")
-    bad = add(memory, 1, fingerprint="x", title="bad")
-    crashed = add(memory, 1, fingerprint="c", title="crashed")
-    rejected = add(memory, 1, fingerprint="r", check_status="rejected")
-    run(memory, good, 1.5)
-    run(memory, dup, 1.7, generation=2)
-    run(memory, bad, 2.5)
-    run(memory, crashed, None, status="crash")
-    recent = memory.recent_results()
-    assert [(r.candidate_id, r.val_bpb) for r in recent] == [(good, pytest.approx(1.6)), (b, 2.0), (bad, 2.5)]
-    assert recent[0].edits == [{"search": "a", "replace": "b"}] and recent[0].title == "good"
-    assert [r.candidate_id for r in memory.recent_results(limit=1)] == [good]
-    assert rejected not in {r.candidate_id for r in recent}
-
-
-def test_strategy_outcomes(memory: Memory):
-    b = baseline(memory)
-    run(memory, b, 2.0, kind="baseline", generation=0)
-    kept = add(memory, 1, fingerprint="k", strategy="conservative")
-    lost = add(memory, 1, fingerprint="l", strategy="conservative")
-    boom = add(memory, 1, fingerprint="b", strategy="aggressive")
-    add(memory, 1, fingerprint="r", strategy="aggressive", check_status="rejected", rule="no-new-imports")
-    run(memory, kept, 1.9)
-    run(memory, lost, 2.1)
-    run(memory, boom, None, status="crash")
-    memory.set_state("incumbent", b)
-    memory.set_state("incumbent", kept)
-    outcomes = memory.strategy_outcomes()
-    assert list(outcomes) == ["aggressive", "conservative"]
-    assert outcomes["conservative"] == {"proposed": 2, "rejected": 0, "ran": 2, "crashed": 0, "kept": 1,
-                                        "best_delta": pytest.approx(0.1)}
-    assert outcomes["aggressive"] == {"proposed": 2, "rejected": 1, "ran": 1, "crashed": 1, "kept": 0,
-                                      "best_delta": None}
 
 
 def test_spend_adds_compute_and_llm_per_generation(memory: Memory):

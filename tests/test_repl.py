@@ -1,7 +1,6 @@
-"""The REPL, driven like a person would: through a pseudo-terminal, against a tmp project whose
-train.py/prepare.py are instant stand-ins that follow the output contract and the evaluator record.
-Real parts throughout: the heuristic proposer, the checker, SQLite memory, the loop, the local
-runner with harness child processes, git, and $EDITOR as a real child process."""
+"""The REPL, driven like a person would: through a pseudo-terminal, against the stand-in project of
+tests/conftest.py. Real parts throughout: the heuristic proposer, the checker, SQLite memory, the
+loop, the local runner with harness child processes, git, and $EDITOR as a real child process."""
 from __future__ import annotations
 
 import codecs
@@ -9,7 +8,6 @@ import io
 import os
 import re
 import select
-import shutil
 import signal
 import struct
 import subprocess
@@ -20,147 +18,15 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+from tests.conftest import REPO, make_project, open_ctx, write_tools
+
 TAG = "demo"
 
-# The stand-in experiment. The "model" is a score computed from the knobs (a bowl whose floor is
-# away from the baseline values), so that edits move val_bpb deterministically; evaluate_bpb
-# writes the evaluator record the harness cross-checks, and the summary follows the contract.
-STANDIN_PREPARE = '''
-import json, os
-PRESET = os.environ.get("AUTORESEARCH_PRESET", "micro")
-if PRESET not in ("gpu", "cpu", "micro"):
-    PRESET = "micro"
-MAX_SEQ_LEN = 64
-TIME_BUDGET = 5
-EVAL_TOKENS = 4096
-VOCAB_SIZE = 256
-
-
-class Tokenizer:
-    pass
-
-
-def make_dataloader(tokenizer, B, T, split):
-    return iter(())
-
-
-def evaluate_bpb(model, tokenizer, batch_size):
-    val_bpb = round(float(model["score"]), 6)
-    record = {"val_bpb": val_bpb, "total_nats": 0.0, "total_bytes": 1, "num_tokens": 1, "num_batches": 1,
-              "batch_size": batch_size, "preset": PRESET, "time_budget": TIME_BUDGET,
-              "max_seq_len": MAX_SEQ_LEN, "eval_seconds": 0.0}
-    path = os.environ.get("AUTORESEARCH_EVAL_RECORD")
-    if path:
-        with open(path, "w") as f:
-            json.dump(record, f)
-    return val_bpb
-'''
-
-STANDIN_TRAIN = '''
-import time
-from prepare import PRESET, MAX_SEQ_LEN, TIME_BUDGET, Tokenizer, make_dataloader, evaluate_bpb
-
-# Knobs: everything a candidate is expected to tune lives in this block.
-# Size knobs hold one value per preset (prepare.PRESET picks it).
-DEPTH             = {"gpu": 8,     "cpu": 4,     "micro": 2}[PRESET]
-ASPECT_RATIO      = {"gpu": 64,    "cpu": 32,    "micro": 32}[PRESET]
-HEAD_DIM          = {"gpu": 128,   "cpu": 64,    "micro": 32}[PRESET]
-TOTAL_BATCH_SIZE  = {"gpu": 2**19, "cpu": 2**13, "micro": 2**10}[PRESET]
-DEVICE_BATCH_SIZE = {"gpu": 0,     "cpu": 16,    "micro": 8}[PRESET]
-WINDOW_PATTERN = "SSSL"
-EMBEDDING_LR = 0.6
-UNEMBEDDING_LR = 0.004
-MATRIX_LR = 0.04
-SCALAR_LR = 0.5
-WEIGHT_DECAY = 0.2
-ADAM_BETAS = (0.8, 0.95)
-WARMUP_RATIO = 0.0
-WARMDOWN_RATIO = 0.5
-FINAL_LR_FRAC = 0.0
-SEED = 42
-
-t0 = time.time()
-score = (1.0 + 2.0 * abs(MATRIX_LR - 0.05) + 0.01 * abs(DEPTH - 3) + 0.05 * abs(WARMDOWN_RATIO - 0.6)
-         + 0.02 * abs(WEIGHT_DECAY - 0.1) + 0.1 * abs(EMBEDDING_LR - 0.5) + 0.5 * abs(UNEMBEDDING_LR - 0.005)
-         + 0.01 * abs(SCALAR_LR - 0.4) + 0.01 * WARMUP_RATIO + 0.01 * FINAL_LR_FRAC
-         + 0.001 * abs(ASPECT_RATIO - 32) / 32 + 0.0001 * (SEED % 7) + 0.001 * DEVICE_BATCH_SIZE / 8)
-print("step 00000 (50.0%) | loss: 4.000000 | lrm: 1.00 | dt: 1ms | tok/sec: 1,000 | mfu: 0.0% | "
-      "epoch: 1 | remaining: 0s", flush=True)
-val_bpb = evaluate_bpb({"score": score}, Tokenizer(), DEVICE_BATCH_SIZE)
-training_seconds = time.time() - t0
-print("---")
-print(f"val_bpb:          {val_bpb:.6f}")
-print(f"training_seconds: {training_seconds:.1f}")
-print(f"total_seconds:    {time.time() - t0:.1f}")
-print(f"peak_vram_mb:     {0.0:.1f}")
-print(f"mfu_percent:      {0.0:.2f}")
-print(f"total_tokens_M:   {0.0:.1f}")
-print(f"num_steps:        {1}")
-print(f"num_params_M:     {0.1:.1f}")
-print(f"depth:            {DEPTH}")
-'''
-
-CONFIG = '''
-run:
-  preset: micro
-  backend: local
-  proposer: heuristic
-  population: 3
-local:
-  slots: 2
-  threads_per_slot: 1
-selection:
-  baseline_repeats: 2
-  prior_sigma: 0.0001
-'''
-
-# $EDITOR: a real program that edits the file it is given. What it does is read from a mode file
-# next to it, so one REPL session can make an accepted edit, then a rejected one.
-EDITOR = '''
-import pathlib, re, sys
-mode = (pathlib.Path(__file__).parent / "editor_mode").read_text().strip()
-path = pathlib.Path(sys.argv[1])
-text = path.read_text()
-if mode == "lr":
-    text = re.sub(r"(?m)^MATRIX_LR = .*$", "MATRIX_LR = 0.0499", text)
-elif mode == "cheat":
-    text = "import subprocess\\n" + text
-elif mode == "fail":
-    sys.exit(3)
-path.write_text(text)
-'''
-
-DIFF = '''--- a/train.py
-+++ b/train.py
-@@ -20,3 +20,3 @@
- SCALAR_LR = 0.5
--WEIGHT_DECAY = 0.2
-+WEIGHT_DECAY = 0.1
- ADAM_BETAS = (0.8, 0.95)
-'''
-
-
 def make_standin_project(root: Path) -> Path:
-    """A project folder (a git repository) holding the stand-in train.py/prepare.py, config.yaml,
-    program.md, an $EDITOR script and a diff file."""
-    proj = root / "project"
-    proj.mkdir(parents=True)
-    (proj / "prepare.py").write_text(STANDIN_PREPARE.lstrip())
-    (proj / "train.py").write_text(STANDIN_TRAIN.lstrip())
-    (proj / "config.yaml").write_text(CONFIG.lstrip())
-    (proj / "program.md").write_text("Lower val_bpb. Only train.py changes.\n")
-    shutil.copytree(REPO / "prompts", proj / "prompts")     # a project folder carries its prompts
-    tools = root / "tools"
-    tools.mkdir()
-    (tools / "editor.py").write_text(EDITOR.lstrip())
-    (tools / "editor_mode").write_text("lr\n")
-    (tools / "wd.diff").write_text(DIFF)
-    git = ["git", "-c", "user.name=t", "-c", "user.email=t@localhost"]
-    subprocess.run(git + ["init", "-q", "-b", "main"], cwd=proj, check=True)
-    subprocess.run(git + ["add", "-A"], cwd=proj, check=True)
-    subprocess.run(git + ["commit", "-q", "-m", "baseline"], cwd=proj, check=True)
-    return proj
+    """The conftest stand-in project (noiseless, a git repository) with the REPL's tools next to it."""
+    write_tools(root)
+    return make_project(root / "project", noise=0.0, use_git=True, slots=2,
+                        config={"run": {"population": 3}, "selection": {"prior_sigma": 0.0001}})
 
 
 def child_env(root: Path) -> dict:
@@ -173,11 +39,7 @@ def child_env(root: Path) -> dict:
 
 
 def open_context(proj: Path, *, dry_run: bool = False, console=None):
-    from agent.config import load_settings
-    from agent.run_context import open_run
-    settings = load_settings(proj / "config.yaml")
-    return open_run(settings, TAG, proj, backend="local", proposer="heuristic", preset="micro",
-                    dry_run=dry_run, console=console)
+    return open_ctx(proj, TAG, dry_run=dry_run, console=console)
 
 
 # --------------------------------------------------------------------------- a pty session
@@ -344,9 +206,9 @@ def test_repl_through_a_pty_proposes_edits_drops_and_launches(tmp_path):
 
 
 def test_pending_generation_follows_the_loop_phases(tmp_path):
-    from agent.loop import set_phase
     from agent.memory import Memory
-    from agent.repl import next_generation, pending_generation
+    from agent.phases import pending_generation, set_phase
+    from agent.repl import next_generation
     with Memory.open(tmp_path / "r") as m:
         m.ensure_run("r", "micro", "local", "heuristic", {}, str(tmp_path))
         assert pending_generation(m) is None and next_generation(m) == 1
@@ -429,7 +291,8 @@ def test_autopilot_and_repl_take_turns_on_one_run(tmp_path):
     """autopilot runs generation 1, the REPL proposes and launches generation 2, autopilot
     continues with generation 3 — one memory, one git branch, nothing proposed twice."""
     from rich.console import Console
-    from agent.loop import get_phase, run_autopilot
+    from agent.loop import run_autopilot
+    from agent.phases import get_phase
     proj = make_standin_project(tmp_path)
     quiet = Console(file=io.StringIO(), width=200)
 

@@ -9,8 +9,19 @@ import re
 import pytest
 from rich.console import Console
 
+from agent.digest import lineage as lineage_of
 from agent.replay import ReplayError, run_replay, select_candidates
-from tests.test_repl import make_standin_project, open_context  # the stand-in project (same folder)
+from tests.conftest import make_project, open_ctx, write_tools
+
+
+def make_standin_project(root):
+    write_tools(root)
+    return make_project(root / "project", noise=0.0, use_git=True, slots=2,
+                        config={"run": {"population": 3}, "selection": {"prior_sigma": 0.0001}})
+
+
+def open_context(proj, **kw):
+    return open_ctx(proj, "demo", **kw)
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +39,7 @@ def evolved(tmp_path_factory):
         assert run_autopilot(ctx, generations=1, population=3, max_hours=None, budget_usd=None) == 0
         script = io.StringIO(f"add-diff {root / 'tools' / 'wd.diff'} weight decay 0.1\nlaunch\nquit\n")
         assert run_repl(ctx, stdin=script, stdout=io.StringIO()) == 0
-        assert ctx.memory.lineage()[-1]["title"] == "weight decay 0.1"
+        assert lineage_of(ctx.memory)[-1]["title"] == "weight decay 0.1"
     finally:
         ctx.close()
     return proj
@@ -48,7 +59,7 @@ def test_lineage_replays_are_stored_linked_and_compared(evolved):
     ctx, out = _ctx(evolved)
     try:
         memory = ctx.memory
-        lineage = [row["id"] for row in memory.lineage()]
+        lineage = [row["id"] for row in lineage_of(memory)]
         assert len(lineage) >= 2 and lineage[0] == "g000-baseline"   # the baseline and its winner(s)
         before = {e["id"] for e in memory.executions()}
         assert run_replay(ctx, lineage=True, repeats=2) == 0
@@ -101,8 +112,7 @@ def test_replay_on_another_preset_shows_the_shift_beyond_noise(evolved):
 
 
 def test_generation_replay_in_json_mode(evolved, capsys):
-    ctx, _ = _ctx(evolved)
-    ctx.json_mode = True
+    ctx, _ = _ctx(evolved, json_mode=True)
     try:
         ran = [c["id"] for c in ctx.memory.candidates(generation=1, check_status="accepted")]
         assert run_replay(ctx, generations=[1], repeats=1) == 0
@@ -139,7 +149,7 @@ def test_bad_requests_name_the_problem(evolved):
 def test_default_selection_is_the_lineage(evolved):
     ctx, _ = _ctx(evolved, dry_run=True)
     try:
-        assert select_candidates(ctx.memory) == [row["id"] for row in ctx.memory.lineage()]
+        assert select_candidates(ctx.memory) == [row["id"] for row in lineage_of(ctx.memory)]
         both = select_candidates(ctx.memory, candidate="g000-baseline", lineage=True)
         assert both[0] == "g000-baseline" and len(both) == len(set(both))
     finally:

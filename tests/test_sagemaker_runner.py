@@ -412,6 +412,42 @@ def test_cancel_stops_the_job_and_reports_killed(aws, sim, bucket, tmp_path):
     assert len(aws.calls_of("sagemaker.StopTrainingJob")) == 2 and runner.active() == []
 
 
+def test_early_stop_of_a_job_of_its_own_is_a_stop_training_job_with_the_figures(aws, sim, bucket, tmp_path):
+    def stop(params):
+        set_job(params["TrainingJobName"], status="Stopped", secondary="Stopped", billable=40)
+        return 200, {}
+
+    aws.handle("sagemaker.StopTrainingJob", stop)
+    runner, _ = make_runner()
+    name = runner.submit(make_spec(tmp_path, "e1"))
+    set_job(name, status="InProgress", secondary="Training")
+    reason = {"rule": "early_stop/v1", "pct": 42.0, "candidate_loss": 4.2, "reference_mean": 3.9,
+              "reason": "losing: at 42.0%: loss 4.2000 vs reference mean 3.9000"}
+    runner.stop_early("e1", reason)
+    assert [c.params["TrainingJobName"] for c in aws.calls_of("sagemaker.StopTrainingJob")] == [name]
+    done = finished(drain(runner))["e1"]
+    assert done.result["status"] == "stopped_early" and done.result["early_stop"] == reason
+    assert "losing: at 42.0%" in done.result["failure_reason"] and done.billable_seconds == 40
+
+
+def test_early_stop_inside_a_packed_job_writes_only_that_candidates_stop_marker(aws, sim, bucket, tmp_path):
+    runner, _ = make_runner(candidates_per_job=2, instance_type="ml.g5.12xlarge")
+    specs = [make_spec(tmp_path, "e1"), make_spec(tmp_path, "e2")]
+    name = {runner.submit(s) for s in specs}.pop()
+    set_job(name, status="InProgress", secondary="Training")
+    manifest = json.loads(tarfile.open(fileobj=io.BytesIO(boto3.client("s3", region_name=REGION, endpoint_url=aws.url)
+                          .get_object(Bucket=BUCKET, Key=f"autoresearch/runs/t1/ar-t1-e1/source/sourcedir.tar.gz")
+                          ["Body"].read())).extractfile("manifest.json").read())
+    stop_uris = {c["execution_id"]: c["stop_uri"] for c in manifest["candidates"]}
+    assert stop_uris == {e: f"s3://{BUCKET}/autoresearch/runs/t1/ar-t1-e1/stop/{e}.json" for e in ("e1", "e2")}
+    runner.stop_early("e2", {"rule": "early_stop/v1", "pct": 50.0})
+    assert aws.calls_of("sagemaker.StopTrainingJob") == []           # e1 keeps training in the same job
+    marker = boto3.client("s3", region_name=REGION, endpoint_url=aws.url).get_object(
+        Bucket=BUCKET, Key="autoresearch/runs/t1/ar-t1-e1/stop/e2.json")["Body"].read()
+    assert json.loads(marker) == {"rule": "early_stop/v1", "pct": 50.0}
+    assert sorted(runner.active()) == ["e1", "e2"]     # e2's harness reports stopped_early when the job ends
+
+
 def test_resume_reattaches_to_running_jobs_by_name(aws, sim, bucket, tmp_path):
     first, _ = make_runner()
     spec = make_spec(tmp_path, "e1", val=1.2)

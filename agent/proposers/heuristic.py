@@ -32,7 +32,6 @@ proposer seed and request give the same proposals in any process.
 """
 from __future__ import annotations
 
-import ast
 import hashlib
 import logging
 import math
@@ -47,6 +46,7 @@ import libcst as cst
 
 from agent.proposers.base import STRATEGIES, PastCandidate, Proposal, ProposalRequest
 from sandbox.candidate import build_candidate
+from sandbox.presets import PrepareFactsError, preset_table
 from sandbox.edits import EditError, apply_edits
 
 log = logging.getLogger(__name__)
@@ -70,12 +70,6 @@ KNOB_ROLES = {
     "WARMDOWN_RATIO": "the share of the budget spent annealing the lr",
     "FINAL_LR_FRAC": "the lr left at the end of the anneal",
 }
-
-# Fallback when prepare.py cannot be read (prepare.py's PRESETS values).
-DEFAULT_PRESET_TABLE = {"gpu": {"max_seq_len": 2048, "vocab_size": 8192},
-                        "cpu": {"max_seq_len": 256, "vocab_size": 2048},
-                        "micro": {"max_seq_len": 64, "vocab_size": 512}}
-
 
 @dataclass(frozen=True)
 class PresetLimits:
@@ -319,31 +313,18 @@ def knob_block(source: str, preset: str) -> KnobBlock:
 
 
 def read_preset_table(project_dir: Path | None = None) -> dict[str, dict[str, int]]:
-    """max_seq_len and vocab_size per preset from prepare.py's PRESETS table (parsed, never
-    imported: importing prepare pulls in torch and reads the environment)."""
-    table = {k: dict(v) for k, v in DEFAULT_PRESET_TABLE.items()}
+    """max_seq_len and vocab_size per preset from prepare.py's PRESETS table, through the one
+    reader (sandbox/presets.py): the project's prepare.py, else the packaged one."""
     for folder in [project_dir, Path.cwd(), Path(__file__).resolve().parents[2]]:
         path = Path(folder) / "prepare.py" if folder is not None else None
         if path is None or not path.is_file():
             continue
         try:
-            tree = ast.parse(path.read_text())
-        except (OSError, SyntaxError, ValueError):
-            continue
-        for stmt in tree.body:
-            if not (isinstance(stmt, ast.Assign) and isinstance(stmt.value, ast.Dict)
-                    and any(isinstance(t, ast.Name) and t.id == "PRESETS" for t in stmt.targets)):
-                continue
-            for key, val in zip(stmt.value.keys, stmt.value.values):
-                fields = (val.keywords if isinstance(val, ast.Call) else
-                          [ast.keyword(arg=k.value, value=v) for k, v in zip(val.keys, val.values)
-                           if isinstance(k, ast.Constant)] if isinstance(val, ast.Dict) else [])
-                for kw in fields:
-                    if (isinstance(key, ast.Constant) and kw.arg in ("max_seq_len", "vocab_size")
-                            and isinstance(kw.value, ast.Constant) and isinstance(kw.value.value, int)):
-                        table.setdefault(key.value, {})[kw.arg] = kw.value.value
-            return table
-    return table
+            table = preset_table(path)
+        except (PrepareFactsError, OSError, SyntaxError):
+            continue      # not a prepare.py with the table (e.g. a test stand-in): try the next
+        return {name: {k: int(facts[k]) for k in ("max_seq_len", "vocab_size")} for name, facts in table.items()}
+    raise PrepareFactsError("no prepare.py with a PRESETS table in the project, the working directory or the package")
 
 
 # ============================================================================ validity
@@ -877,7 +858,7 @@ class HeuristicProposer:
         self._fingerprints: dict[bytes, str] = {}
 
     def setting(self, preset: str) -> Setting:
-        table = self.presets.get(preset) or DEFAULT_PRESET_TABLE.get(preset) or DEFAULT_PRESET_TABLE["gpu"]
+        table = self.presets.get(preset) or self.presets["gpu"]
         return Setting(preset, table["max_seq_len"], table["vocab_size"], LIMITS.get(preset, LIMITS["gpu"]))
 
     def propose(self, request: ProposalRequest) -> list[Proposal]:

@@ -1,4 +1,4 @@
-"""boto3 sessions and clients built from the settings, and the retry policy for AWS calls.
+"""boto3 sessions and clients built from the aws section, and the retry policy for AWS calls.
 
 One place decides how we reach AWS so that the runner, `aws setup` and `doctor` agree:
 the standard credential chain (env, profile, SSO, instance role), `aws.profile`, `aws.region`,
@@ -15,7 +15,7 @@ from botocore.exceptions import (ClientError, ConnectionClosedError, EndpointCon
                                  NoRegionError, PartialCredentialsError, ReadTimeoutError)
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_random_exponential
 
-from agent.config import Settings
+from sandbox.runners.settings import AWSBackendSettings
 from sandbox.runners.base import BackendError
 
 # Error codes that mean "slow down" or "try again": never a verdict on the request itself.
@@ -75,12 +75,12 @@ def is_retryable(exc: BaseException) -> bool:
     return error_code(exc) in THROTTLE_CODES
 
 
-def make_session(settings: Settings) -> boto3.Session:
+def make_session(settings: AWSBackendSettings) -> boto3.Session:
     aws = settings.aws
     return boto3.Session(profile_name=aws.profile or None, region_name=aws.region or None)
 
 
-def region_of(settings: Settings, session: boto3.Session | None = None) -> str:
+def region_of(settings: AWSBackendSettings, session: boto3.Session | None = None) -> str:
     """The region from config, else the credential chain's (env, profile); a clear error if none."""
     region = settings.aws.region or (session.region_name if session else None) \
         or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
@@ -89,7 +89,7 @@ def region_of(settings: Settings, session: boto3.Session | None = None) -> str:
     return region
 
 
-def make_client(session: boto3.Session, service: str, settings: Settings, *, region: str | None = None) -> Any:
+def make_client(session: boto3.Session, service: str, settings: AWSBackendSettings, *, region: str | None = None) -> Any:
     """A client with botocore's own retries off: throttling is retried by `call_with_retry`
     (jittered, bounded, visible in tests), so one throttle is not retried twice over."""
     kwargs: dict[str, Any] = {

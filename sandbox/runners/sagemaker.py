@@ -11,7 +11,11 @@ What decides an execution's result (never a regex over the log):
   * Completed, Failed: the harness's result.json from the job's output.tar.gz; failing that the
     `AUTORESEARCH_RESULT` record sm_entry.py printed; failing that a crash built from the
     FailureReason and the log tail. A job that left no result is never `ok`.
-  * Stopped after our StopTrainingJob: `killed`.
+  * Stopped after our StopTrainingJob: `killed`, or `stopped_early` with the deciding figures
+    when the stop was an early stop (`stop_early`). Inside a packed job an early stop does not
+    stop the job: the runner writes that candidate's stop marker to S3 (manifest `stop_uri`), the
+    job's entry script hands it to that candidate's harness (--stop-file), and only that
+    candidate ends, with its harness's `stopped_early` result.
   * Spot capacity lost (an `Interrupted` or `MaxWaitTimeExceeded` secondary status on a job that did
     not complete): requeued up to `sagemaker.max_spot_requeues` times, then `interrupted`.
   * MaxRuntimeExceeded: `timeout`.
@@ -36,7 +40,7 @@ from typing import Any, Callable
 
 from botocore.exceptions import ClientError
 
-from agent.config import Settings
+from sandbox.runners.settings import AWSBackendSettings
 from sandbox.progress import parse_progress_line
 from sandbox.runners import sagemaker_request as req
 from sandbox.runners.aws_clients import (
@@ -44,6 +48,7 @@ from sandbox.runners.aws_clients import (
     region_of,
 )
 from sandbox.runners.base import ExecutionSpec, Finished, Progress, Requeued, RunnerEvent
+from sandbox.statuses import CRASH, HARNESS_STATUSES, INTERRUPTED, KILLED, STOPPED_EARLY, TIMEOUT
 
 LOG_GROUP = "/aws/sagemaker/TrainingJobs"
 LOG_TAIL_LINES = 50
@@ -67,6 +72,7 @@ class _Job:
     not_before: float = 0.0
     uploaded: bool = False
     stop_requested: bool = False
+    early_stops: dict[str, dict] = field(default_factory=dict)   # execution id -> early_stop reason
     quota_waiting: bool = False
     spot_requeues: int = 0
     transient_retries: int = 0
@@ -92,10 +98,24 @@ def _ts(value: Any) -> float | None:
     return None
 
 
-def _crash(reason: str, log_tail: str = "", status: str = "crash") -> dict:
+def _early_stop_text(reason: dict) -> str:
+    return "stopped early: " + str(reason.get("reason") or "its loss curve was losing against the incumbent's controls")
+
+
+def _crash(reason: str, log_tail: str = "", status: str = CRASH) -> dict:
     return {"status": status, "val_bpb": None, "peak_vram_mb": None, "training_seconds": None,
             "total_seconds": None, "num_steps": None, "mfu_percent": None, "num_params_M": None,
             "failure_reason": reason, "log_tail": log_tail}
+
+
+class _CallableClock:
+    """The Runner protocol's clock over the runner's own time function (tests pass a fake one)."""
+
+    def __init__(self, now: Callable[[], float]):
+        self.now = now
+
+    def advance(self, seconds: float) -> None:
+        pass    # real time passes by itself
 
 
 class SageMakerRunner:
@@ -109,8 +129,9 @@ class SageMakerRunner:
     """
 
     name = "sagemaker"
+    simulated = False
 
-    def __init__(self, settings: Settings, *, run_tag: str | None = None, session: Any = None,
+    def __init__(self, settings: AWSBackendSettings, *, run_tag: str | None = None, session: Any = None,
                  dry_run: bool = False, image_uri: str | None = None,
                  clock: Callable[[], float] = time.time, sleep: Callable[[float], None] = time.sleep):
         self.settings = settings
@@ -118,6 +139,7 @@ class SageMakerRunner:
         self.run_tag = run_tag
         self.dry_run = dry_run
         self._clock, self._sleep = clock, sleep
+        self.clock = _CallableClock(clock)
         self._session = session
         self._region: str | None = None
         self._image_uri = image_uri
@@ -235,7 +257,7 @@ class SageMakerRunner:
             return
         if job.state in ("buffered", "pending"):
             job.specs = [s for s in job.specs if s.execution_id != execution_id]
-            self._finish(job, execution_id, _crash("cancelled before its job started", status="killed"), {})
+            self._finish(job, execution_id, _crash("cancelled before its job started", status=KILLED), {})
             if not job.specs:
                 job.state = "done"
                 if self._buffer is job:
@@ -245,9 +267,23 @@ class SageMakerRunner:
         if others:
             # The job carries other candidates: let it run, forget this one's result.
             self._finish(job, execution_id, _crash("cancelled (its packed job keeps running for the others)",
-                                                   status="killed"), {})
+                                                   status=KILLED), {})
             return
         self._stop(job)   # Finished(killed) arrives when the job reports Stopped, with its billable time
+
+    def stop_early(self, execution_id: str, reason: dict) -> None:
+        """StopTrainingJob for a job of its own; in a packed job only this candidate's stop marker
+        (the others keep training). The Finished says `stopped_early` with `reason`."""
+        job = self._by_exec.get(execution_id)
+        if job is None or execution_id in job.closed or job.state != "running":
+            return
+        job.early_stops[execution_id] = dict(reason)
+        if [s.execution_id for s in job.open_specs()] == [execution_id]:
+            self._stop(job)
+            return
+        layout = req.job_layout(self.settings, self.run_tag or "adhoc", job.base)
+        bucket, key = req.split_s3_uri(layout.stop_uri(execution_id))
+        self._call("s3", "put_object", Bucket=bucket, Key=key, Body=json.dumps(reason, default=str).encode())
 
     def reattach(self, spec: ExecutionSpec, job_id: str) -> bool:
         if self.run_tag is None:
@@ -287,7 +323,7 @@ class SageMakerRunner:
                     pass   # already ending; nothing more we can do on the way out
             for spec in job.open_specs():
                 job.closed.add(spec.execution_id)
-                finished.append(Finished(spec.execution_id, _crash("runner shut down", status="killed"),
+                finished.append(Finished(spec.execution_id, _crash("runner shut down", status=KILLED),
                                          backend=self.name, job_id=job.name, instance_type=self.sm.instance_type,
                                          ended_at=self._clock()))
             job.state = "done"
@@ -315,7 +351,7 @@ class SageMakerRunner:
             path.write_text(json.dumps(request, indent=2, sort_keys=True) + "\n")
             self._finish(job, spec.execution_id,
                          {**_crash(f"dry run: CreateTrainingJob request written to {path}; no job created",
-                                   status="killed"), "dry_run": True, "request_path": str(path)}, {})
+                                   status=KILLED), "dry_run": True, "request_path": str(path)}, {})
         job.state = "done"
 
     def build_request(self, job: _Job) -> dict:
@@ -343,8 +379,9 @@ class SageMakerRunner:
         job.name = req.job_name(job.base, job.attempt)
         request = self.build_request(job)
         if not job.uploaded:
-            bucket, key = req.split_s3_uri(req.job_layout(self.settings, self.run_tag or "adhoc", job.base).source_uri)
-            self._call("s3", "put_object", Bucket=bucket, Key=key, Body=req.pack_source(job.specs))
+            layout = req.job_layout(self.settings, self.run_tag or "adhoc", job.base)
+            bucket, key = req.split_s3_uri(layout.source_uri)
+            self._call("s3", "put_object", Bucket=bucket, Key=key, Body=req.pack_source(job.specs, layout))
             job.uploaded = True
         try:
             self._call("sagemaker", "create_training_job", **request)
@@ -454,13 +491,18 @@ class SageMakerRunner:
             return
         if status == "Stopped" and job.stop_requested:
             for spec in job.open_specs():
-                self._finish(job, spec.execution_id, _crash("stopped by autoresearch", self._tail(job, spec),
-                                                            status="killed"), desc)
+                reason = job.early_stops.get(spec.execution_id)
+                if reason is not None:
+                    result = {**_crash(_early_stop_text(reason), self._tail(job, spec), status=STOPPED_EARLY),
+                              "early_stop": reason}
+                else:
+                    result = _crash("stopped by autoresearch", self._tail(job, spec), status=KILLED)
+                self._finish(job, spec.execution_id, result, desc)
             job.state = "done"
             return
         if "MaxRuntimeExceeded" in statuses:
             self._finish_all(job, desc, self._read_output(job, desc),
-                             missing=f"job exceeded MaxRuntimeInSeconds {reason}".rstrip(), status="timeout")
+                             missing=f"job exceeded MaxRuntimeInSeconds {reason}".rstrip(), status=TIMEOUT)
             return
         outputs = self._read_output(job, desc)
         if all(s.execution_id in outputs or s.execution_id in job.log_results for s in job.open_specs()):
@@ -475,10 +517,10 @@ class SageMakerRunner:
                 self._requeue(job, why)
             else:
                 self._finish_all(job, desc, outputs, missing=f"{why}; gave up after {job.spot_requeues} requeues",
-                                 status="interrupted")
+                                 status=INTERRUPTED)
             return
         if status == "Stopped":
-            self._finish_all(job, desc, outputs, missing="job was stopped outside autoresearch", status="killed")
+            self._finish_all(job, desc, outputs, missing="job was stopped outside autoresearch", status=KILLED)
             return
         if not outputs and not job.log_results and any(p in reason.lower() for p in TRANSIENT_PATTERNS) \
                 and job.transient_retries < self.sm.transient_retries:
@@ -495,7 +537,7 @@ class SageMakerRunner:
             self._events.append(Requeued(spec.execution_id, reason, job.attempt))
 
     def _finish_all(self, job: _Job, desc: dict, outputs: dict[str, dict], *, missing: str,
-                    status: str = "crash") -> None:
+                    status: str = CRASH) -> None:
         for spec in job.open_specs():
             result = outputs.get(spec.execution_id) or job.log_results.get(spec.execution_id)
             if result is None:
@@ -506,7 +548,7 @@ class SageMakerRunner:
     def _finish(self, job: _Job, execution_id: str, result: dict, desc: dict) -> None:
         job.closed.add(execution_id)
         result = dict(result)
-        if result.get("status") not in ("ok", "crash", "timeout", "rejected", "over_budget", "interrupted", "killed"):
+        if result.get("status") not in HARNESS_STATUSES:
             result = _crash(f"result.json has no valid status: {result.get('status')!r}", result.get("log_tail", ""))
         billable = desc.get("BillableTimeInSeconds")
         n = max(1, len(job.specs))
@@ -610,7 +652,7 @@ class SageMakerRunner:
         return results
 
 
-def write_dry_run_requests(specs: list[ExecutionSpec], settings: Settings, *, run_tag: str,
+def write_dry_run_requests(specs: list[ExecutionSpec], settings: AWSBackendSettings, *, run_tag: str,
                            image_uri: str | None = None) -> list[Path]:
     """`--dry-run`: write every CreateTrainingJob request next to its candidate; no AWS call."""
     runner = SageMakerRunner(settings, run_tag=run_tag, dry_run=True, image_uri=image_uri)

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from agent.config import Settings
+from sandbox.runners.settings import AWSBackendSettings
 from sandbox.runners.aws_clients import AWSConfigError
 from sandbox.runners.base import ExecutionSpec
 
@@ -65,6 +65,13 @@ class JobLayout:
     source_uri: str        # s3://.../sourcedir.tar.gz
     output_path: str       # S3OutputPath; SageMaker adds <job-name>/output/{model,output}.tar.gz
     checkpoint_uri: str | None
+    stop_prefix: str       # s3://.../stop/: <execution_id>.json here asks that candidate to stop early
+
+    def stop_uri(self, execution_id: str) -> str:
+        """Where the runner writes one candidate's early-stop marker (the early_stop reason as
+        JSON); the job's entry script polls it and hands it to that candidate's harness as its
+        --stop-file, so only that candidate of a packed job stops."""
+        return f"{self.stop_prefix}{slug(execution_id)}.json"
 
 
 def slug(text: str) -> str:
@@ -89,7 +96,7 @@ def split_job_name(name: str) -> tuple[str, int]:
     return (m.group(1), int(m.group(2))) if m else (name, 1)
 
 
-def s3_prefixes(settings: Settings) -> tuple[str, str]:
+def s3_prefixes(settings: AWSBackendSettings) -> tuple[str, str]:
     """(data prefix, runs prefix) inside the bucket, honouring the serverless pipeline's keys."""
     s3 = settings.s3
     root = s3.prefix.strip("/")
@@ -98,20 +105,20 @@ def s3_prefixes(settings: Settings) -> tuple[str, str]:
     return data, runs
 
 
-def require_bucket(settings: Settings) -> str:
+def require_bucket(settings: AWSBackendSettings) -> str:
     if not settings.s3.bucket:
         raise AWSConfigError("s3.bucket is not set: set it in config.yaml, then run `autoresearch aws setup`")
     return settings.s3.bucket
 
 
-def data_channel_uris(settings: Settings, preset: str) -> dict[str, str]:
+def data_channel_uris(settings: AWSBackendSettings, preset: str) -> dict[str, str]:
     """S3 prefixes that `autoresearch prepare --upload` fills: <data prefix>/<preset>/{data,tokenizer}/."""
     bucket = require_bucket(settings)
     data_prefix, _ = s3_prefixes(settings)
     return {name: f"s3://{bucket}/{data_prefix}/{preset}/{name}/" for name in CHANNELS}
 
 
-def job_layout(settings: Settings, run_tag: str, base: str) -> JobLayout:
+def job_layout(settings: AWSBackendSettings, run_tag: str, base: str) -> JobLayout:
     bucket = require_bucket(settings)
     _, runs_prefix = s3_prefixes(settings)
     root = f"s3://{bucket}/{runs_prefix}/{slug(run_tag)}/{base}"
@@ -120,6 +127,7 @@ def job_layout(settings: Settings, run_tag: str, base: str) -> JobLayout:
         source_uri=f"{root}/source/sourcedir.tar.gz",
         output_path=f"{root}/output",
         checkpoint_uri=f"{ckpt.rstrip('/')}/{slug(run_tag)}/{base}/" if ckpt else None,
+        stop_prefix=f"{root}/stop/",
     )
 
 
@@ -139,7 +147,7 @@ def assert_no_secrets(mapping: dict[str, str], where: str) -> None:
                              "(job environments are readable by anyone who can describe the job)")
 
 
-def resolve_image_uri(settings: Settings, region: str) -> str:
+def resolve_image_uri(settings: AWSBackendSettings, region: str) -> str:
     """The training image: `sagemaker.image_uri` when set (a pre-built image), else the PyTorch
     DLC resolved offline by the `sagemaker` package (bundled JSON tables, no network)."""
     sm = settings.sagemaker
@@ -178,14 +186,17 @@ def job_environment(specs: Sequence[ExecutionSpec]) -> dict[str, str]:
     return env
 
 
-def manifest_for(specs: Sequence[ExecutionSpec]) -> dict:
+def manifest_for(specs: Sequence[ExecutionSpec], layout: JobLayout | None = None) -> dict:
+    """What sm_entry.py runs; with the job's layout, each candidate's `stop_uri` (its early-stop
+    marker in S3) too."""
     presets = {s.preset for s in specs}
     if len(presets) != 1:
         raise ValueError(f"one job runs one preset; got {sorted(presets)}")
     return {
         "preset": specs[0].preset,
         "candidates": [{"execution_id": s.execution_id, "dir": f"candidates/{slug(s.execution_id)}",
-                        "timeout_s": s.timeout_s, "env": dict(s.env), "label": s.label} for s in specs],
+                        "timeout_s": s.timeout_s, "env": dict(s.env), "label": s.label,
+                        **({"stop_uri": layout.stop_uri(s.execution_id)} if layout else {})} for s in specs],
     }
 
 
@@ -205,9 +216,9 @@ def check_workspace(spec: ExecutionSpec) -> None:
                          "(build it with sandbox.workspace.build_workspace)")
 
 
-def pack_source(specs: Sequence[ExecutionSpec]) -> bytes:
+def pack_source(specs: Sequence[ExecutionSpec], layout: JobLayout | None = None) -> bytes:
     """sourcedir.tar.gz for one job; deterministic (sorted, fixed mtimes) so a re-upload is identical."""
-    manifest = manifest_for(specs)
+    manifest = manifest_for(specs, layout)
 
     def add_bytes(tar: tarfile.TarFile, name: str, data: bytes) -> None:
         info = tarfile.TarInfo(name)
@@ -230,7 +241,7 @@ def pack_source(specs: Sequence[ExecutionSpec]) -> bytes:
     return buf.getvalue()
 
 
-def stopping_condition(settings: Settings, n_candidates: int) -> dict[str, int]:
+def stopping_condition(settings: AWSBackendSettings, n_candidates: int) -> dict[str, int]:
     """Candidates run one after another per GPU, so a job of n gets ceil(n/gpus) x the per-job limits."""
     sm = settings.sagemaker
     rounds = -(-n_candidates // gpus_per_instance(sm.instance_type))
@@ -241,7 +252,7 @@ def stopping_condition(settings: Settings, n_candidates: int) -> dict[str, int]:
     return cond
 
 
-def build_create_request(specs: Sequence[ExecutionSpec], settings: Settings, *, run_tag: str, region: str,
+def build_create_request(specs: Sequence[ExecutionSpec], settings: AWSBackendSettings, *, run_tag: str, region: str,
                          attempt: int = 1, image_uri: str | None = None, role_arn: str | None = None) -> dict:
     """The CreateTrainingJob request for one job running `specs` (one or several candidates).
 

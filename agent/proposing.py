@@ -1,0 +1,130 @@
+"""Asking the proposer for a round of candidates, and storing every answer.
+
+One `ProposalRequest` rule for everyone (autopilot, the async schedule, the REPL's `add`): the
+request is built from the incumbent, program.md, the digest, the strategy slots and
+`seed = run.seed * 100_003 + generation`, so the same run, seed and generation propose the same
+candidates whoever asks. Every proposal is stored, accepted or rejected, before anything runs.
+
+The time a proposal round takes advances the runner's clock: the wall clock has moved by itself;
+the simulated backend's virtual clock moves by the modelled `simulated.proposal_latency_s` per
+round (an LLM round-trip; the real seconds the round took would make a simulated run differ
+from one invocation to the next), so slots idle while the loop proposes there too.
+"""
+from __future__ import annotations
+
+import math
+
+from agent.baseline import add_baseline
+from agent.digest import build_digest, recent_results
+from agent.phases import LAUNCHED, PROPOSED, PROPOSING, SELECTED, get_phase, set_phase
+from agent.proposers.base import STRATEGIES, ProposalRequest
+
+SEED_STRIDE = 100_003       # a prime: run seeds and generations never collide
+
+
+def strategy_slots(mix: dict[str, int], population: int) -> dict[str, int]:
+    """Scale the strategy weights to `population` slots: floors first, then the largest remainders
+    (ties in STRATEGIES order), so the result is deterministic and sums to `population`."""
+    total = sum(mix.values())
+    order = [s for s in STRATEGIES if mix.get(s, 0) > 0]
+    exact = {s: population * mix[s] / total for s in order}
+    slots = {s: math.floor(exact[s]) for s in order}
+    left = population - sum(slots.values())
+    for s in sorted(order, key=lambda s: (-(exact[s] - slots[s]), STRATEGIES.index(s)))[:left]:
+        slots[s] += 1
+    return {s: n for s, n in slots.items() if n > 0}
+
+
+def request_for(ctx, generation: int, incumbent: dict, slots: dict[str, int]) -> ProposalRequest:
+    program = ctx.layout.program_md
+    return ProposalRequest(
+        incumbent_source=incumbent["source"], incumbent_id=incumbent["id"],
+        program_md=program.read_text() if program.is_file() else "",
+        digest=build_digest(ctx.memory, ctx.settings.llm.digest_token_budget), slots=slots, preset=ctx.preset,
+        generation=generation, seed=ctx.settings.run.seed * SEED_STRIDE + generation,
+        recent=recent_results(ctx.memory), seen_fingerprints=ctx.memory.fingerprints())
+
+
+def _crossover_needs_parents(request: ProposalRequest) -> None:
+    """Crossover needs two finished parents besides the incumbent; until then its slots go to moderate."""
+    slots = request.slots
+    parents = [r for r in request.recent if r.candidate_id != request.incumbent_id]
+    if slots.get("crossover") and len(parents) < 2:
+        slots["moderate"] = slots.get("moderate", 0) + slots.pop("crossover")
+
+
+def _preflight_enabled(ctx) -> bool:
+    mode = ctx.settings.run.preflight
+    return mode == "always" or (mode == "auto" and ctx.backend == "sagemaker" and not ctx.dry_run)
+
+
+def _preflight(ctx, proposal) -> tuple[bool, str | None, str | None]:
+    """A few micro-preset steps on this machine; a crash here would have crashed the paid job too."""
+    from sandbox.preflight import preflight
+    result = preflight(proposal.source, ctx.project_dir)
+    if result.skipped:
+        ctx.memory.log_event("preflight_skipped", {"reason": result.reason})
+    if result.ok:
+        return True, None, None
+    return False, "preflight", result.reason
+
+
+def propose_round(ctx, generation: int, population: int, *, incumbent_id: str | None = None) -> list[str]:
+    """Ask the proposer for `population` candidates against the incumbent (the generation's own,
+    else `incumbent_id`, else the current one, else the baseline) and store every proposal.
+    Launches nothing. Each call adds to the generation (the REPL may call it again)."""
+    mem = ctx.memory
+    incumbent = get_phase(mem, generation).get("incumbent") or incumbent_id or mem.incumbent_id() \
+        or add_baseline(ctx)
+    set_phase(mem, generation, phase=PROPOSING, incumbent=incumbent)
+    request = request_for(ctx, generation, mem.candidate(incumbent),
+                          strategy_slots(ctx.settings.strategy_mix, population))
+    _crossover_needs_parents(request)
+    slots = request.slots
+    proposals = ctx.proposer.propose(request)
+    if ctx.simulated:
+        ctx.clock.advance(ctx.settings.simulated.proposal_latency_s)
+    seen = set(request.seen_fingerprints)
+    preflight = _preflight_enabled(ctx)
+    ids, listing = [], []
+    for p in proposals:
+        accepted, rule, reason = p.accepted, p.rule, p.reason
+        if accepted and p.fingerprint in seen:   # belt and braces: never train identical code twice
+            accepted, rule, reason = False, "duplicate", "identical to a candidate already tried in this run"
+        if accepted and preflight:
+            accepted, rule, reason = _preflight(ctx, p)
+        if accepted:
+            seen.add(p.fingerprint)
+        cid = mem.add_candidate(generation=generation, strategy=p.strategy, title=p.title or "(untitled)",
+                                hypothesis=p.hypothesis or "", edits=list(p.edits or []),
+                                parents=list(p.parents or [incumbent]), diff=p.diff or "",
+                                fingerprint=p.fingerprint or "", source=p.source,
+                                check_status="accepted" if accepted else "rejected", rule=rule, reason=reason,
+                                proposer=p.proposer or getattr(ctx.proposer, "name", ""), origin="proposed",
+                                attempts=p.attempts or 1)
+        ids.append(cid)
+        listing.append({"id": cid, "strategy": p.strategy, "title": p.title, "accepted": accepted, "rule": rule})
+    set_phase(mem, generation, phase=PROPOSED, incumbent=incumbent)
+    n_ok = sum(1 for x in listing if x["accepted"])
+    mem.log_event("proposed", {"slots": slots, "accepted": n_ok, "rejected": len(listing) - n_ok}, generation)
+    ctx.emit("proposed", generation=generation, accepted=n_ok, rejected=len(listing) - n_ok, candidates=listing)
+    if not ctx.json_mode:
+        ctx.say(f"generation {generation}: {n_ok} candidate(s) accepted, {len(listing) - n_ok} rejected "
+                f"(slots {slots})")
+        for x in listing:
+            if not x["accepted"]:
+                ctx.say(f"  rejected {x['id']} [{x['strategy']}] {x['title']}: {x['rule']}", "dim")
+    return ids
+
+
+def ensure_proposed(ctx, generation: int, population: int, *, incumbent_id: str | None = None) -> None:
+    """Propose once per generation: a generation whose proposals are stored (even partly, after a
+    crash mid-way) is not proposed again, so LLM dollars are never spent twice."""
+    phase = get_phase(ctx.memory, generation)
+    if phase.get("phase") in (PROPOSED, LAUNCHED, SELECTED):
+        return
+    if phase.get("phase") == PROPOSING and ctx.memory.candidates(generation=generation):
+        set_phase(ctx.memory, generation, phase=PROPOSED)
+        ctx.memory.log_event("resumed_partial_proposals", {}, generation)
+        return
+    propose_round(ctx, generation, population, incumbent_id=incumbent_id)

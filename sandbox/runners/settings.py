@@ -1,0 +1,87 @@
+"""The config sections the runners read, one pydantic model per backend (`local:`, `aws:`, `s3:`,
+`sagemaker:` in config.yaml).
+
+They live here, not in agent/config.py, so that sandbox/runners/ never imports from agent/: each
+runner is built from its own section by the one factory (sandbox/runners/__init__.py), and
+agent/config.py composes these sections into the whole Settings. Unknown keys are errors, as
+everywhere in config.yaml.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class Section(BaseModel):
+    """One config.yaml section: a typo is an error, never a silent default."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class LocalSettings(Section):
+    slots: int = Field(0, ge=0)                # 0 = one per visible GPU, else cores // threads_per_slot
+    threads_per_slot: int = Field(0, ge=0)     # 0 = cores // slots (at least 1)
+    startup_allowance_s: float = Field(120.0, gt=0)  # harness timeout = budget + this + eval allowance
+
+
+class AWSSettings(Section):
+    profile: Optional[str] = None
+    region: Optional[str] = None
+    role_arn: Optional[str] = None
+    role_name: str = "autoresearch-sagemaker"
+    endpoint_url: Optional[str] = None         # AWS_ENDPOINT_URL is honoured too
+
+
+class S3Settings(Section):
+    bucket: Optional[str] = None
+    prefix: str = "autoresearch"
+    data_prefix: Optional[str] = None          # serverless pipeline key; default <prefix>/data
+    output_prefix: Optional[str] = None        # serverless pipeline key; default <prefix>/runs
+
+
+class SageMakerSettings(Section):
+    instance_type: str = "ml.g5.xlarge"
+    use_spot: bool = True
+    max_run: int = Field(1800, ge=60)          # MaxRuntimeInSeconds per job
+    max_wait: int = Field(3600, ge=60)         # MaxWaitTimeInSeconds, >= max_run for spot
+    image_uri: Optional[str] = None            # pre-built image; else resolved offline from the version
+    framework_version: str = "2.8.0"
+    py_version: str = "py312"
+    max_concurrent_jobs: int = Field(4, ge=1)
+    candidates_per_job: int = Field(1, ge=1)
+    volume_size_gb: int = Field(50, ge=1)
+    checkpoint_s3_uri: Optional[str] = None
+    subnets: list[str] = Field(default_factory=list)
+    security_group_ids: list[str] = Field(default_factory=list)
+    network_isolation: bool = False
+    max_spot_requeues: int = Field(3, ge=0)
+    transient_retries: int = Field(1, ge=0)    # re-runs after e.g. "CUDA error: unknown error"
+    # polling adapts between these bounds: fast after a change, slower while nothing moves
+    poll_min_s: float = Field(10.0, ge=0)
+    poll_max_s: float = Field(60.0, ge=0)
+    search_above_jobs: int = Field(8, ge=1)    # more running jobs than this: one Search call, not N Describes
+    quota_retry_s: float = Field(120.0, ge=0)  # wait after ResourceLimitExceeded before trying again
+    api_max_attempts: int = Field(8, ge=1)     # throttled AWS calls are retried this often (jittered backoff)
+    api_backoff_s: float = Field(1.0, ge=0)    # first backoff step; grows exponentially up to 30 s
+    # estimates only (agent/ledger.py): start-up per job, and billable/training for spot jobs
+    startup_estimate_s: float = Field(180.0, ge=0)
+    spot_billable_fraction: float = Field(0.35, gt=0, le=1)
+
+    @model_validator(mode="after")
+    def _wait_covers_run(self):
+        if self.use_spot and self.max_wait < self.max_run:
+            raise ValueError(f"max_wait ({self.max_wait}) must be >= max_run ({self.max_run}) for spot jobs")
+        if self.poll_max_s < self.poll_min_s:
+            raise ValueError(f"poll_max_s ({self.poll_max_s}) must be >= poll_min_s ({self.poll_min_s})")
+        return self
+
+
+class AWSBackendSettings(Section):
+    """What the SageMaker backend (and `aws setup` / `doctor`) read: the aws, s3 and sagemaker
+    sections together. The same section objects as the run's Settings, not copies, so a role ARN
+    the runner looks up is seen by everyone."""
+
+    aws: AWSSettings = Field(default_factory=AWSSettings)
+    s3: S3Settings = Field(default_factory=S3Settings)
+    sagemaker: SageMakerSettings = Field(default_factory=SageMakerSettings)
