@@ -36,7 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from agent.config import LLMSettings, Settings  # noqa: E402
-from agent.loop import strategy_slots  # noqa: E402
+from agent.proposing import strategy_slots  # noqa: E402
 from agent.proposers.base import PastCandidate, ProposalRequest  # noqa: E402
 from agent.proposers.heuristic import HeuristicProposer  # noqa: E402
 from agent.proposers.llm import LLMProposer  # noqa: E402

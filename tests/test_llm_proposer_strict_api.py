@@ -12,7 +12,7 @@ import pytest
 from pydantic import ValidationError
 
 from agent.config import ConfigError, LLMSettings, Settings
-from agent.loop import strategy_slots
+from agent.proposing import strategy_slots
 from agent.proposers.base import PastCandidate, ProposalRequest
 from agent.proposers.heuristic import HeuristicProposer
 from agent.proposers.llm import LLMProposer
