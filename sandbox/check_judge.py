@@ -1,0 +1,752 @@
+"""The judgement after the walk: what needs the whole file to decide.
+
+Which `open` is the builtin and which a parameter named `open`; where each write lands (a
+helper's path parameter is judged by its call sites); whether `cls.forward = f` patches the
+candidate's own class or one torch exported; whether `setattr(obj, name, v)` can set a dunder;
+which keys the environment is read and written with. sandbox/check_rules.py records the sites,
+this module turns them into findings.
+"""
+from __future__ import annotations
+
+import libcst as cst
+
+from sandbox.check_paths import PathReader, landing, listing_problem, read_problem, write_problem
+from sandbox.check_policy import (ALWAYS_WRITES, ARCHIVE_EXTRACT_METHODS, COPIES, DESTRUCTIVE, DIRECT_ONLY_BUILTINS,
+                                  DUNDER_ATTRS_ALLOWED, DYNAMIC_BUILTINS, FD_READERS, FD_WRITERS, LISTERS,
+                                  LISTING_METHODS, MUTATING_METHODS, OPENERS, PATH_METHODS_ARGUMENT,
+                                  PATH_METHODS_BOTH, PATH_METHODS_RECEIVER, PATH_WRITERS, PREPARE_FUNCTIONS,
+                                  PREPARE_MODULE, TEMPFILES, TORCH_OVERRIDE_DUNDERS, VAL_SPLITS, env_key_problem,
+                                  TRAINING_PACKAGES, reference_problem, switch_allowed)
+from sandbox.check_rules import Finding, Site, Walker
+from sandbox.check_values import Values, constant_string
+
+_STAR = object()
+_SAFE_LOADERS = frozenset({"yaml.SafeLoader", "yaml.CSafeLoader", "yaml.BaseLoader", "yaml.CBaseLoader"})
+_DATALOADERS = frozenset({"torch.utils.data.DataLoader", "torch.utils.data.dataloader.DataLoader"})
+_WORKER_KEYWORDS = frozenset({"num_workers", "multiprocessing_context", "worker_init_fn", "persistent_workers",
+                              "prefetch_factor"})
+_FD_OPENERS = frozenset({"open", "io.open", "io.FileIO", "os.fdopen"})
+_ENV_READS = frozenset({"os.getenv", "os.environ.get", "os.environb.get", "os.getenvb"})
+_ENV_WRITES = frozenset({"os.environ.setdefault", "os.putenv", "os.environ.pop", "os.unsetenv", "os.environb.pop",
+                         "os.environb.setdefault"})
+_ENV_WHOLE = frozenset({"os.environ.items", "os.environ.keys", "os.environ.values", "os.environ.copy",
+                        "os.environ.clear", "os.environ.popitem", "os.environ.__iter__", "os.environb.items",
+                        "os.environb.keys", "os.environb.values", "os.environb.copy"})
+_CLASS_OF = "<the class of an object>"
+_TENSOR_CLASSES = frozenset({"torch.Tensor", "torch.nn.Parameter", "torch.nn.parameter.Parameter", "torch.nn.Buffer",
+                             "torch.nn.parameter.Buffer"})
+_METACLASSES = frozenset({"abc.ABCMeta", "enum.EnumMeta", "enum.EnumType"})
+
+
+def value_problem(dotted: str) -> tuple[str, str] | None:
+    """(rule, why) when the import-rooted callable `dotted` must be called directly, not passed on
+    (an alias or a callback would hide its arguments from the checker)."""
+    if dotted in ("torch.load", "torch.serialization.load", "numpy.load", "yaml.load", "yaml.load_all"):
+        return "unsafe-deserialisation", "call it directly so the checker sees how it loads"
+    if dotted in OPENERS or dotted in PATH_WRITERS or dotted in TEMPFILES or dotted in ALWAYS_WRITES \
+            or dotted in FD_WRITERS or dotted == "os.open":
+        return "file-write", "call it directly so the checker sees where it writes"
+    if dotted in ("timeit.timeit", "timeit.repeat", "timeit.Timer", "operator.attrgetter", "operator.methodcaller"):
+        return "dynamic-access", "call it directly so the checker sees what it runs"
+    if dotted in _ENV_WRITES or dotted in ("os.environ.update", "os.environ.__setitem__"):
+        return "environment", "call it directly so the checker sees which variables change"
+    if dotted in _DATALOADERS:
+        return "process-network", "call it directly so the checker sees whether it starts worker processes"
+    return None
+
+
+def _positional(call: cst.Call) -> list[cst.Arg]:
+    return [a for a in call.args if a.keyword is None and a.star != "**"]
+
+
+def _arg(call: cst.Call, index: int | None, keyword: str | None):
+    """The argument for (position, keyword): its expression, None when absent, _STAR when it may be
+    hidden in *args/**kwargs."""
+    positional = _positional(call)
+    if index is not None:
+        if any(a.star for a in positional[:index + 1]):
+            return _STAR
+        if len(positional) > index:
+            return positional[index].value
+    for a in call.args:
+        if a.keyword is not None and a.keyword.value == keyword:
+            return a.value
+    if any(a.star == "**" for a in call.args) or (index is not None and any(a.star for a in positional)):
+        return _STAR
+    return None
+
+
+def _root_name(node: cst.CSTNode) -> cst.Name | None:
+    while isinstance(node, (cst.Attribute, cst.Subscript, cst.Call)):
+        node = node.func if isinstance(node, cst.Call) else node.value
+    return node if isinstance(node, cst.Name) else None
+
+
+def _chain_has_class_of(node: cst.CSTNode) -> bool:
+    """Does an attribute chain go through `type(x)` or `x.__class__` (a class of unknown origin)?"""
+    while isinstance(node, (cst.Attribute, cst.Subscript, cst.Call)):
+        if isinstance(node, cst.Attribute) and node.attr.value == "__class__":
+            return True
+        if isinstance(node, cst.Call) and isinstance(node.func, cst.Name) and node.func.value == "type" \
+                and len(node.args) == 1:
+            return True
+        node = node.func if isinstance(node, cst.Call) else node.value
+    return False
+
+
+def _is_dunder(name: str) -> bool:
+    return len(name) > 4 and name.startswith("__") and name.endswith("__")
+
+
+class Judge:
+    def __init__(self, walker: Walker):
+        self.w = walker
+        self.flow = walker.flow
+        self.values = Values(walker.flow, self.dotted)
+        self.paths = PathReader(walker.flow, self.values, self.dotted)
+        self.found: list[Finding] = []
+        self.site: Site | None = None
+        walker.flow.foreign = lambda call, scope: self.dotted(call.func, scope) is not None
+
+    def run(self) -> list[Finding]:
+        for site in self.w.builtin_uses:
+            self.site = site
+            self._builtin_use(site)
+        for site in self.w.calls:
+            self.site = site
+            self._call(site.node)
+        for site in self.w.mutations:
+            self.site = site
+            self._mutation(site)
+        for site in self.w.chains:
+            self.site = site
+            self._chain(site)
+        for site in self.w.classes:
+            self.site = site
+            self._class(site.node)
+        for site in self.w.subscripts:
+            self.site = site
+            self._subscript(site)
+        return self.found
+
+    def flag(self, rule: str, message: str) -> None:
+        self.found.append(Finding(rule, message, self.site.statement))
+
+    def code(self, node: cst.CSTNode) -> str:
+        return self.w.code(node)
+
+    # ------------------------------------------------------------------ names
+    def is_builtin(self, name: str, site: Site) -> bool:
+        """Does `name` at `site` refer to the builtin? A local binding (a parameter named compile)
+        shadows it; a module-level one only when it is unconditional and comes first."""
+        found = self.flow.lookup(site.scope, name)
+        if found is None:
+            return True
+        owner, bindings = found
+        if owner.kind != "module":
+            return False
+        if any(b.kind == "del" for b in bindings):
+            return True
+        in_function = self._in_function(site.scope)
+        return not any(b.unconditional >= 0 and (in_function or b.unconditional < site.top) for b in bindings)
+
+    @staticmethod
+    def _in_function(scope) -> bool:
+        while scope is not None:
+            if scope.kind == "function":
+                return True
+            scope = scope.parent
+        return False
+
+    def _builtin_use(self, site: Site) -> None:
+        name = site.node.value
+        if not self.is_builtin(name, site):
+            return
+        if name in DYNAMIC_BUILTINS:
+            self.flag("dynamic-access", f"'{name}' runs code or exposes namespaces dynamically")
+        elif site.how == "value" and name in DIRECT_ONLY_BUILTINS:
+            rule = "file-write" if name == "open" else "dynamic-access"
+            self.flag(rule, f"the builtin '{name}' passed around as a value: call it directly so the checker "
+                      "sees what it is applied to")
+
+    def callee(self, func: cst.CSTNode, site: Site) -> str | None:
+        """The dotted name a call's function stands for ('open' for the builtin), or None for the
+        candidate's own functions and anything unknown."""
+        if isinstance(func, cst.Name):
+            alias = self.alias(func.value, site.scope)
+            if alias is not None:
+                return alias
+            return func.value if self.is_builtin(func.value, site) else None
+        return self.dotted(func, site.scope)
+
+    def alias(self, name: str, scope) -> str | None:
+        """The dotted name an import bound `name` to, as seen from `scope` (None: not an import there)."""
+        if name not in self.w.aliases:
+            return None
+        found = self.flow.lookup(scope, name)
+        if found is None:
+            return None
+        imports = [b.extra for b in found[1] if b.kind == "import"]
+        return imports[-1] if imports else None
+
+    def dotted(self, node: cst.CSTNode, scope) -> str | None:
+        """`np.save` -> 'numpy.save' through the imports in scope; None unless rooted at an import."""
+        if isinstance(node, cst.Name):
+            return self.alias(node.value, scope)
+        if isinstance(node, cst.Attribute):
+            base = self.dotted(node.value, scope)
+            return f"{base}.{node.attr.value}" if base else None
+        return None
+
+    def rooted(self, node: cst.CSTNode, scope, depth: int = 0) -> str | None:
+        """The import-rooted name a value stands for (a module, class or function from an import,
+        directly or through names bound to it), _CLASS_OF for `type(x)`; None otherwise."""
+        dotted = self.dotted(node, scope)
+        if dotted is not None:
+            return dotted
+        if _chain_has_class_of(node):
+            return _CLASS_OF
+        if isinstance(node, cst.Call) and isinstance(node.func, cst.Name) and node.func.value == "getattr" \
+                and len(node.args) >= 2 and depth < 4:
+            base = self.rooted(node.args[0].value, scope, depth + 1)
+            names = self.values.strings(node.args[1].value, scope)
+            if base is not None:
+                return f"{base}.{sorted(names)[0]}" if names else base
+        if isinstance(node, cst.Attribute) and depth < 4:
+            base = self.rooted(node.value, scope, depth + 1)
+            return f"{base}.{node.attr.value}" if base else None
+        if not isinstance(node, cst.Name) or depth >= 4:
+            return None
+        leaves = self.flow.origins(node, scope) or []
+        for leaf in leaves:
+            if leaf.kind == "import":
+                return leaf.extra
+            if leaf.kind == "expr" and not isinstance(leaf.node, cst.Name):
+                found = self.rooted(leaf.node, leaf.scope, depth + 1)
+                if found is not None:
+                    return found
+        return None
+
+    def prepare_object(self, node: cst.CSTNode, scope) -> bool:
+        """Is this prepare's name, or an object prepare made (tokenizer, clock, loader), or part of one?"""
+        root = _root_name(node)
+        if root is None:
+            return False
+        if (self.alias(root.value, scope) or "").startswith(PREPARE_MODULE + "."):
+            return True
+        for leaf in self.flow.origins(root, scope) or []:
+            if leaf.kind == "import" and str(leaf.extra).startswith(PREPARE_MODULE + "."):
+                return True
+            if leaf.kind == "expr" and isinstance(leaf.node, (cst.Call, cst.Attribute, cst.Subscript)):
+                inner = _root_name(leaf.node)
+                if inner is not None and (self.alias(inner.value, leaf.scope) or "").startswith(PREPARE_MODULE + "."):
+                    return True
+        return False
+
+    # ------------------------------------------------------------------ calls
+    def _call(self, call: cst.Call) -> None:
+        site = self.site
+        name = self.callee(call.func, site)
+        if name is None:
+            if isinstance(call.func, cst.Attribute):
+                self._method(call)
+            return
+        if name in ("getattr", "hasattr", "setattr", "delattr"):
+            self._attribute_call(name, call)
+        elif name == "vars":
+            self._vars(call)
+        elif name == "type" and len(call.args) == 3:
+            self._namespace(call, call.args[2].value, "type()")
+        elif name == "dataclasses.make_dataclass":
+            namespace = _arg(call, None, "namespace")
+            if namespace is not None:
+                self._namespace(call, namespace, "make_dataclass()")
+        elif name == "prepare.make_dataloader":
+            self._split(call)
+        if name in OPENERS:
+            self._opener(name, call)
+        elif name == "os.open":
+            flags = _arg(call, 1, "flags")
+            path = _arg(call, 0, "path")
+            if path is not None and (flags is _STAR or flags is None
+                                     or self.dotted(flags, self.site.scope) != "os.O_RDONLY"):
+                self._write_at(path, "os.open() with write flags")
+        if name in PATH_WRITERS:
+            self._writer(name, call)
+        if name in TEMPFILES:
+            self._tempfile(name, call)
+        if name == "logging.basicConfig":
+            filename = _arg(call, None, "filename")
+            if filename is not None:
+                self._write_at(filename, "logging.basicConfig(filename=...)")
+        if name in ALWAYS_WRITES:
+            self.flag("file-write", f"{name}() writes archive members wherever their names point")
+        if name in LISTERS:
+            self._listing(name, call, LISTERS[name])
+        if name in FD_WRITERS or name in FD_READERS:
+            self._descriptor(name, call)
+        if name in ("torch.load", "torch.serialization.load"):
+            self._torch_load(call)
+        elif name in ("numpy.load",):
+            self._numpy_load(call)
+        elif name in ("yaml.load", "yaml.load_all"):
+            loader = _arg(call, 1, "Loader")
+            if loader is _STAR or loader is None or self.dotted(loader, self.site.scope) not in _SAFE_LOADERS:
+                self.flag("unsafe-deserialisation", f"{name}() without Loader=yaml.SafeLoader constructs arbitrary "
+                          "objects; use yaml.safe_load")
+        elif name in _DATALOADERS:
+            self._dataloader(call)
+        elif name in ("timeit.timeit", "timeit.repeat", "timeit.Timer"):
+            self._timeit(name, call)
+        elif name in ("operator.attrgetter", "operator.methodcaller"):
+            self._attrgetter(name, call)
+        elif name in _ENV_READS:
+            self._env_read(name, call)
+        elif name in _ENV_WRITES or name == "os.environ.update":
+            self._env_write(name, call)
+        elif name in _ENV_WHOLE:
+            self.flag("environment", f"{name}() reads or changes the whole environment; use literal keys")
+
+    def _method(self, call: cst.Call) -> None:
+        """Calls of methods whose receiver is not an import: pathlib, ndarray and archive methods."""
+        func: cst.Attribute = call.func
+        method, receiver = func.attr.value, func.value
+        scope = self.site.scope
+        positional = [a.value for a in _positional(call)]
+        if method in PATH_METHODS_RECEIVER:
+            self._write_at(receiver, f".{method}()", destructive=method in DESTRUCTIVE)
+        elif method in PATH_METHODS_BOTH:
+            self._write_at(receiver, f".{method}()")
+            if positional:
+                self._write_at(positional[0], f".{method}()")
+        elif method in ("rename", "replace") and len(call.args) == 1 and positional \
+                and not self.values.numeric(positional[0], scope):
+            self._write_at(receiver, f".{method}()", destructive=True)
+            self._write_at(positional[0], f".{method}()")
+        elif method == "open":
+            mode = _arg(call, 0, "mode")
+            modes = {"r"} if mode is None else (self.values.strings(mode, scope) if mode is not _STAR else None)
+            if modes is not None and not any(set(m) & set("wax+") for m in modes):
+                return
+            if self._is_archive(receiver, scope):
+                return
+            self._write_at(receiver, ".open()")
+        elif method in PATH_METHODS_ARGUMENT:
+            if positional:
+                self._write_at(positional[0], f".{method}()")
+        elif method == "save" and positional:
+            if self.paths.places(positional[0], scope) is not None:
+                self._write_at(positional[0], ".save()")
+        elif method in ARCHIVE_EXTRACT_METHODS and not self.values.numeric(receiver, scope):
+            self.flag("file-write", f".{method}() writes archive members wherever their names point")
+        elif method in LISTING_METHODS:
+            for place in self.paths.places(receiver, scope) or ():
+                problem = listing_problem(place)
+                if problem:
+                    self.flag("val-split", f".{method}() on {self.code(receiver)} {problem}")
+        elif method in MUTATING_METHODS and self.prepare_object(receiver, scope):
+            self.flag("prepare-rebind", f"{self.code(func)}(...) changes prepare's object in place")
+
+    def _is_archive(self, node: cst.CSTNode, scope) -> bool:
+        for leaf in self.flow.origins(node, scope) or ():
+            if leaf.kind == "expr" and isinstance(leaf.node, cst.Call):
+                name = self.dotted(leaf.node.func, leaf.scope)
+                if name in ("zipfile.ZipFile", "tarfile.open", "tarfile.TarFile", "zipfile.PyZipFile"):
+                    return True
+        return False
+
+    # ------------------------------------------------------------------ writes
+    def _write_at(self, node, what: str, destructive: bool = False) -> None:
+        if node is _STAR:
+            self.flag("file-write", f"{what}: the path is hidden in *args/**kwargs")
+            return
+        places = self.paths.places(node, self.site.scope)
+        if places is None:
+            self.flag("file-write", f"{what} on {self.code(node)}: the checker cannot see where this lands "
+                      "(build it from literals, numbers, __file__, os.path.join or Path, inside the "
+                      "candidate's folder)")
+            return
+        for place in places:
+            problem = write_problem(place, destructive)
+            if problem:
+                self.flag("file-write", f"{what} on {self.code(node)} {problem}")
+                return
+
+    def _opener(self, name: str, call: cst.Call) -> None:
+        opener = OPENERS[name]
+        scope = self.site.scope
+        if opener.mode is None:
+            modes = {opener.default}
+        else:
+            mode = _arg(call, *opener.mode)
+            modes = {opener.default} if mode is None else None if mode is _STAR else self.values.strings(mode, scope)
+        writes = modes is None or any(opener.writes(m) for m in modes if m is not None)
+        path = _arg(call, *opener.path)
+        if path is None:
+            return
+        if path is not _STAR and name in _FD_OPENERS and self.values.numeric(path, scope):
+            self._fd_origin(path, f"{name}()", writes)
+            return
+        if writes:
+            what = f"{name}() with mode {sorted(modes)[0]!r}" if modes else f"{name}() with a computed mode"
+            self._write_at(path, what)
+        elif path is not _STAR:
+            for place in self.paths.places(path, scope) or ():
+                problem = read_problem(place)
+                if problem:
+                    self.flag(problem[0], f"{name}() {problem[1]}")
+                    return
+
+    def _writer(self, name: str, call: cst.Call) -> None:
+        places_by_arg = []
+        for index, keyword in PATH_WRITERS[name]:
+            path = _arg(call, index, keyword)
+            if path is None:
+                continue
+            self._write_at(path, f"{name}()", destructive=name in DESTRUCTIVE)
+            places_by_arg.append(self.paths.places(path, self.site.scope) if path is not _STAR else None)
+        if name in COPIES:
+            source, destination = _arg(call, 0, "src"), _arg(call, 1, "dst")
+            if source in (None, _STAR) or destination in (None, _STAR):
+                return
+            sources = self.paths.places(source, self.site.scope)
+            destinations = self.paths.places(destination, self.site.scope)
+            if sources is None or destinations is None:
+                if destinations is not None:
+                    self.flag("file-write", f"{name}() copies {self.code(source)} into a folder under a name the "
+                              "checker cannot see")
+                return
+            for d in destinations:
+                for s in sources:
+                    place = landing(d, s)
+                    problem = write_problem(place) if place is not None else "lands where the checker cannot see"
+                    if problem:
+                        self.flag("file-write", f"{name}() into {self.code(destination)} {problem}")
+                        return
+
+    def _tempfile(self, name: str, call: cst.Call) -> None:
+        folder = _arg(call, None, "dir")
+        if folder is None:
+            self.flag("file-write", f"{name}() creates its file in the system's temporary folder, outside the "
+                      "candidate's folder; pass dir= inside it")
+        else:
+            self._write_at(folder, f"{name}(dir=...)")
+
+    def _listing(self, name: str, call: cst.Call, spec) -> None:
+        path = _arg(call, *spec)
+        if path in (None, _STAR):
+            return
+        for place in self.paths.places(path, self.site.scope) or ():
+            problem = listing_problem(place)
+            if problem:
+                self.flag("val-split", f"{name}() {problem}")
+                return
+
+    def _descriptor(self, name: str, call: cst.Call) -> None:
+        index = FD_WRITERS.get(name, FD_READERS.get(name))
+        fd = _arg(call, index, "fd")
+        if fd is None:
+            return
+        self._fd_origin(fd, f"{name}()", name in FD_WRITERS)
+
+    def _fd_origin(self, node, what: str, writes: bool) -> None:
+        """A file descriptor must come from the candidate's own os.open/pipe/fileno()."""
+        if node is not _STAR:
+            leaves = self.flow.origins(node, self.site.scope) or []
+            if leaves and all(self._own_descriptor(leaf) for leaf in leaves):
+                return
+        if writes:
+            self.flag("file-write", f"{what} writes to a file descriptor it did not open itself")
+        else:
+            self.flag("dynamic-access", f"{what} uses a file descriptor it did not open itself (the harness's "
+                      "channel?); open files by path")
+
+    def _own_descriptor(self, leaf) -> bool:
+        if leaf.kind != "expr" or not isinstance(leaf.node, (cst.Call, cst.Subscript)):
+            return False
+        node = leaf.node.value if isinstance(leaf.node, cst.Subscript) else leaf.node
+        if not isinstance(node, cst.Call):
+            return False
+        if isinstance(node.func, cst.Attribute) and node.func.attr.value == "fileno":
+            return True
+        return self.dotted(node.func, leaf.scope) in ("os.open", "os.pipe", "os.dup", "os.openpty", "os.memfd_create",
+                                            "tempfile.mkstemp")
+
+    # ------------------------------------------------------------------ loading
+    def _torch_load(self, call: cst.Call) -> None:
+        weights_only = _arg(call, None, "weights_only")
+        if len(_positional(call)) > 2 or _arg(call, None, "pickle_module") is not None \
+                or any(a.star for a in call.args):
+            self.flag("unsafe-deserialisation", "torch.load() with a pickle module or hidden arguments unpickles "
+                      "arbitrary objects")
+        elif not (isinstance(weights_only, cst.Name) and weights_only.value == "True"):
+            self.flag("unsafe-deserialisation", "torch.load() without weights_only=True can unpickle arbitrary "
+                      "objects (the default depends on the torch version and TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD); "
+                      "pass weights_only=True")
+
+    def _numpy_load(self, call: cst.Call) -> None:
+        allow = _arg(call, 2, "allow_pickle")
+        if allow is _STAR or (allow is not None and not (isinstance(allow, cst.Name) and allow.value == "False")):
+            self.flag("unsafe-deserialisation", "numpy.load() with allow_pickle unpickles arbitrary objects; "
+                      "leave allow_pickle out (False)")
+
+    # ------------------------------------------------------------------ processes and dynamic code
+    def _dataloader(self, call: cst.Call) -> None:
+        keywords = {a.keyword.value for a in call.args if a.keyword is not None}
+        if keywords & _WORKER_KEYWORDS or len(_positional(call)) > 5 or any(a.star == "**" for a in call.args):
+            self.flag("process-network", "DataLoader workers are separate processes; leave num_workers out "
+                      "(0, the default, loads in this process)")
+
+    def _timeit(self, name: str, call: cst.Call) -> None:
+        for index, keyword in ((0, "stmt"), (1, "setup")):
+            argument = _arg(call, index, keyword)
+            if argument is _STAR or isinstance(argument, cst.FormattedString) or \
+                    (argument is not None and self.values.strings(argument, self.site.scope) is not None):
+                self.flag("dynamic-access", f"{name}() compiles and runs the string it is given; time a "
+                          "function instead (or use timeit.default_timer)")
+                return
+
+    def _attrgetter(self, name: str, call: cst.Call) -> None:
+        arguments = _positional(call)[:1] if name.endswith("methodcaller") else _positional(call)
+        for argument in arguments:
+            names = None if argument.star else self.values.strings(argument.value, self.site.scope)
+            if names is None:
+                self.flag("dynamic-access", f"{name}() with a computed attribute name")
+                return
+            for text in names:
+                for part in text.split("."):
+                    self._attribute_name(part, name + "()")
+
+    def _attribute_name(self, name: str, what: str) -> None:
+        if _is_dunder(name) and name in TORCH_OVERRIDE_DUNDERS:
+            self.flag("torch-override", f"{what} names {name}")
+        elif _is_dunder(name) and name not in DUNDER_ATTRS_ALLOWED:
+            self.flag("dunder-access", f"{what} names the dunder attribute {name}")
+
+    def _namespace(self, call: cst.Call, namespace: cst.CSTNode, what: str) -> None:
+        if not isinstance(namespace, cst.Dict) or not all(
+                isinstance(e, cst.DictElement) and constant_string(e.key) is not None for e in namespace.elements):
+            self.flag("dynamic-access", f"{what} builds a class from a namespace the checker cannot read; "
+                      "write a class statement")
+
+    def _split(self, call: cst.Call) -> None:
+        split = _arg(call, 3, "split")
+        if split is _STAR:
+            self.flag("val-split", "make_dataloader called with *args/**kwargs: its split must be visible")
+            return
+        splits = self.values.strings(split, self.site.scope) if split is not None else {"train"}
+        if splits != {"train"}:
+            shown = sorted(splits & VAL_SPLITS)[0] if splits and splits & VAL_SPLITS else self.code(split)
+            self.flag("val-split", f"make_dataloader(..., {shown}): training data must come from the split "
+                      "\"train\"; only evaluate_bpb reads the validation split")
+
+    # ------------------------------------------------------------------ reflection builtins
+    def _attribute_call(self, fn: str, call: cst.Call) -> None:
+        positional = _positional(call)
+        if len(positional) < 2:
+            return
+        target_arg, name_arg = positional[0], positional[1]
+        if target_arg.star or name_arg.star:
+            self.flag("dynamic-access", f"{fn}() with *args hides its object and attribute")
+            return
+        scope = self.site.scope
+        target, attribute = target_arg.value, name_arg.value
+        names = self.values.strings(attribute, scope)
+        rooted = self.rooted(target, scope)
+        prepared = self.prepare_object(target, scope)
+        if fn in ("setattr", "delattr"):
+            if names and any(_is_dunder(n) for n in names):
+                self.flag("dunder-access", f"{fn}() of the dunder attribute {sorted(n for n in names if _is_dunder(n))[0]} "
+                          "changes what an object is")
+            if prepared:
+                self.flag("prepare-rebind", f"{fn}({self.code(target)}, ...) changes prepare's object")
+            elif rooted is not None:
+                if not names or not all(switch_allowed(f"{rooted}.{n}") for n in names):
+                    self.flag("monkeypatch", f"{fn}({self.code(target)}, ...) patches {rooted} (imported code "
+                              "that prepare's evaluation may run too); call your own function instead")
+            elif names is None and not self._public_name(attribute, scope):
+                self.flag("dynamic-access", f"{fn}() with a computed attribute name that could be private or a "
+                          "dunder; give it a literal prefix (f'act_{{name}}') or use a dict")
+            return
+        if rooted is not None or prepared:
+            if names is None:
+                self.flag("dynamic-access", f"{fn}({self.code(target)}, {self.code(attribute)}): computed attribute "
+                          "names on modules and prepare's objects hide what is used; use a literal name")
+                return
+            if isinstance(target, cst.Name) and target.value in PREPARE_FUNCTIONS:
+                self.flag("dynamic-access", f"{fn}({target.value}, ...) reaches into prepare's function object")
+            if rooted is not None and rooted != _CLASS_OF:
+                for text in names:
+                    dotted = f"{rooted}.{text}"
+                    refusal = reference_problem(dotted, self.w.baseline)
+                    if refusal is not None:
+                        self.flag(refusal.rule, f"{fn}({self.code(target)}, {text!r}): {refusal.why}")
+                    elif fn == "getattr" and value_problem(dotted):
+                        rule, why = value_problem(dotted)
+                        self.flag(rule, f"getattr({self.code(target)}, {text!r}) takes {dotted} as a value: {why}")
+        elif fn == "getattr" and names is None and not self._public_name(attribute, scope):
+            self.flag("dynamic-access", f"getattr() with a computed attribute name that could be private or a "
+                      "dunder; give it a literal prefix (f'mask_{{w}}') or use a dict")
+
+    def _public_name(self, node: cst.CSTNode, scope) -> bool:
+        """A computed attribute name that cannot start with '_' (so cannot be a dunder)."""
+        if isinstance(node, cst.FormattedString) and node.parts:
+            first = node.parts[0]
+            return isinstance(first, cst.FormattedStringText) and bool(first.value) and not first.value.startswith("_")
+        if isinstance(node, cst.BinaryOperation) and isinstance(node.operator, cst.Add):
+            head = self.values.strings(node.left, scope)
+            return bool(head) and all(h and not h.startswith("_") for h in head)
+        names = self.values.strings(node, scope)
+        return bool(names) and all(not n.startswith("_") for n in names)
+
+    def _vars(self, call: cst.Call) -> None:
+        positional = _positional(call)
+        if not positional:
+            self.flag("dynamic-access", "vars() without an argument exposes the current namespace")
+            return
+        target = positional[0].value
+        if self.prepare_object(target, self.site.scope):
+            self.flag("prepare-rebind", f"vars({self.code(target)}) exposes prepare's object for changing")
+        elif self.rooted(target, self.site.scope) is not None:
+            self.flag("dynamic-access", f"vars({self.code(target)}) exposes a module's or an imported class's "
+                      "namespace")
+
+    # ------------------------------------------------------------------ environment
+    def _env_read(self, name: str, call: cst.Call) -> None:
+        key = _arg(call, 0, "key")
+        if key is _STAR or key is None or self.values.strings(key, self.site.scope) is None:
+            self.flag("environment", f"{name}() with a computed key; read the variables you need with literal names")
+
+    def _env_write(self, name: str, call: cst.Call) -> None:
+        keys: set[str] | None
+        if name == "os.environ.update":
+            keys = set()
+            for a in call.args:
+                if a.keyword is not None:
+                    keys.add(a.keyword.value)
+                elif isinstance(a.value, cst.Dict) and not a.star and all(
+                        isinstance(e, cst.DictElement) and constant_string(e.key) is not None for e in a.value.elements):
+                    keys |= {constant_string(e.key) for e in a.value.elements}
+                else:
+                    keys = None
+                    break
+        else:
+            key = _arg(call, 0, "key")
+            keys = None if key in (None, _STAR) else self.values.strings(key, self.site.scope)
+        if keys is None:
+            self.flag("environment", f"{name}() with computed keys; change only variables you name literally")
+            return
+        for key in sorted(keys):
+            problem = env_key_problem(key)
+            if problem:
+                self.flag("environment", f"{name}() changes {problem}")
+
+    def _subscript(self, site: Site) -> None:
+        node: cst.Subscript = site.node
+        if self.dotted(node.value, site.scope) not in ("os.environ", "os.environb"):
+            return
+        key = node.slice[0].slice if len(node.slice) == 1 else None
+        keys = self.values.strings(key.value, site.scope) if isinstance(key, cst.Index) else None
+        if keys is None:
+            self.flag("environment", "os.environ with a computed key; use literal variable names")
+            return
+        if site.how in ("store", "del"):
+            for k in sorted(keys):
+                problem = env_key_problem(k)
+                if problem:
+                    verb = "deleting" if site.how == "del" else "setting"
+                    self.flag("environment", f"{verb} os.environ[{k!r}] changes {problem}")
+
+    # ------------------------------------------------------------------ references to imported names
+    def _chain(self, site: Site) -> None:
+        """A Name or attribute chain rooted at a name some import binds (`torch.hub.load`, `F`)."""
+        node, how = site.node, site.how
+        dotted = self.dotted(node, site.scope)
+        if dotted is None:    # the name is a local variable here, not the import
+            if isinstance(node, cst.Attribute) and how == "call" and node.attr.value in MUTATING_METHODS:
+                self._mutation(Site(node, site.scope, site.statement, site.top, "method"))
+            return
+        if dotted in ("os.environ", "os.environb"):
+            if how == "value":
+                self.flag("environment", "os.environ used as a whole (enumerated, copied or passed on); read "
+                          "the variables you need with literal keys")
+            return
+        if dotted.startswith(PREPARE_MODULE + "."):
+            parts = dotted.split(".")
+            if len(parts) > 2 and parts[1] in PREPARE_FUNCTIONS:
+                self.flag("dynamic-access", f"{self.code(node)} reaches into prepare's function object")
+            return
+        refusal = reference_problem(dotted, self.w.baseline)
+        if refusal is not None:
+            self.flag(refusal.rule, f"{self.code(node)}: {refusal.why}")
+            return
+        if isinstance(node, cst.Attribute) and how == "call" and node.attr.value in MUTATING_METHODS \
+                and isinstance(node.value, cst.Attribute) and dotted.split(".")[0] not in TRAINING_PACKAGES \
+                and self.dotted(node.value, site.scope) not in ("os.environ", "os.environb"):
+            # warnings.filters.clear(), gc.callbacks.append(...): a standard-library module's
+            # registry changed in place (torch's `add`/`update` are operators, not containers)
+            self.flag("monkeypatch", f"{self.code(node)}(...) changes a module's state in place")
+        if how != "value":
+            return
+        if dotted in self.w.modules:
+            self.flag("dynamic-access", f"the module '{self.code(node)}' used as a value: its attributes escape "
+                      "the checker's view; use them directly (getattr with a literal name is fine)")
+            return
+        problem = value_problem(dotted)
+        if problem:
+            self.flag(problem[0], f"'{self.code(node)}' passed around as a value: {problem[1]}")
+
+    def _class(self, node: cst.ClassDef) -> None:
+        scope = self.site.scope
+        for base in node.bases:
+            target = self.dotted(base.value, scope) or ""
+            if target.startswith(PREPARE_MODULE + ".") or self.prepare_object(base.value, scope):
+                self.flag("prepare-rebind", f"class {node.name.value}({self.code(base.value)}) subclasses prepare's "
+                          "object; a subclass passed back to prepare changes what it computes")
+            elif target in _TENSOR_CLASSES:
+                self.flag("torch-override", f"class {node.name.value}({self.code(base.value)}): tensor subclasses "
+                          "change how torch (and prepare's evaluation) computes on their values")
+            elif target in _METACLASSES or (isinstance(base.value, cst.Name) and base.value.value == "type"
+                                            and self.is_builtin("type", self.site)):
+                self.flag("dynamic-access", f"class {node.name.value} is a metaclass: it builds classes from "
+                          "computed namespaces")
+        for keyword in node.keywords:
+            if keyword.keyword is not None and keyword.keyword.value == "metaclass" \
+                    and self.dotted(keyword.value, scope) != "abc.ABCMeta":
+                self.flag("dynamic-access", f"class {node.name.value}(metaclass={self.code(keyword.value)}): a custom "
+                          "metaclass builds the class from a computed namespace")
+
+    # ------------------------------------------------------------------ assignments to attributes
+    def _mutation(self, site: Site) -> None:
+        target = site.node
+        if site.how == "method":
+            receiver = target.value
+            if self.prepare_object(receiver, site.scope):
+                self.flag("prepare-rebind", f"{self.code(target)}(...) changes prepare's object in place")
+            return
+        verb = "deleting" if site.how == "del" else "assigning"
+        base = target.value
+        if isinstance(target, cst.Subscript) and self.dotted(base, site.scope) in ("os.environ", "os.environb"):
+            return
+        dotted = self.dotted(target if isinstance(target, cst.Attribute) else base, site.scope)
+        if dotted is not None:
+            if dotted.startswith(PREPARE_MODULE + "."):
+                self.flag("prepare-rebind", f"{verb} {self.code(target)} changes prepare's object")
+            elif isinstance(target, cst.Attribute) and switch_allowed(dotted):
+                return
+            else:
+                self.flag("monkeypatch", f"{verb} {dotted} patches imported code (prepare's evaluation may run it "
+                          "too); call your own function from the model instead")
+            return
+        if _chain_has_class_of(base):
+            self.flag("monkeypatch", f"{verb} {self.code(target)} patches a class reached through type()/__class__")
+            return
+        if self.prepare_object(base, site.scope):
+            self.flag("prepare-rebind", f"{verb} {self.code(target)} changes prepare's object")
+            return
+        root = _root_name(base)
+        if root is not None and self.alias(root.value, site.scope) is None:
+            rooted = self.rooted(root, site.scope)
+            if rooted is not None:
+                self.flag("monkeypatch", f"{verb} {self.code(target)} patches {rooted} (through the name "
+                          f"{root.value!r}); call your own function from the model instead")
