@@ -32,10 +32,11 @@ class Function:
     owner: str | None = None              # the class a method is defined in
     returns: list[cst.BaseExpression] = field(default_factory=list)
     returns_none: bool = False            # falls off the end or has a bare `return`
+    alias: str | None = None              # a lambda's name: the variable it is assigned to, or its own key
 
     @property
     def name(self) -> str | None:
-        return self.node.name.value if isinstance(self.node, cst.FunctionDef) else None
+        return self.node.name.value if isinstance(self.node, cst.FunctionDef) else self.alias
 
 
 @dataclass(eq=False)
@@ -77,12 +78,21 @@ class Flow:
     def __init__(self, module: cst.Module):
         self.module_scope = Scope(module, "module", None)
         self.calls: dict[str, list[tuple[cst.Call, Scope]]] = {}      # by the callee's simple name
-        self.escapes: set[str] = set()        # function names used other than being called
+        # Uses of a function other than calling it (its callers are then unknown): Names, resolved
+        # per scope when asked; attribute names (`self.save` as a callback) for methods.
+        self.name_uses: dict[str, list[tuple[cst.Name, "Scope"]]] = {}
+        self.attribute_uses: set[str] = set()
         self.functions: dict[str, list[Function]] = {}
         self.scope_of: dict[int, Scope] = {}  # id(def/lambda/class node) -> its scope
         # Calls whose callee is known not to be the candidate's code (`torch.save(...)` is no call
         # of a method named save); set by the judge, which resolves imports per scope.
         self.foreign = lambda call, scope: False
+        # Attribute stores by attribute name (`self.out = Path(...)`), whatever the object: fields are
+        # followed by name, so a value stored in any object's `out` is a possible value of every `.out`.
+        self.fields: dict[str, list[tuple[cst.CSTNode | None, "Scope"]]] = {}
+        # ids of list/dict/set literals that are changed in place later (append, item assignment):
+        # their elements are no longer what the literal says.
+        self.mutated: set[int] = set()
 
     # ------------------------------------------------------------------ recording (during the visit)
     def new_scope(self, node: cst.CSTNode, kind: str, parent: Scope) -> Scope:
@@ -133,6 +143,17 @@ class Flow:
     def origins(self, node: cst.CSTNode, scope: Scope) -> list[Leaf] | None:
         """The expressions `node` can evaluate to (None: unknown)."""
         return _Tracer(self).trace(node, scope)
+
+    def escapes(self, function: Function) -> bool:
+        """Is `function` used other than by calling it (passed, stored, returned)?"""
+        name = function.name
+        if function.method and name in self.attribute_uses:
+            return True
+        for node, scope in self.name_uses.get(name, ()):
+            found = self.lookup(scope, name)
+            if found is not None and any(b.node is function.node for b in found[1]):
+                return True
+        return False
 
     def function_for(self, node: cst.FunctionDef | cst.Lambda) -> Function | None:
         scope = self.scope_of.get(id(node))
@@ -200,7 +221,7 @@ class _Tracer:
     def _parameter(self, b: Binding, depth: int) -> list[Leaf] | None:
         function: Function = b.extra
         param: cst.Param = b.node
-        if param.star in ("*", "**") or function.name is None or function.name in self.flow.escapes:
+        if param.star in ("*", "**") or function.name is None or self.flow.escapes(function):
             return None
         out: list[Leaf] = []
         if param.default is not None:
@@ -235,6 +256,8 @@ class _Tracer:
     def _iterated(self, iterable: cst.CSTNode, scope: Scope, path: tuple[int, ...], depth: int) -> list[Leaf] | None:
         """Values a loop target at index `path` inside the iterated items can take."""
         if depth > MAX_DEPTH:
+            return None
+        if id(iterable) in self.flow.mutated:
             return None
         if isinstance(iterable, (cst.List, cst.Tuple, cst.Set)):
             if any(isinstance(e, cst.StarredElement) for e in iterable.elements):
@@ -303,7 +326,7 @@ class _Tracer:
             return None
         out: list[Leaf] = []
         for leaf in leaves:
-            if leaf.kind != "expr" or not isinstance(leaf.node, cst.Dict) \
+            if leaf.kind != "expr" or not isinstance(leaf.node, cst.Dict) or id(leaf.node) in self.flow.mutated \
                     or not all(isinstance(e, cst.DictElement) for e in leaf.node.elements):
                 return None
             keys = [e.key for e in leaf.node.elements]
@@ -329,7 +352,7 @@ class _Tracer:
             return None
         if isinstance(func, cst.Name):
             found = self.flow.lookup(scope, name)
-            if found is None or any(b.kind != "def" for b in found[1]):
+            if found is None or any(b.kind not in ("def", "value") for b in found[1]):
                 return None
         out: list[Leaf] = []
         for function in functions:

@@ -12,9 +12,10 @@ import libcst as cst
 
 from sandbox.check_paths import PathReader, landing, listing_problem, read_problem, write_problem
 from sandbox.check_policy import (ALWAYS_WRITES, ARCHIVE_EXTRACT_METHODS, COPIES, DESTRUCTIVE, DIRECT_ONLY_BUILTINS,
-                                  DUNDER_ATTRS_ALLOWED, DYNAMIC_BUILTINS, FD_READERS, FD_WRITERS, LISTERS,
-                                  LISTING_METHODS, MUTATING_METHODS, OPENERS, PATH_METHODS_ARGUMENT,
-                                  PATH_METHODS_BOTH, PATH_METHODS_RECEIVER, PATH_WRITERS, PREPARE_FUNCTIONS,
+                                  DUNDER_ATTRS_ALLOWED, DYNAMIC_BUILTINS, FD_READERS, FD_WRITERS, KERNEL_REPOSITORIES,
+                                  LISTERS, LISTING_METHODS, MUTATING_METHODS, OPENERS, PATH_CLASSES,
+                                  PATH_METHODS_ARGUMENT, PATH_METHODS_BOTH, PATH_METHODS_READ,
+                                  PATH_METHODS_RECEIVER, PATH_WRITERS, PREPARE_FUNCTIONS,
                                   PREPARE_MODULE, TEMPFILES, TORCH_OVERRIDE_DUNDERS, VAL_SPLITS, env_key_problem,
                                   TRAINING_PACKAGES, reference_problem, switch_allowed)
 from sandbox.check_rules import Finding, Site, Walker
@@ -26,15 +27,17 @@ _DATALOADERS = frozenset({"torch.utils.data.DataLoader", "torch.utils.data.datal
 _WORKER_KEYWORDS = frozenset({"num_workers", "multiprocessing_context", "worker_init_fn", "persistent_workers",
                               "prefetch_factor"})
 _FD_OPENERS = frozenset({"open", "io.open", "io.FileIO", "os.fdopen"})
-_ENV_READS = frozenset({"os.getenv", "os.environ.get", "os.environb.get", "os.getenvb"})
+_ENV_READS = frozenset({"os.getenv", "os.environ.get", "os.environb.get", "os.getenvb", "os.environ.__getitem__",
+                        "os.environ.__contains__", "os.environb.__getitem__"})
 _ENV_WRITES = frozenset({"os.environ.setdefault", "os.putenv", "os.environ.pop", "os.unsetenv", "os.environb.pop",
                          "os.environb.setdefault"})
 _ENV_WHOLE = frozenset({"os.environ.items", "os.environ.keys", "os.environ.values", "os.environ.copy",
                         "os.environ.clear", "os.environ.popitem", "os.environ.__iter__", "os.environb.items",
                         "os.environb.keys", "os.environb.values", "os.environb.copy"})
 _CLASS_OF = "<the class of an object>"
+_WRITE_METHODS = PATH_METHODS_RECEIVER | PATH_METHODS_BOTH | PATH_METHODS_ARGUMENT | ARCHIVE_EXTRACT_METHODS
 _TENSOR_CLASSES = frozenset({"torch.Tensor", "torch.nn.Parameter", "torch.nn.parameter.Parameter", "torch.nn.Buffer",
-                             "torch.nn.parameter.Buffer"})
+                             "torch.nn.parameter.Buffer", "torch.TensorBase", "torch.masked.MaskedTensor"})
 _METACLASSES = frozenset({"abc.ABCMeta", "enum.EnumMeta", "enum.EnumType"})
 
 
@@ -109,6 +112,10 @@ class Judge:
         walker.flow.foreign = lambda call, scope: self.dotted(call.func, scope) is not None
 
     def run(self) -> list[Finding]:
+        self._mark_mutated_containers()
+        for site in self.w.method_values:
+            self.site = site
+            self._method_value(site.node.attr.value, site.node.value)
         for site in self.w.builtin_uses:
             self.site = site
             self._builtin_use(site)
@@ -128,6 +135,29 @@ class Judge:
             self.site = site
             self._subscript(site)
         return self.found
+
+    def _mark_mutated_containers(self) -> None:
+        """Literals changed in place (`lst.append(x)`, `d[k] = v`, through any name or parameter
+        bound to them) no longer tell what they hold."""
+        for site in self.w.containers:
+            root = site.node
+            while isinstance(root, (cst.Attribute, cst.Subscript)):
+                root = root.value
+            stack = [leaf.node for leaf in (self.flow.origins(root, site.scope) or ()) if leaf.kind == "expr"] \
+                if isinstance(root, cst.Name) else [root]
+            while stack:
+                node = stack.pop()
+                if isinstance(node, (cst.List, cst.Tuple, cst.Set, cst.Dict)) and id(node) not in self.flow.mutated:
+                    self.flow.mutated.add(id(node))
+                    stack.extend(e.value for e in node.elements if not isinstance(e, cst.StarredDictElement))
+
+    def _method_value(self, method: str, receiver: cst.CSTNode) -> None:
+        """`w = path.write_text` (or getattr(path, "write_text")): a write whose arguments are unseen."""
+        if method in PATH_METHODS_RECEIVER:
+            self._write_at(receiver, f".{method} (taken as a value)")
+        else:
+            self.flag("file-write", f".{method} taken as a value: call it directly so the checker sees where "
+                      "it writes")
 
     def flag(self, rule: str, message: str) -> None:
         self.found.append(Finding(rule, message, self.site.statement))
@@ -172,6 +202,8 @@ class Judge:
     def callee(self, func: cst.CSTNode, site: Site) -> str | None:
         """The dotted name a call's function stands for ('open' for the builtin), or None for the
         candidate's own functions and anything unknown."""
+        if isinstance(func, cst.Attribute) and func.attr.value == "__call__":
+            return self.callee(func.value, site)          # f.__call__(...) is f(...)
         if isinstance(func, cst.Name):
             alias = self.alias(func.value, site.scope)
             if alias is not None:
@@ -214,7 +246,19 @@ class Judge:
                 return f"{base}.{sorted(names)[0]}" if names else base
         if isinstance(node, cst.Attribute) and depth < 4:
             base = self.rooted(node.value, scope, depth + 1)
-            return f"{base}.{node.attr.value}" if base else None
+            if base:
+                return f"{base}.{node.attr.value}"
+            for value, owner in self.flow.fields.get(node.attr.value, ()):   # h.T = torch.Tensor
+                found = self.rooted(value, owner, depth + 1) if value is not None else None
+                if found is not None:
+                    return found
+            return None
+        if isinstance(node, cst.Call) and depth < 4:
+            for leaf in self.flow.returned(node, scope) or ():
+                found = self.rooted(leaf.node, leaf.scope, depth + 1) if leaf.kind == "expr" else None
+                if found is not None:
+                    return found
+            return None
         if not isinstance(node, cst.Name) or depth >= 4:
             return None
         leaves = self.flow.origins(node, scope) or []
@@ -227,20 +271,40 @@ class Judge:
                     return found
         return None
 
-    def prepare_object(self, node: cst.CSTNode, scope) -> bool:
-        """Is this prepare's name, or an object prepare made (tokenizer, clock, loader), or part of one?"""
-        root = _root_name(node)
-        if root is None:
+    def prepare_object(self, node: cst.CSTNode, scope, depth: int = 0) -> bool:
+        """Is this prepare's name, an object prepare made (tokenizer, clock, loader) or part of one,
+        directly or through names, containers, attributes, getattr and calls?"""
+        if depth > 6:
             return False
-        if (self.alias(root.value, scope) or "").startswith(PREPARE_MODULE + "."):
-            return True
-        for leaf in self.flow.origins(root, scope) or []:
-            if leaf.kind == "import" and str(leaf.extra).startswith(PREPARE_MODULE + "."):
+        if isinstance(node, cst.Name):
+            if (self.alias(node.value, scope) or "").startswith(PREPARE_MODULE + "."):
                 return True
-            if leaf.kind == "expr" and isinstance(leaf.node, (cst.Call, cst.Attribute, cst.Subscript)):
-                inner = _root_name(leaf.node)
-                if inner is not None and (self.alias(inner.value, leaf.scope) or "").startswith(PREPARE_MODULE + "."):
-                    return True
+            return any(self._prepare_leaf(leaf, depth) for leaf in self.flow.origins(node, scope) or ())
+        if isinstance(node, cst.Attribute):
+            if self.prepare_object(node.value, scope, depth + 1):
+                return True
+            return any(value is not None and self.prepare_object(value, owner, depth + 1)   # h.tok = tokenizer
+                       for value, owner in self.flow.fields.get(node.attr.value, ()))
+        if isinstance(node, cst.Subscript):
+            return self.prepare_object(node.value, scope, depth + 1)
+        if isinstance(node, cst.Call):
+            if isinstance(node.func, cst.Name) and node.func.value == "getattr" and node.args:
+                return self.prepare_object(node.args[0].value, scope, depth + 1)
+            if self.prepare_object(node.func, scope, depth + 1):
+                return True
+            return any(self._prepare_leaf(leaf, depth + 1) for leaf in self.flow.returned(node, scope) or ())
+        if isinstance(node, (cst.List, cst.Tuple, cst.Set)):
+            return any(self.prepare_object(e.value, scope, depth + 1) for e in node.elements)
+        if isinstance(node, cst.Dict):
+            return any(isinstance(e, cst.DictElement) and self.prepare_object(e.value, scope, depth + 1)
+                       for e in node.elements)
+        return False
+
+    def _prepare_leaf(self, leaf, depth: int) -> bool:
+        if leaf.kind == "import":
+            return str(leaf.extra).startswith(PREPARE_MODULE + ".")
+        if leaf.kind == "expr" and not isinstance(leaf.node, cst.Name):
+            return self.prepare_object(leaf.node, leaf.scope, depth + 1)
         return False
 
     # ------------------------------------------------------------------ calls
@@ -257,6 +321,7 @@ class Judge:
             self._vars(call)
         elif name == "type" and len(call.args) == 3:
             self._namespace(call, call.args[2].value, "type()")
+            self._bases(call.args[0].value, call.args[1].value, self.site.scope, "type()")
         elif name == "dataclasses.make_dataclass":
             namespace = _arg(call, None, "namespace")
             if namespace is not None:
@@ -271,6 +336,17 @@ class Judge:
             if path is not None and (flags is _STAR or flags is None
                                      or self.dotted(flags, self.site.scope) != "os.O_RDONLY"):
                 self._write_at(path, "os.open() with write flags")
+            elif path not in (None, _STAR):
+                self._read_at(path, "os.open()")
+        elif name.startswith(PATH_CLASSES) and name.rsplit(".", 1)[0] in PATH_CLASSES:
+            self._path_method(name.rsplit(".", 1)[1], _arg(call, 0, "self"), call, offset=1)
+        elif name == "kernels.get_kernel":
+            repo = _arg(call, 0, "repo_id")
+            repos = self.values.strings(repo, self.site.scope) if repo not in (None, _STAR) else None
+            allowed = KERNEL_REPOSITORIES | self.w.baseline.strings
+            if repos is None or not repos <= allowed:
+                self.flag("process-network", "kernels.get_kernel() downloads and loads native code from the hub: "
+                          f"only the baseline's repositories ({', '.join(sorted(KERNEL_REPOSITORIES))})")
         if name in PATH_WRITERS:
             self._writer(name, call)
         if name in TEMPFILES:
@@ -287,7 +363,7 @@ class Judge:
             self._descriptor(name, call)
         if name in ("torch.load", "torch.serialization.load"):
             self._torch_load(call)
-        elif name in ("numpy.load",):
+        elif name in ("numpy.load", "numpy.lib.npyio.load"):
             self._numpy_load(call)
         elif name in ("yaml.load", "yaml.load_all"):
             loader = _arg(call, 1, "Loader")
@@ -309,26 +385,37 @@ class Judge:
 
     def _method(self, call: cst.Call) -> None:
         """Calls of methods whose receiver is not an import: pathlib, ndarray and archive methods."""
-        func: cst.Attribute = call.func
-        method, receiver = func.attr.value, func.value
+        self._path_method(call.func.attr.value, call.func.value, call, offset=0)
+
+    def _path_method(self, method: str, receiver, call: cst.Call, offset: int) -> None:
+        """`receiver.method(...)`, or `Path.method(receiver, ...)` (offset 1: the receiver is argument 0)."""
+        if receiver in (None, _STAR):
+            if method in PATH_METHODS_RECEIVER | PATH_METHODS_BOTH | PATH_METHODS_READ:
+                self.flag("file-write", f"{method}() with a hidden path")
+            return
+        func = call.func
         scope = self.site.scope
-        positional = [a.value for a in _positional(call)]
-        if method in PATH_METHODS_RECEIVER:
+        positional = [a.value for a in _positional(call)][offset:]
+        if method in PATH_METHODS_READ:
+            self._read_at(receiver, f".{method}()")
+        elif method in PATH_METHODS_RECEIVER:
             self._write_at(receiver, f".{method}()", destructive=method in DESTRUCTIVE)
         elif method in PATH_METHODS_BOTH:
             self._write_at(receiver, f".{method}()")
             if positional:
                 self._write_at(positional[0], f".{method}()")
-        elif method in ("rename", "replace") and len(call.args) == 1 and positional \
+        elif method in ("rename", "replace") and len(call.args) == 1 + offset and positional \
                 and not self.values.numeric(positional[0], scope):
             self._write_at(receiver, f".{method}()", destructive=True)
             self._write_at(positional[0], f".{method}()")
         elif method == "open":
-            mode = _arg(call, 0, "mode")
+            mode = _arg(call, offset, "mode")
             modes = {"r"} if mode is None else (self.values.strings(mode, scope) if mode is not _STAR else None)
-            if modes is not None and not any(set(m) & set("wax+") for m in modes):
-                return
             if self._is_archive(receiver, scope):
+                return
+            if modes is not None and not any(set(m) & set("wax+") for m in modes):
+                if self.paths.places(receiver, scope) is not None:
+                    self._read_at(receiver, ".open()")
                 return
             self._write_at(receiver, ".open()")
         elif method in PATH_METHODS_ARGUMENT:
@@ -344,7 +431,7 @@ class Judge:
                 problem = listing_problem(place)
                 if problem:
                     self.flag("val-split", f".{method}() on {self.code(receiver)} {problem}")
-        elif method in MUTATING_METHODS and self.prepare_object(receiver, scope):
+        elif (method in MUTATING_METHODS or method == "__init__") and self.prepare_object(receiver, scope):
             self.flag("prepare-rebind", f"{self.code(func)}(...) changes prepare's object in place")
 
     def _is_archive(self, node: cst.CSTNode, scope) -> bool:
@@ -372,6 +459,15 @@ class Judge:
                 self.flag("file-write", f"{what} on {self.code(node)} {problem}")
                 return
 
+    def _read_at(self, node, what: str) -> None:
+        if node in (None, _STAR):
+            return
+        for place in self.paths.places(node, self.site.scope) or ():
+            problem = read_problem(place)
+            if problem:
+                self.flag(problem[0], f"{what} {problem[1]}")
+                return
+
     def _opener(self, name: str, call: cst.Call) -> None:
         opener = OPENERS[name]
         scope = self.site.scope
@@ -390,12 +486,8 @@ class Judge:
         if writes:
             what = f"{name}() with mode {sorted(modes)[0]!r}" if modes else f"{name}() with a computed mode"
             self._write_at(path, what)
-        elif path is not _STAR:
-            for place in self.paths.places(path, scope) or ():
-                problem = read_problem(place)
-                if problem:
-                    self.flag(problem[0], f"{name}() {problem[1]}")
-                    return
+        else:
+            self._read_at(path, f"{name}()")
 
     def _writer(self, name: str, call: cst.Call) -> None:
         places_by_arg = []
@@ -405,6 +497,15 @@ class Judge:
                 continue
             self._write_at(path, f"{name}()", destructive=name in DESTRUCTIVE)
             places_by_arg.append(self.paths.places(path, self.site.scope) if path is not _STAR else None)
+        if name.startswith("shutil.copy") or name == "shutil.move":
+            self._read_at(_arg(call, 0, "src"), f"{name}()")
+        if name in ("shutil.copytree", "shutil.move"):
+            source = _arg(call, 0, "src")
+            for place in (self.paths.places(source, self.site.scope) or []) if source not in (None, _STAR) else []:
+                if write_problem(place):
+                    self.flag("file-write", f"{name}() brings a folder from outside ({self.code(source)}) into the "
+                              "candidate's folder, where it could shadow a module")
+                    return
         if name in COPIES:
             source, destination = _arg(call, 0, "src"), _arg(call, 1, "dst")
             if source in (None, _STAR) or destination in (None, _STAR):
@@ -443,11 +544,11 @@ class Judge:
                 return
 
     def _descriptor(self, name: str, call: cst.Call) -> None:
-        index = FD_WRITERS.get(name, FD_READERS.get(name))
-        fd = _arg(call, index, "fd")
-        if fd is None:
-            return
-        self._fd_origin(fd, f"{name}()", name in FD_WRITERS)
+        for writes, table in ((True, FD_WRITERS), (False, FD_READERS)):
+            for index in table.get(name, ()):
+                fd = _arg(call, index, "fd")
+                if fd is not None:
+                    self._fd_origin(fd, f"{name}()", writes)
 
     def _fd_origin(self, node, what: str, writes: bool) -> None:
         """A file descriptor must come from the candidate's own os.open/pipe/fileno()."""
@@ -516,6 +617,9 @@ class Judge:
             for text in names:
                 for part in text.split("."):
                     self._attribute_name(part, name + "()")
+                    if part in _WRITE_METHODS:
+                        self.flag("file-write", f"{name}() of .{part}: call it directly so the checker sees where "
+                                  "it writes")
 
     def _attribute_name(self, name: str, what: str) -> None:
         if _is_dunder(name) and name in TORCH_OVERRIDE_DUNDERS:
@@ -587,6 +691,9 @@ class Judge:
         elif fn == "getattr" and names is None and not self._public_name(attribute, scope):
             self.flag("dynamic-access", f"getattr() with a computed attribute name that could be private or a "
                       "dunder; give it a literal prefix (f'mask_{{w}}') or use a dict")
+        elif fn == "getattr" and names:
+            for text in sorted(names & _WRITE_METHODS):
+                self._method_value(text, target)
 
     def _public_name(self, node: cst.CSTNode, scope) -> bool:
         """A computed attribute name that cannot start with '_' (so cannot be a dunder)."""
@@ -624,12 +731,12 @@ class Judge:
             for a in call.args:
                 if a.keyword is not None:
                     keys.add(a.keyword.value)
-                elif isinstance(a.value, cst.Dict) and not a.star and all(
-                        isinstance(e, cst.DictElement) and constant_string(e.key) is not None for e in a.value.elements):
-                    keys |= {constant_string(e.key) for e in a.value.elements}
                 else:
-                    keys = None
-                    break
+                    found = self._dict_keys(a.value) if not a.star else None
+                    if found is None:
+                        keys = None
+                        break
+                    keys |= found
         else:
             key = _arg(call, 0, "key")
             keys = None if key in (None, _STAR) else self.values.strings(key, self.site.scope)
@@ -640,6 +747,19 @@ class Judge:
             problem = env_key_problem(key)
             if problem:
                 self.flag("environment", f"{name}() changes {problem}")
+
+    def _dict_keys(self, node: cst.CSTNode) -> set[str] | None:
+        """The literal keys of a dict literal (through names bound to one), None if unknown."""
+        nodes = [node] if not isinstance(node, cst.Name) else \
+            [leaf.node for leaf in self.flow.origins(node, self.site.scope) or [None] if leaf is not None
+             and leaf.kind == "expr"] or [None]
+        keys: set[str] = set()
+        for candidate in nodes:
+            if not isinstance(candidate, cst.Dict) or id(candidate) in self.flow.mutated or not all(
+                    isinstance(e, cst.DictElement) and constant_string(e.key) is not None for e in candidate.elements):
+                return None
+            keys |= {constant_string(e.key) for e in candidate.elements}
+        return keys
 
     def _subscript(self, site: Site) -> None:
         node: cst.Subscript = site.node
@@ -696,20 +816,34 @@ class Judge:
         if problem:
             self.flag(problem[0], f"'{self.code(node)}' passed around as a value: {problem[1]}")
 
+    def _bases(self, name_node, bases_node, scope, what: str) -> None:
+        """type(name, bases, ns): the bases are judged as a class statement's are."""
+        if not isinstance(bases_node, (cst.Tuple, cst.List)) or \
+                any(isinstance(e, cst.StarredElement) for e in bases_node.elements):
+            self.flag("dynamic-access", f"{what} with computed base classes")
+            return
+        label = constant_string(name_node) or "<computed>"
+        for element in bases_node.elements:
+            self._base(label, element.value, scope)
+
+    def _base(self, name: str, base: cst.CSTNode, scope) -> None:
+        target = self.rooted(base, scope) or ""
+        if target.startswith(PREPARE_MODULE + ".") or self.prepare_object(base, scope):
+            self.flag("prepare-rebind", f"class {name}({self.code(base)}) subclasses prepare's object; a subclass "
+                      "passed back to prepare changes what it computes")
+        elif target in _TENSOR_CLASSES or (target.startswith("torch.") and
+                                           target.rsplit(".", 1)[-1].endswith(("Tensor", "Parameter", "Buffer"))):
+            self.flag("torch-override", f"class {name}({self.code(base)}): tensor subclasses change how torch (and "
+                      "prepare's evaluation) computes on their values")
+        elif target in _METACLASSES or (isinstance(base, cst.Name) and base.value == "type"
+                                        and self.is_builtin("type", self.site)):
+            self.flag("dynamic-access", f"class {name} is a metaclass: it builds classes from computed namespaces")
+
     def _class(self, node: cst.ClassDef) -> None:
         scope = self.site.scope
         for base in node.bases:
-            target = self.dotted(base.value, scope) or ""
-            if target.startswith(PREPARE_MODULE + ".") or self.prepare_object(base.value, scope):
-                self.flag("prepare-rebind", f"class {node.name.value}({self.code(base.value)}) subclasses prepare's "
-                          "object; a subclass passed back to prepare changes what it computes")
-            elif target in _TENSOR_CLASSES:
-                self.flag("torch-override", f"class {node.name.value}({self.code(base.value)}): tensor subclasses "
-                          "change how torch (and prepare's evaluation) computes on their values")
-            elif target in _METACLASSES or (isinstance(base.value, cst.Name) and base.value.value == "type"
-                                            and self.is_builtin("type", self.site)):
-                self.flag("dynamic-access", f"class {node.name.value} is a metaclass: it builds classes from "
-                          "computed namespaces")
+            if base.keyword is None and not base.star:
+                self._base(node.name.value, base.value, scope)
         for keyword in node.keywords:
             if keyword.keyword is not None and keyword.keyword.value == "metaclass" \
                     and self.dotted(keyword.value, scope) != "abc.ABCMeta":
@@ -741,8 +875,23 @@ class Judge:
         if _chain_has_class_of(base):
             self.flag("monkeypatch", f"{verb} {self.code(target)} patches a class reached through type()/__class__")
             return
+        if isinstance(base, (cst.Call, cst.Attribute)) and not isinstance(_root_name(base), type(None)) \
+                and self.alias(_root_name(base).value, site.scope) is None:
+            rooted = self.rooted(base, site.scope)
+            if rooted is not None:
+                self.flag("monkeypatch", f"{verb} {self.code(target)} patches {rooted}; call your own function "
+                          "from the model instead")
+                return
         if self.prepare_object(base, site.scope):
             self.flag("prepare-rebind", f"{verb} {self.code(target)} changes prepare's object")
+            return
+        through = base
+        while isinstance(through, (cst.Attribute, cst.Subscript)):
+            through = through.value
+        if isinstance(through, cst.Name) and self.alias(through.value, site.scope) is not None:
+            # logging.root.handlers[0].baseFilename = ...: a module's object reached through an index
+            self.flag("monkeypatch", f"{verb} {self.code(target)} patches an object that belongs to the "
+                      f"imported {self.alias(through.value, site.scope)}")
             return
         root = _root_name(base)
         if root is not None and self.alias(root.value, site.scope) is None:

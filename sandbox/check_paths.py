@@ -41,6 +41,8 @@ _HANDLE_FUNCTIONS = frozenset({"os.open", "os.pipe", "os.dup", "os.openpty", "os
 _SENSITIVE_READ = re.compile(r"^/(proc/(self|thread-self|\d+)/(?!(status|statm|stat|io|limits|cgroup)$)"
                              r"|proc/(self|thread-self|\d+)/?$|dev/(fd|mem|kmem|port)(/|$))")
 _LISTABLE_SYSTEM = ("/proc", "/sys", "/dev")
+_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+_OS_CONSTANTS = {"os.sep": None, "os.curdir": None, "os.pardir": None}   # filled below (Place is defined later)
 
 
 @dataclass(frozen=True)
@@ -48,6 +50,11 @@ class Place:
     anchor: str      # cwd | folder | abs | home | stream | memory | handle
     text: str = ""   # cwd: relative path; folder: what follows the folder's absolute path; abs: the path;
                      # home: what follows the home folder
+
+
+_OS_CONSTANTS.update({"os.sep": Place("abs", "/"), "os.curdir": Place("cwd", "."), "os.pardir": Place("cwd", ".."),
+                      "os.path.sep": Place("abs", "/"), "os.path.curdir": Place("cwd", "."),
+                      "os.path.pardir": Place("cwd", "..")})
 
 
 class PathReader:
@@ -117,6 +124,8 @@ class PathReader:
     def _imported(self, dotted: str | None) -> list[Place] | None:
         if dotted in _STREAMS:
             return [Place("stream")]
+        if dotted in _OS_CONSTANTS:
+            return [_OS_CONSTANTS[dotted]]
         if dotted == "prepare.PRESET":
             return [Place("cwd", preset) for preset in PRESET_VALUES]
         return None
@@ -274,15 +283,22 @@ class PathReader:
         name = self.dotted(node, scope)
         if name in _STREAMS:
             return [Place("stream")]
+        if name in _OS_CONSTANTS:
+            return [_OS_CONSTANTS[name]]
         if node.attr.value == "parent":
             return self._mapped(self.places(node.value, scope, depth + 1), _parent)
         if node.attr.value == "name":
             return self._mapped(self.places(node.value, scope, depth + 1), _basename)
+        if name is None and node.attr.value in self.flow.fields:     # self.out_dir = Path(__file__).parent / ...
+            return self._union([self.places(value, owner, depth + 1) if value is not None else None
+                                for value, owner in self.flow.fields[node.attr.value]])
         return None
 
     def _element(self, container: cst.CSTNode, scope: Scope, depth: int) -> list[Place] | None:
         """Any element of a literal list/tuple/dict (whatever the index: the index is a number the
-        checker does not read)."""
+        checker does not read); nothing when the literal is changed in place somewhere."""
+        if id(container) in self.flow.mutated:
+            return None
         if isinstance(container, (cst.List, cst.Tuple)):
             return self._union([self.places(e.value, scope, depth + 1) for e in container.elements])
         if isinstance(container, cst.Dict):
@@ -324,6 +340,8 @@ def _from_text(text: str) -> Place:
         return Place("stream")
     if text.startswith("/"):
         return Place("abs", text)
+    if _URL.match(text):
+        return Place("url", text)
     return Place("cwd", text)
 
 
@@ -402,6 +420,8 @@ def write_problem(place: Place, destructive: bool = False) -> str | None:
     """Why writing at `place` leaves the candidate's own files (None: it does not)."""
     if place.anchor in ("stream", "memory", "handle"):
         return None
+    if place.anchor == "url":
+        return f"sends data to {place.text[:40]!r} over the network"
     if place.anchor == "home" or (place.anchor == "cwd" and place.text.startswith("~")):
         return "lands in the home folder (where prepare's data and caches live)"
     if place.anchor == "abs" or (place.anchor == "cwd" and place.text.startswith("/")):
@@ -431,6 +451,8 @@ def read_problem(place: Place) -> tuple[str, str] | None:
     memory, file descriptors and environment under /proc and /dev."""
     if place.anchor == "home":
         return "val-split", "reads from the home folder, where prepare's data and caches live"
+    if place.anchor == "url":
+        return "process-network", f"reads {place.text[:40]!r} over the network"
     if place.anchor == "abs" and _SENSITIVE_READ.match(place.text):
         return "dynamic-access", (f"reads {place.text!r}: the process's own memory, file descriptors or "
                                   "environment (where the harness's channel and prepare's key live)")

@@ -105,6 +105,8 @@ MEMBER_ALLOW_LISTS: dict[str, frozenset[str]] = {
                       "getswitchinterval", "is_finalizing", "api_version", "copyright", "thread_info"}),
     "gc": frozenset({"collect", "freeze", "unfreeze", "disable", "enable", "isenabled", "set_threshold",
                      "get_threshold", "get_count", "get_freeze_count", "get_stats", "DEBUG_STATS"}),
+    # the baseline's Flash-Attention loader: only get_kernel, and only the repositories it names
+    "kernels": frozenset({"get_kernel"}),
     "types": frozenset({"SimpleNamespace", "MappingProxyType", "MethodType", "GeneratorType", "NoneType",
                         "GenericAlias", "UnionType", "EllipsisType", "NotImplementedType",
                         "BuiltinFunctionType", "BuiltinMethodType"}),
@@ -116,7 +118,11 @@ MODULE_ATTRIBUTE_NAMES = frozenset({
     "os", "sys", "gc", "builtins", "__builtins__", "subprocess", "ctypes", "importlib", "inspect", "pickle",
     "marshal", "shelve", "socket", "multiprocessing", "runpy", "code", "codeop", "shutil", "io", "site",
     "posix", "nt", "_pickle", "copyreg", "pty", "threading", "_thread", "urllib", "http", "asyncio",
+    "torch", "numpy", "np", "triton", "kernels", "tiktoken", "pathlib", "tempfile", "logging",
 })
+# ... and names that are such modules under another name (torch's DataLoader keeps multiprocessing
+# as `python_multiprocessing`, torch.serialization keeps `pickle_module`).
+MODULE_ATTRIBUTE_PARTS = ("subprocess", "multiprocessing", "pickle", "ctypes", "importlib")
 
 # ---------------------------------------------------------------------------------------- dotted names
 
@@ -142,6 +148,7 @@ _OS_PROCESS = ["system", "popen", "fork", "forkpty", "kill", "killpg", "abort", 
 REFUSED: dict[str, Refusal] = {
     **_refuse("process-network", _PROCESS, *(f"os.{n}" for n in _OS_PROCESS)),
     **_refuse("process-network", "changes the limits the harness set", "resource.setrlimit", "resource.prlimit"),
+    **_refuse("file-write", "moves the working directory to a descriptor the checker cannot see", "os.fchdir"),
     **_refuse("process-network", "runs work in other processes", "concurrent.futures.ProcessPoolExecutor",
               "concurrent.futures.process", "torch.multiprocessing", "torch.distributed",
               "torch.utils.data.DataLoader2"),
@@ -287,6 +294,9 @@ PATH_WRITERS: dict[str, tuple[tuple[int, str], ...]] = {
     "shutil.chown": ((0, "path"),),
     "shutil.make_archive": ((0, "base_name"),),
 }
+# Hub repositories kernels.get_kernel may load native code from (the baseline's FA3 kernels; a
+# baseline naming others adds them).
+KERNEL_REPOSITORIES = frozenset({"varunneal/flash-attention-3", "kernels-community/flash-attn3"})
 # Copies land at dst/basename(src) when dst is a folder: both places are judged.
 COPIES = frozenset({"shutil.copy", "shutil.copy2", "shutil.move", "shutil.copytree"})
 # Calls that remove or replace what is there (the folder itself is off limits for these).
@@ -305,6 +315,8 @@ PATH_METHODS_RECEIVER = frozenset({"write_text", "write_bytes", "touch", "mkdir"
 PATH_METHODS_BOTH = frozenset({"symlink_to", "hardlink_to", "link_to"})
 PATH_METHODS_ARGUMENT = frozenset({"tofile", "dump", "export_chrome_trace", "export_stacks",
                                    "export_memory_timeline", "savefig"})
+PATH_METHODS_READ = frozenset({"read_text", "read_bytes"})
+PATH_CLASSES = ("pathlib.Path", "pathlib.PurePath", "pathlib.PosixPath", "pathlib.PurePosixPath")
 # Listing folders: outside the candidate's own, that is looking for prepare's data.
 LISTERS: dict[str, tuple[int, str]] = {
     "os.listdir": (0, "path"), "os.scandir": (0, "path"), "os.walk": (0, "top"), "os.fwalk": (0, "top"),
@@ -312,10 +324,13 @@ LISTERS: dict[str, tuple[int, str]] = {
 }
 LISTING_METHODS = frozenset({"iterdir", "glob", "rglob", "walk"})
 # File descriptors: writes and reads through an fd the candidate did not open itself.
-FD_WRITERS = {"os.write": 0, "os.pwrite": 0, "os.writev": 0, "os.ftruncate": 0, "os.dup2": 1,
-              "os.sendfile": 0, "os.fchmod": 0, "os.fchown": 0}
-FD_READERS = {"os.read": 0, "os.pread": 0, "os.readv": 0, "os.fdopen": 0, "os.dup": 0, "os.fstat": 0,
-              "os.lseek": 0, "os.close": 0, "os.closerange": 0}
+# call -> positions of descriptors it writes / reads
+FD_WRITERS = {"os.write": (0,), "os.pwrite": (0,), "os.writev": (0,), "os.ftruncate": (0,), "os.dup2": (1,),
+              "os.sendfile": (0,), "os.fchmod": (0,), "os.fchown": (0,), "os.copy_file_range": (1,),
+              "os.splice": (1,)}
+FD_READERS = {"os.read": (0,), "os.pread": (0,), "os.readv": (0,), "os.fdopen": (0,), "os.dup": (0,),
+              "os.fstat": (0,), "os.lseek": (0,), "os.close": (0,), "os.closerange": (0,), "os.sendfile": (1,),
+              "os.copy_file_range": (0,), "os.splice": (0,), "os.dup2": (0,)}
 
 # Inside the candidate's folder, names that belong to the harness or that Python imports.
 WORKSPACE_FILES = frozenset({".harness", "result.json", "run.log", "prepare.py", "harness.py", "statuses.py",
@@ -356,6 +371,7 @@ class Baseline:
     modules: frozenset[str] = frozenset()           # top-level modules it imports
     prepare_names: frozenset[str] = frozenset()     # names it imports from prepare
     uses: frozenset[str] = frozenset()              # dotted names it refers to (sys.exit, torch._foreach_copy_)
+    strings: frozenset[str] = frozenset()           # its string literals (the kernel repositories it names)
 
     @property
     def allowed_prepare_names(self) -> frozenset[str]:
@@ -401,7 +417,7 @@ def reference_problem(dotted: str, baseline: Baseline) -> Refusal | None:
         return Refusal("dynamic-access", f"{parts[0]}.{parts[1]} is not among the {parts[0]} names a training "
                        f"script may use ({', '.join(sorted(allowed)[:8])}, ...)")
     for index, part in enumerate(parts[1:], 1):
-        if part in MODULE_ATTRIBUTE_NAMES and not _is_dunder(part):
+        if not _is_dunder(part) and (part in MODULE_ATTRIBUTE_NAMES or any(p in part for p in MODULE_ATTRIBUTE_PARTS)):
             return Refusal("dynamic-access", f"reaches the '{part}' module through {'.'.join(parts[:index])}; "
                            f"import what you need directly")
         if part.startswith("_") and not _is_dunder(part) and not _private_allowed(dotted, baseline):
@@ -421,7 +437,7 @@ def _private_allowed(dotted: str, baseline: Baseline) -> bool:
 
 def switch_allowed(dotted: str) -> bool:
     """Is assigning to `dotted` flipping a documented configuration switch?"""
-    if not dotted.startswith(SWITCH_PREFIXES):
+    if not dotted.startswith(SWITCH_PREFIXES) or any(_is_dunder(part) for part in dotted.split(".")):
         return False
     prefix = next(p for p in SWITCH_PREFIXES if dotted.startswith(p))
     setting = dotted[len(prefix):].lower()
@@ -443,7 +459,7 @@ def baseline_policy(baseline_source: str | None) -> Baseline:
     reader = _BaselineReader()
     module.visit(reader)
     return Baseline(frozenset(reader.modules - {PREPARE_MODULE}), frozenset(reader.prepare_names),
-                    frozenset(reader.uses))
+                    frozenset(reader.uses), frozenset(reader.strings))
 
 
 def dotted_name(node: cst.CSTNode | None) -> str | None:
@@ -465,6 +481,12 @@ class _BaselineReader(cst.CSTVisitor):
         self.prepare_names: set[str] = set()
         self.aliases: dict[str, str] = {}
         self.chains: list[str] = []
+        self.strings: set[str] = set()
+
+    def visit_SimpleString(self, node: cst.SimpleString) -> None:
+        value = node.evaluated_value
+        if isinstance(value, str) and "/" in value and len(value) < 200:
+            self.strings.add(value)
 
     def visit_Import(self, node: cst.Import) -> None:
         for a in node.names:

@@ -22,6 +22,11 @@ from sandbox.check_policy import (DATA_MARKERS, DATA_PATH_COMPONENTS, DIRECT_ONL
                                   PREPARE_FUNCTIONS, PREPARE_MODULE, TORCH_OVERRIDE_DUNDERS, Baseline, dotted_name,
                                   module_problem, reference_problem)
 from sandbox.check_values import as_text, constant_string, fstring_text, literal
+from sandbox.check_policy import (ARCHIVE_EXTRACT_METHODS, PATH_METHODS_ARGUMENT, PATH_METHODS_BOTH,
+                                  PATH_METHODS_RECEIVER)
+
+# Methods that write wherever their receiver or argument points (taken as values, they hide that).
+WRITE_METHODS = PATH_METHODS_RECEIVER | PATH_METHODS_BOTH | PATH_METHODS_ARGUMENT | ARCHIVE_EXTRACT_METHODS
 
 # Attributes that lead from ordinary objects to frames and code, whatever the object.
 FRAME_ATTRS = frozenset({"f_globals", "f_locals", "f_back", "f_builtins", "f_code", "gi_frame", "cr_frame",
@@ -146,6 +151,10 @@ class Walker:
         self.chains: list[Site] = []          # Name/attribute chains that may be rooted at an import
         self.classes: list[Site] = []
         self.subscripts: list[Site] = []
+        self.containers: list[Site] = []      # containers changed in place (append, item assignment)
+        self.method_values: list[Site] = []   # write methods taken as values (w = path.write_text)
+        self.match_subjects: list[cst.CSTNode] = []
+        self.lambda_names: dict[int, str] = {}
         # evaluation reachability: names each def/class (None: module level) refers to
         self.def_scope: cst.CSTNode | None = None
         self.refs: dict[cst.CSTNode | None, set[str]] = {None: set()}
@@ -346,17 +355,32 @@ class Walker:
             self._mark(target.target, "store")
             self._bind_target(target.target, node.value)
             self._class_dunder_target(target.target)
+            self._field(target.target, node.value)
+        if isinstance(node.value, cst.Lambda) and len(node.targets) == 1 and isinstance(node.targets[0].target, cst.Name):
+            self.lambda_names[id(node.value)] = node.targets[0].target.value
+
+    def _field(self, target: cst.BaseExpression, value: cst.BaseExpression | None) -> None:
+        """Record `obj.attr = value` under `attr` (values of tuple targets are unknown)."""
+        for node, _ in _target_names(target):
+            if isinstance(node, cst.Attribute):
+                known = value if node is target else None
+                self.flow.fields.setdefault(node.attr.value, []).append((known, self.scope))
+            elif isinstance(node, cst.Subscript):
+                self.containers.append(self.site(node.value))
 
     def visit_AnnAssign(self, node: cst.AnnAssign) -> None:
         self._mark(node.target, "store")
         if node.value is not None:
             self._bind_target(node.target, node.value)
             self._class_dunder_target(node.target)
+            self._field(node.target, node.value)
 
     def visit_AugAssign(self, node: cst.AugAssign) -> None:
         self._mark(node.target, "store")
         if isinstance(node.target, cst.Name):
             self.bind(node.target, "aug", node.value, type(node.operator).__name__)
+        else:
+            self._field(node.target, None)
 
     def visit_For(self, node: cst.For) -> None:
         self._mark(node.target, "store")
@@ -402,11 +426,22 @@ class Walker:
     def visit_ExceptStarHandler(self, node: cst.ExceptStarHandler) -> None:
         self.visit_ExceptHandler(node)
 
+    def visit_Match(self, node: cst.Match) -> bool:
+        self.walk(node.subject)
+        self.match_subjects.append(node.subject)
+        for case in node.cases:
+            self.walk(case)
+        self.match_subjects.pop()
+        return False
+
     def _capture(self, name: cst.Name | None) -> None:
+        """A capture holds the subject or a part of it: bound to the subject (parts of a prepare
+        object are prepare's, parts of a literal are unknown)."""
         if name is not None:
             self.stores[id(name)] = "store"
             self._protect(name, "case pattern")
-            self.bind(name, "unknown", None)
+            subject = self.match_subjects[-1] if self.match_subjects else None
+            self.bind(name, "value" if subject is not None else "unknown", subject)
 
     def visit_MatchAs(self, node: cst.MatchAs) -> None:
         self._capture(node.name)
@@ -477,6 +512,9 @@ class Walker:
 
     def visit_Lambda(self, node: cst.Lambda) -> bool:
         function = self._function(node, False)
+        # a lambda's callers: calls of the name it is assigned to, or calls of the lambda itself
+        function.alias = self.lambda_names.get(id(node), f"<lambda {id(node)}>")
+        self.flow.add_function(function)
         outer = self.scope
         self.scope = function.scope
         self.walk(node.body)
@@ -574,7 +612,8 @@ class Walker:
         self._value_ok(node.test)
 
     def visit_BooleanOperation(self, node: cst.BooleanOperation) -> None:
-        self._value_ok(node.left, node.right)
+        if id(node) in self.value_ok:    # `if triton and x:` tests truth; `(1 and os).system` is a value
+            self._value_ok(node.left, node.right)
 
     def visit_UnaryOperation(self, node: cst.UnaryOperation) -> None:
         if isinstance(node.operator, cst.Not):
@@ -601,7 +640,7 @@ class Walker:
             return
         self.refs[self.def_scope].add(name)   # called, or passed as a callback that may be called
         if key not in self.called:
-            self.flow.escapes.add(name)         # a function used as a value: its callers are unknown
+            self.flow.name_uses.setdefault(name, []).append((node, self.scope))   # perhaps a function as a value
         if name in DUNDER_NAMES_REFUSED:
             self.flag("dynamic-access", f"'{name}' reaches the interpreter's internals")
         elif name in PREPARE_FUNCTIONS:
@@ -625,7 +664,7 @@ class Walker:
         attr = node.attr.value
         self.not_refs.add(id(node.attr))
         if id(node) not in self.called:
-            self.flow.escapes.add(attr)         # `obj.method` taken as a value (or a plain attribute)
+            self.flow.attribute_uses.add(attr)  # `obj.method` taken as a value (or a plain attribute)
         how = self.stores.get(id(node))
         if _is_dunder(attr):
             self._dunder_attribute(node, attr, how)
@@ -646,6 +685,8 @@ class Walker:
                 return
         if attr in MUTATING_METHODS and id(node) in self.called:
             self.calls_on_containers(node)
+        if attr in WRITE_METHODS and id(node) not in self.called:
+            self.method_values.append(self.site(node))
 
     def calls_on_containers(self, node: cst.Attribute) -> None:
         """`x.update(...)` where x is not import-rooted: judged later (x may be prepare's object)."""
@@ -673,9 +714,17 @@ class Walker:
     def visit_Call(self, node: cst.Call) -> None:
         func = node.func
         self.called.add(id(func))
+        if isinstance(func, cst.Lambda):
+            self.flow.add_call(f"<lambda {id(func)}>", node, self.scope)
         if isinstance(func, cst.Attribute):
             self.refs[self.def_scope].add(func.attr.value)
             self.flow.add_call(func.attr.value, node, self.scope)
+            if func.attr.value in MUTATING_METHODS:
+                receiver = func.value
+                if isinstance(receiver, cst.Name) and receiver.value in ("list", "dict", "set", "bytearray") \
+                        and node.args:
+                    receiver = node.args[0].value          # list.append(lst, x)
+                self.containers.append(self.site(receiver))
         elif isinstance(func, cst.Name):
             self.flow.add_call(func.value, node, self.scope)
             if func.value == "evaluate_bpb":

@@ -79,12 +79,26 @@ def bidi_problem(source: str) -> TextProblem | None:
                        "displays differently from how it runs (Trojan Source); remove it", line)
 
 
+def carriage_return_problem(source: str) -> TextProblem | None:
+    """A carriage return not followed by a line feed: Python's tokenizer turns it into a line
+    break (in comments and inside triple-quoted strings too), tools that show the file may not."""
+    index = source.find("\r")
+    while index != -1 and source.startswith("\r\n", index):
+        index = source.find("\r", index + 2)
+    if index == -1:
+        return None
+    line = source.count("\n", 0, index) + 1
+    return TextProblem("encoding", "a carriage return without a line feed: Python reads it as a line break; "
+                       "use \\n (or \\r\\n) line endings and write \\r inside strings as an escape", line)
+
+
 def read_problems(source: str) -> tuple[bytes | None, list[TextProblem]]:
     """The bytes and every reason the checker cannot read `source` as Python will."""
     data, problem = source_bytes(source)
     if problem is not None:
         return None, [problem]
-    problems = [p for p in (coding_problem(data), bidi_problem(source)) if p is not None]
+    problems = [p for p in (coding_problem(data), bidi_problem(source), carriage_return_problem(source))
+                if p is not None]
     return data, problems
 
 

@@ -17,8 +17,10 @@ from sandbox.check_flow import Flow, Leaf, Scope
 
 NUMERIC_SPEC_TYPES = frozenset("bcdeEfFgGnoxX%")
 # Builtins and methods whose result is a number whatever their arguments.
-NUMERIC_BUILTINS = frozenset({"int", "float", "len", "round", "abs", "min", "max", "sum", "hash", "ord", "bool",
-                              "pow", "divmod"})
+# Builtins whose result the interpreter guarantees to be a number whatever their argument ...
+NUMERIC_BUILTINS = frozenset({"int", "float", "len", "hash", "ord", "bool", "complex"})
+# ... and those that return what their arguments' methods return (max('..', '') is '..').
+NUMERIC_IF_ARGUMENTS = frozenset({"round", "abs", "min", "max", "sum", "pow", "divmod"})
 NUMERIC_METHODS = frozenset({"item", "numel", "bit_length", "nelement", "element_size", "count", "index",
                              "get_vocab_size", "get_bos_token_id", "total_seconds", "timestamp"})
 NUMERIC_MODULES = ("math.", "time.time", "time.perf_counter", "time.monotonic", "time.process_time",
@@ -181,11 +183,13 @@ class Values:
 
     def _numeric_call(self, node: cst.Call, scope: Scope, depth: int) -> bool:
         func = node.func
-        if isinstance(func, cst.Name) and func.value in NUMERIC_BUILTINS and self.flow.lookup(scope, func.value) is None:
+        builtin = isinstance(func, cst.Name) and self.flow.lookup(scope, func.value) is None
+        if builtin and func.value in NUMERIC_BUILTINS:
             return True
-        if isinstance(func, cst.Name) and func.value == "str" and len(node.args) == 1:
-            return self.numeric(node.args[0].value, scope, depth + 1)
-        if isinstance(func, cst.Attribute) and func.attr.value in NUMERIC_METHODS:
+        if builtin and func.value in NUMERIC_IF_ARGUMENTS | {"str"}:
+            return bool(node.args) and all(not a.star and self.numeric(a.value, scope, depth + 1) for a in node.args)
+        if isinstance(func, cst.Attribute) and func.attr.value in NUMERIC_METHODS \
+                and func.attr.value not in self.flow.functions:   # a library's .item(), not one of its own
             return True
         name = self.dotted(func, scope)
         if name and name.startswith(NUMERIC_MODULES):
@@ -195,6 +199,8 @@ class Values:
 
     def _numeric_container(self, node: cst.CSTNode, scope: Scope, depth: int) -> bool:
         """An element of a literal list/tuple/dict whose elements are all numbers (any index)."""
+        if id(node) in self.flow.mutated:
+            return False
         if isinstance(node, cst.Dict):
             return all(isinstance(e, cst.DictElement) and self.numeric(e.value, scope, depth + 1)
                        for e in node.elements)
