@@ -58,7 +58,7 @@ class Scope:
 
 @dataclass(frozen=True, eq=False)
 class Binding:
-    kind: str          # value | aug | param | iter | with | import | def | class | unknown | del
+    kind: str          # value | aug | param | iter | unpack | with | import | def | class | unknown | del
     node: cst.CSTNode | None       # the bound expression (value, iterable, with item), def/class, param
     scope: Scope                   # where `node` is evaluated
     extra: object = None           # param: Function; iter: index path; aug: operator; import: dotted
@@ -210,7 +210,7 @@ class _Tracer:
             return self._parameter(b, depth)
         if b.kind == "iter":
             return self._iterated(b.node, b.scope, b.extra, depth)
-        if b.kind in ("import", "def", "class", "aug"):
+        if b.kind in ("import", "def", "class", "aug", "unpack"):
             self.leaves += 1
             return [Leaf(b.node if b.node is not None else name, b.scope, b.kind, b.extra)]
         if b.kind == "del":
@@ -279,7 +279,8 @@ class _Tracer:
                     self.leaves += 1
                     return [Leaf(iterable, scope, "numeric")]
                 return self._iterated(args[0].value, scope, path[1:], depth + 1) if path[0] == 1 else None
-            if isinstance(func, cst.Name) and func.value in ("zip", "reversed", "sorted") and args:
+            if isinstance(func, cst.Name) and func.value in ("zip", "reversed", "sorted", "list", "tuple", "iter",
+                                                             "set") and args:
                 if func.value != "zip":
                     return self._iterated(args[0].value, scope, path, depth + 1)
                 if path and path[0] < len(args):
@@ -287,6 +288,11 @@ class _Tracer:
                 return None
             if isinstance(func, cst.Attribute) and func.attr.value in ("items", "keys", "values") and not args:
                 return self._dict_view(func.value, scope, func.attr.value, path, depth)
+            if isinstance(func, cst.Attribute) and func.attr.value in _NAMED_ITERATORS and path[:1] == (0,):
+                # the names torch's named_children()/named_modules()/... yield: attribute names the
+                # module registered (never an existing dunder: add_module refuses those)
+                self.leaves += 1
+                return [Leaf(iterable, scope, "attrname")]
             return None
         if isinstance(iterable, cst.Name):
             leaves = self.trace(iterable, scope, depth + 1)
@@ -367,6 +373,7 @@ class _Tracer:
 
 
 _STARRED = object()
+_NAMED_ITERATORS = frozenset({"named_children", "named_modules", "named_parameters", "named_buffers"})
 
 
 def _argument_for(function: Function, param: cst.Param, name: str, call: cst.Call, implicit_instance: bool = False):

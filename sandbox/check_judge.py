@@ -17,7 +17,8 @@ from sandbox.check_policy import (ALWAYS_WRITES, ARCHIVE_EXTRACT_METHODS, COPIES
                                   PATH_METHODS_ARGUMENT, PATH_METHODS_BOTH, PATH_METHODS_READ,
                                   PATH_METHODS_RECEIVER, PATH_WRITERS, PREPARE_FUNCTIONS,
                                   PREPARE_MODULE, TEMPFILES, TORCH_OVERRIDE_DUNDERS, VAL_SPLITS, env_key_problem,
-                                  TRAINING_PACKAGES, reference_problem, switch_allowed)
+                                  TORCH_LIBRARY_CALLS, TORCH_NAMESPACES, TRAINING_PACKAGES, reference_problem,
+                                  switch_allowed)
 from sandbox.check_rules import Finding, Site, Walker
 from sandbox.check_values import Values, constant_string
 
@@ -116,6 +117,15 @@ class Judge:
         for site in self.w.method_values:
             self.site = site
             self._method_value(site.node.attr.value, site.node.value)
+        for site in self.w.instance_dicts:
+            self.site = site
+            self._instance_dict(site.node)
+        for site in self.w.operator_registrations:
+            self.site = site
+            rooted = self.rooted(site.node.value, site.scope)
+            if rooted is not None:
+                self.flag("torch-override", f"'.{site.node.attr.value}' on {rooted} registers a kernel for a torch "
+                          "operator")
         for site in self.w.builtin_uses:
             self.site = site
             self._builtin_use(site)
@@ -150,6 +160,50 @@ class Judge:
                 if isinstance(node, (cst.List, cst.Tuple, cst.Set, cst.Dict)) and id(node) not in self.flow.mutated:
                     self.flow.mutated.add(id(node))
                     stack.extend(e.value for e in node.elements if not isinstance(e, cst.StarredDictElement))
+
+    def _instance_dict(self, node: cst.Attribute) -> None:
+        """`x.__dict__`: an instance's own attributes are the candidate's business; a module's,
+        a class's or prepare's object's namespace is not."""
+        receiver = node.value
+        if self.prepare_object(receiver, self.site.scope):
+            self.flag("prepare-rebind", f"{self.code(node)} exposes prepare's object for changing")
+        elif not self.instance(receiver, self.site.scope):
+            self.flag("dunder-access", f"'{self.code(node)}': the namespace of a module, class or unknown object "
+                      "(only an instance's own __dict__ is fine)")
+
+    def instance(self, node: cst.CSTNode, scope, depth: int = 0) -> bool:
+        """Is `node` provably an instance (not a class or module): `self` in a method, or what a
+        class (not a function of unknown result) returns when called?"""
+        if depth > 6 or self.rooted(node, scope) is not None:
+            return False
+        if isinstance(node, cst.Call):
+            func = node.func
+            if isinstance(func, cst.Name) and func.value in ("type", "getattr", "vars", "super"):
+                return False
+            if self.dotted(func, scope) is not None:
+                return True                                # a library's constructor or factory
+            leaves = (self.flow.origins(func, scope) or []) if isinstance(func, cst.Name) else []
+            if leaves and all(leaf.kind == "class" for leaf in leaves):
+                return True
+            if isinstance(func, cst.Attribute) and func.attr.value not in self.flow.functions \
+                    and self.instance(func.value, scope, depth + 1):
+                return True                                # model.to(device), model.get_submodule(name)
+            returned = self.flow.returned(node, scope)
+            return bool(returned) and all(leaf.kind == "expr" and self.instance(leaf.node, leaf.scope, depth + 1)
+                                          for leaf in returned)
+        if not isinstance(node, cst.Name):
+            return False
+        found = self.flow.lookup(scope, node.value)
+        if found is not None and all(b.kind == "param" for b in found[1]):
+            function = found[1][0].extra
+            decorators = {d.decorator.value for d in getattr(function.node, "decorators", ())
+                          if isinstance(d.decorator, cst.Name)}
+            return bool(function.method and function.positional and function.positional[0] is found[1][0].node
+                        and function.name not in ("__new__", "__init_subclass__", "__class_getitem__")
+                        and "classmethod" not in decorators)
+        leaves = self.flow.origins(node, scope)
+        return bool(leaves) and all(leaf.kind == "expr" and self.instance(leaf.node, leaf.scope, depth + 1)
+                                    for leaf in leaves)
 
     def _method_value(self, method: str, receiver: cst.CSTNode) -> None:
         """`w = path.write_text` (or getattr(path, "write_text")): a write whose arguments are unseen."""
@@ -328,6 +382,8 @@ class Judge:
                 self._namespace(call, namespace, "make_dataclass()")
         elif name == "prepare.make_dataloader":
             self._split(call)
+        elif name in TORCH_LIBRARY_CALLS:
+            self._torch_library(name, call)
         if name in OPENERS:
             self._opener(name, call)
         elif name == "os.open":
@@ -633,6 +689,22 @@ class Judge:
             self.flag("dynamic-access", f"{what} builds a class from a namespace the checker cannot read; "
                       "write a class statement")
 
+    def _torch_library(self, name: str, call: cst.Call) -> None:
+        """A custom operator in the candidate's own namespace is research; anything registered for
+        torch's namespaces (aten, prims, ...) replaces code prepare's evaluation runs."""
+        first = _arg(call, 0, "qualname" if not name.endswith("Library") else "ns")
+        names = self.values.strings(first, self.site.scope) if first not in (None, _STAR) else None
+        if names is None:
+            self.flag("torch-override", f"{name}() with a computed operator name: only operators of a namespace of "
+                      "your own can be checked")
+            return
+        for text in names:
+            namespace = text.split("::", 1)[0]
+            if namespace.startswith(TORCH_NAMESPACES) or not namespace:
+                self.flag("torch-override", f"{name}({text!r}) registers for torch's own namespace '{namespace}': "
+                          "it replaces what prepare's evaluation runs; use a namespace of your own")
+                return
+
     def _split(self, call: cst.Call) -> None:
         split = _arg(call, 3, "split")
         if split is _STAR:
@@ -668,9 +740,10 @@ class Judge:
                 if not names or not all(switch_allowed(f"{rooted}.{n}") for n in names):
                     self.flag("monkeypatch", f"{fn}({self.code(target)}, ...) patches {rooted} (imported code "
                               "that prepare's evaluation may run too); call your own function instead")
-            elif names is None and not self._public_name(attribute, scope):
-                self.flag("dynamic-access", f"{fn}() with a computed attribute name that could be private or a "
-                          "dunder; give it a literal prefix (f'act_{{name}}') or use a dict")
+            elif names is None and not self._public_name(attribute, scope) and not self.instance(target, scope):
+                self.flag("dynamic-access", f"{fn}() with a computed attribute name on {self.code(target)}, which "
+                          "may be a class (a dunder set there changes how torch treats its objects); give the name "
+                          "a literal prefix (f'act_{{name}}') or use a dict")
             return
         if rooted is not None or prepared:
             if names is None:
@@ -689,14 +762,20 @@ class Judge:
                         rule, why = value_problem(dotted)
                         self.flag(rule, f"getattr({self.code(target)}, {text!r}) takes {dotted} as a value: {why}")
         elif fn == "getattr" and names is None and not self._public_name(attribute, scope):
-            self.flag("dynamic-access", f"getattr() with a computed attribute name that could be private or a "
-                      "dunder; give it a literal prefix (f'mask_{{w}}') or use a dict")
+            self.flag("dynamic-access", f"getattr() with a computed attribute name that could be a dunder "
+                      "(__class__, __init__, ... lead to prepare's globals); give it a literal prefix "
+                      "(f'mask_{{w}}') or use a dict")
         elif fn == "getattr" and names:
             for text in sorted(names & _WRITE_METHODS):
                 self._method_value(text, target)
 
     def _public_name(self, node: cst.CSTNode, scope) -> bool:
-        """A computed attribute name that cannot start with '_' (so cannot be a dunder)."""
+        """A computed attribute name that cannot be a dunder: a literal prefix other than '_', literal
+        strings, or the names torch's named_children()/named_modules() loops yield (and pieces of them)."""
+        if isinstance(node, cst.Name):
+            leaves = self.flow.origins(node, scope)
+            if leaves and all(self._attribute_name_leaf(leaf) for leaf in leaves):
+                return True
         if isinstance(node, cst.FormattedString) and node.parts:
             first = node.parts[0]
             return isinstance(first, cst.FormattedStringText) and bool(first.value) and not first.value.startswith("_")
@@ -705,6 +784,26 @@ class Judge:
             return bool(head) and all(h and not h.startswith("_") for h in head)
         names = self.values.strings(node, scope)
         return bool(names) and all(not n.startswith("_") for n in names)
+
+    def _attribute_name_leaf(self, leaf) -> bool:
+        if leaf.kind == "attrname":
+            return True
+        if leaf.kind == "unpack":      # parent, child = full.rsplit(".", 1)
+            return self._attribute_name_leaf(type(leaf)(leaf.node, leaf.scope))
+        if leaf.kind != "expr":
+            return False
+        names = self.values.strings(leaf.node, leaf.scope)
+        if names is not None:
+            return all(not n.startswith("_") for n in names)
+        # `parent, child = full.rsplit(".", 1)` with `full` from named_modules(): still a registered name
+        node = leaf.node
+        if isinstance(node, cst.Call) and isinstance(node.func, cst.Attribute) \
+                and node.func.attr.value in ("rsplit", "split", "partition", "rpartition") \
+                and isinstance(node.func.value, cst.Name):
+            return self._public_name(node.func.value, leaf.scope)
+        if isinstance(node, cst.Subscript):
+            return self._attribute_name_leaf(type(leaf)(node.value, leaf.scope))
+        return False
 
     def _vars(self, call: cst.Call) -> None:
         positional = _positional(call)

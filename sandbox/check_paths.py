@@ -136,13 +136,28 @@ class PathReader:
         text = as_text(literal(node))
         if text is not None:
             return [Place("cwd", text)]
-        if self.values.numeric(node, scope):
+        if self.values.numeric(node, scope) or self._stamp(node, scope):
             return [Place("cwd", "0")]
-        if isinstance(node, cst.Call) and isinstance(node.func, cst.Attribute) \
-                and node.func.attr.value in ("strftime", "isoformat", "hexdigest") \
-                or isinstance(node, cst.Attribute) and node.attr.value == "hex":
-            return [Place("cwd", "0")]     # time stamps and hashes: no separators, no dots-only names
         return self.places(node, scope, depth + 1)
+
+    def _stamp(self, node: cst.CSTNode, scope: Scope, depth: int = 0) -> bool:
+        """A time stamp or a hash (strftime of a literal format, isoformat(), hexdigest(), uuid hex):
+        no path separators, never a name made of dots only."""
+        if isinstance(node, cst.Call) and isinstance(node.func, cst.Attribute):
+            method = node.func.attr.value
+            if method in ("isoformat", "hexdigest"):
+                return True
+            if method == "strftime" and node.args:
+                fmt = constant_string(node.args[0].value)
+                return fmt is not None and "/" not in fmt and not {"%D", "%x", "%c"} & set(re.findall(r"%.", fmt))
+            return False
+        if isinstance(node, cst.Attribute):
+            return node.attr.value == "hex"
+        if isinstance(node, cst.Name) and depth < 4:
+            leaves = self.flow.origins(node, scope)
+            return bool(leaves) and all(leaf.kind == "expr" and self._stamp(leaf.node, leaf.scope, depth + 1)
+                                        for leaf in leaves)
+        return False
 
     def _fstring(self, node: cst.FormattedString, scope: Scope, depth: int) -> list[Place] | None:
         pieces: list[list[Place] | None] = []

@@ -173,7 +173,7 @@ REFUSED: dict[str, Refusal] = {
     **_refuse("unsafe-deserialisation", _PICKLE, "yaml.unsafe_load", "yaml.unsafe_load_all", "yaml.full_load",
               "yaml.full_load_all", "yaml.UnsafeLoader", "yaml.FullLoader", "yaml.Loader"),
     **_refuse("torch-override", "replaces torch's functions (where prepare's evaluation runs them too)",
-              "torch.library", "torch.overrides", "torch.utils._python_dispatch", "torch._library",
+              "torch.overrides", "torch.utils._python_dispatch", "torch._library",
               "torch._custom_op", "torch._custom_ops", "torch._decomp", "torch._prims", "torch._refs",
               "torch._subclasses", "torch.compiler.substitute_in_graph",
               "torch.nn.modules.module.register_module_forward_hook",
@@ -185,6 +185,15 @@ REFUSED: dict[str, Refusal] = {
               "torch.nn.modules.module.register_module_module_registration_hook",
               "torch.nn.modules.module.register_module_parameter_registration_hook"),
 }
+
+# torch.library: defining operators in a namespace of the candidate's own is research (a fused
+# Triton kernel); registering anything for torch's own namespaces replaces what prepare runs.
+TORCH_LIBRARY_CALLS = frozenset({"torch.library.custom_op", "torch.library.triton_op", "torch.library.define",
+                                 "torch.library.impl", "torch.library.register_fake", "torch.library.register_kernel",
+                                 "torch.library.register_autograd", "torch.library.Library", "torch.library.opcheck",
+                                 "torch.library.wrap_triton"})
+TORCH_NAMESPACES = ("aten", "prims", "prim", "quantized", "_", "c10d", "profiler", "inductor", "higher_order",
+                    "torch", "mkldnn", "rngprims")
 
 # Private (`_x`) names of allowed modules that are documented or baseline knobs, not internals.
 # A name is allowed when it is one of these, lies below one, or is a package above one
@@ -411,6 +420,8 @@ def reference_problem(dotted: str, baseline: Baseline) -> Refusal | None:
         refusal = REFUSED.get(".".join(parts[:end]))
         if refusal is not None:
             return refusal
+    if dotted.startswith("torch.library.") and ".".join(parts[:3]) not in TORCH_LIBRARY_CALLS:
+        return Refusal("torch-override", "registers or replaces torch operators")
     allowed = MEMBER_ALLOW_LISTS.get(parts[0])
     if allowed is not None and len(parts) > 1 and parts[1] not in allowed \
             and f"{parts[0]}.{parts[1]}" not in baseline.uses:

@@ -154,6 +154,8 @@ class Walker:
         self.containers: list[Site] = []      # containers changed in place (append, item assignment)
         self.method_values: list[Site] = []   # write methods taken as values (w = path.write_text)
         self.match_subjects: list[cst.CSTNode] = []
+        self.instance_dicts: list[Site] = []
+        self.operator_registrations: list[Site] = []
         self.lambda_names: dict[int, str] = {}
         # evaluation reachability: names each def/class (None: module level) refers to
         self.def_scope: cst.CSTNode | None = None
@@ -257,9 +259,9 @@ class Walker:
             for element, item in zip(target.elements, values):
                 self._bind_target(element.value, item, kind)
             return
-        for node, _ in _target_names(target):
-            if isinstance(node, cst.Name):
-                self.bind(node, "unknown", None)
+        for node, path in _target_names(target):
+            if isinstance(node, cst.Name):   # a, b = f(): a part of the value (unknown to most questions)
+                self.bind(node, "unpack" if path is not None and value is not None else "unknown", value, path)
 
     def _bind_iteration(self, target: cst.BaseExpression, iterable: cst.BaseExpression) -> None:
         for node, path in _target_names(target):
@@ -666,12 +668,16 @@ class Walker:
         if id(node) not in self.called:
             self.flow.attribute_uses.add(attr)  # `obj.method` taken as a value (or a plain attribute)
         how = self.stores.get(id(node))
-        if _is_dunder(attr):
+        if attr == "__dict__" and how is None:
+            self.instance_dicts.append(self.site(node))     # fine on its own objects: judged later
+        elif _is_dunder(attr):
             self._dunder_attribute(node, attr, how)
         elif attr in FRAME_ATTRS:
             self.flag("dynamic-access", f"'.{attr}' reaches frames or code objects (the interpreter's internals)")
+        elif attr == "py_impl":
+            self.flag("torch-override", "'.py_impl' registers a Python kernel for a torch operator")
         elif attr in OPERATOR_OVERRIDE_ATTRS:
-            self.flag("torch-override", f"'.{attr}' registers a Python kernel for a torch operator")
+            self.operator_registrations.append(self.site(node))   # fine on its own custom ops
         if id(node) in self.inner:
             return
         current = node.value

@@ -814,7 +814,10 @@ CLASSES["monkeypatch"] = [
 # ================================================================================ torch's extension points
 CLASSES["torch-override"] = [
     Case("torch.library by attribute", "lib = torch.library.Library('aten', 'IMPL')", "main", "torch-override"),
-    Case("torch.library imported", "from torch.library import impl", "module", "import-not-allowed"),
+    Case("torch.library imported and used on aten", "from torch.library import impl\nimpl('aten::log_softmax', 'CPU')(print)",
+         "module", "torch-override"),
+    Case("torch.library internals imported", "from torch.library import fallthrough_kernel", "module",
+         "import-not-allowed"),
     Case("TorchFunctionMode", "class M(torch.overrides.TorchFunctionMode):\n    pass", "module", "torch-override"),
     Case("TorchFunctionMode imported", "from torch.overrides import TorchFunctionMode", "module", "import-not-allowed"),
     Case("TorchDispatchMode imported", "from torch.utils._python_dispatch import TorchDispatchMode", "module",
@@ -1067,6 +1070,62 @@ CLASSES["indirection"] = [
     Case("reading its own status", "from pathlib import Path\ns = Path('/proc/self/status').read_text()", "main"),
     Case("match on its own data", "cfg = {'act': 'gelu'}\nmatch cfg:\n    case {'act': a}:\n        print(a)", "main"),
     Case("own lambdas as callbacks", "key = lambda x: -x\nys = sorted([3, 1], key=key)", "main"),
+]
+
+# ================================================================================ research code that must stay accepted
+CLASSES["research-code"] = [
+    Case("LoRA module surgery", "class LoRA(nn.Module):\n    def __init__(self, base):\n        super().__init__()\n"
+         "        self.base = base\n    def forward(self, x):\n        return self.base(x)\n"
+         "for name, child in list(model.named_children()):\n    if isinstance(child, nn.Linear):\n"
+         "        setattr(model, name, LoRA(child))\nfor full, mod in list(model.named_modules()):\n"
+         "    if isinstance(mod, nn.Linear) and '.' in full:\n        parent_name, child_name = full.rsplit('.', 1)\n"
+         "        parent = model.get_submodule(parent_name)\n        setattr(parent, child_name, LoRA(mod))\n"
+         "        print(getattr(parent, child_name))", "eval"),
+    Case("config filled through its own __dict__", "class Cfg:\n    def __init__(self, **kw):\n        self.__dict__.update(kw)\n"
+         "cfg = Cfg(a=1)", "main"),
+    Case("custom operator in an own namespace", "@torch.library.custom_op('mylib::square', mutates_args=())\n"
+         "def square(x: torch.Tensor) -> torch.Tensor:\n    return x * x\n@square.register_fake\ndef _(x):\n"
+         "    return torch.empty_like(x)", "module"),
+    Case("argparse knobs", "import argparse\nap = argparse.ArgumentParser()\nap.add_argument('--depth', type=int, default=2)\n"
+         "args, _ = ap.parse_known_args()\nprint(vars(args))", "main"),
+    Case("EMA copy of the model", "import copy\nema = copy.deepcopy(model)\nfor pe, p in zip(ema.parameters(), model.parameters()):\n"
+         "    pe.data.mul_(0.99).add_(p.data, alpha=0.01)", "eval"),
+    Case("run folder named by the knobs", "run = f'd{DEPTH}_lr{MATRIX_LR}_{PRESET}_{SEED}'\n"
+         "os.makedirs(os.path.join('runs', run), exist_ok=True)\nopen(os.path.join('runs', run, 'log.txt'), 'w')", "main"),
+    Case("time-stamped log", "import time\nstamp = time.strftime('%Y%m%d-%H%M%S')\nopen(f'log-{stamp}.txt', 'w')", "main"),
+    Case("config dumped as JSON", "import json, dataclasses\n@dataclasses.dataclass\nclass C:\n    a: int = 1\n"
+         "json.dump(dataclasses.asdict(C()), open('config.json', 'w'))", "main"),
+    Case("prefetching thread", "import threading, queue\nq = queue.Queue(maxsize=2)\ndef worker(qq, it):\n"
+         "    for _ in range(2):\n        qq.put(next(it))\nt = threading.Thread(target=worker, args=(q, iter([1, 2])), "
+         "daemon=True)\nt.start()", "main"),
+    Case("Triton kernel", "try:\n    import triton\n    import triton.language as tl\nexcept ImportError:\n    triton = None\n"
+         "if triton is not None:\n    @triton.jit\n    def k(X, BLOCK: tl.constexpr):\n        pass", "module"),
+    Case("scripted function", "@torch.jit.script\ndef double(x):\n    return x * 2", "module"),
+    Case("resume from its own checkpoint", "if os.path.exists('ckpt.pt'):\n    sd = torch.load('ckpt.pt', weights_only=True)\n"
+         "    model.load_state_dict(sd)", "eval"),
+    Case("attention backend chosen", "from torch.nn.attention import SDPBackend, sdpa_kernel\n"
+         "with sdpa_kernel(SDPBackend.MATH):\n    pass", "main"),
+    Case("dataclasses.replace", "import dataclasses\n@dataclasses.dataclass\nclass C:\n    a: int = 1\n"
+         "c = dataclasses.replace(C(), a=2)", "main"),
+    Case("enum and slots", "import enum\nclass Mode(enum.Enum):\n    A = 1\nclass P:\n    __slots__ = ('x',)", "module"),
+    Case("DataParallel", "dp = torch.nn.DataParallel(nn.Linear(2, 2))", "main"),
+    # their cheating neighbours
+    Case("computed setattr on an own class", "class C:\n    pass\ndef put(n, v):\n    setattr(C, n, v)", "module",
+         "dynamic-access"),
+    Case("computed setattr in a classmethod", "class C:\n    @classmethod\n    def put(cls, n, v):\n"
+         "        setattr(cls, n, v)", "module", "dynamic-access"),
+    Case("prepare object's __dict__", "tok = Tokenizer.from_directory()\ntok.__dict__.update(enc=None)", "main",
+         "prepare-rebind"),
+    Case("an own class's __dict__", "class C:\n    pass\nns = C.__dict__", "main", "dunder-access"),
+    Case("custom_op over an aten operator", "@torch.library.custom_op('aten::log_softmax', mutates_args=())\n"
+         "def f(x: torch.Tensor) -> torch.Tensor:\n    return x", "module", "torch-override"),
+    Case("impl for an aten operator", "torch.library.impl('aten::log_softmax', 'CPU')(print)", "main", "torch-override"),
+    Case("fake kernel for an aten operator", "torch.ops.aten.log_softmax.default.register_fake(print)", "main",
+         "torch-override"),
+    Case("operator name computed", "def reg(n):\n    return torch.library.define(n, '(Tensor x) -> Tensor')", "module",
+         "torch-override"),
+    Case("env value in a path", "run = os.environ.get('RUN_NAME', 'default')\nopen(os.path.join('runs', run, 'log.txt'), 'w')",
+         "main", "file-write"),
 ]
 
 ALL_CASES: list[tuple[str, Case]] = [(cls, case) for cls, cases in CLASSES.items() for case in cases]
