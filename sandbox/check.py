@@ -137,10 +137,14 @@ def _evaluation_violations(walker: Walker, module: cst.Module, witness: Witness)
             for scope in [definition, *walker.methods.get(definition, ())]:
                 evaluated |= scope in walker.evaluating
                 frontier |= walker.refs.get(scope, set()) - seen
+    statements = [s for s, _ in walker.evaluate_calls if s is not None]
+    lines = _lines(module, witness, statements)
     if evaluated:
-        return []
-    where = next((s for s in walker.evaluate_calls if s is not None), None)
-    line = _lines(module, witness, [where]).get(id(where), 1) if where is not None else 1
+        # prepare allows one evaluation per run: a second call (or one in a loop) fails the run
+        repeated = [s for s, in_loop in walker.evaluate_calls if in_loop] + statements[1:]
+        return [Violation("evaluation", "evaluate_bpb(...) may run once per run: call it from one place, "
+                          "outside any loop", lines.get(id(s), 1)) for s in repeated[:1]]
+    line = lines.get(id(statements[0]), 1) if statements else 1
     return [Violation("evaluation", "evaluate_bpb(...) is no longer called from code that runs; the score "
                       "must come from prepare's evaluation", line)]
 

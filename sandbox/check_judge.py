@@ -52,8 +52,9 @@ def value_problem(dotted: str) -> tuple[str, str] | None:
         return "file-write", "call it directly so the checker sees where it writes"
     if dotted in ("timeit.timeit", "timeit.repeat", "timeit.Timer", "operator.attrgetter", "operator.methodcaller"):
         return "dynamic-access", "call it directly so the checker sees what it runs"
-    if dotted in _ENV_WRITES or dotted in ("os.environ.update", "os.environ.__setitem__"):
-        return "environment", "call it directly so the checker sees which variables change"
+    if dotted in _ENV_WRITES or dotted in _ENV_READS or dotted in _ENV_WHOLE or dotted in (
+            "os.environ.update", "os.environ.__setitem__"):
+        return "environment", "call it directly so the checker sees which variables it reads or changes"
     if dotted in _DATALOADERS:
         return "process-network", "call it directly so the checker sees whether it starts worker processes"
     return None
@@ -898,6 +899,10 @@ class Judge:
         refusal = reference_problem(dotted, self.w.baseline)
         if refusal is not None:
             self.flag(refusal.rule, f"{self.code(node)}: {refusal.why}")
+            return
+        if dotted.endswith(".__file__"):
+            self.flag("dunder-access", f"{self.code(node)}: where an installed module lives (the Python "
+                      "installation's source is the cpu presets' training and validation text)")
             return
         if isinstance(node, cst.Attribute) and how == "call" and node.attr.value in MUTATING_METHODS \
                 and isinstance(node.value, cst.Attribute) and dotted.split(".")[0] not in TRAINING_PACKAGES \

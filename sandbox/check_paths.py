@@ -41,6 +41,7 @@ _HANDLE_FUNCTIONS = frozenset({"os.open", "os.pipe", "os.dup", "os.openpty", "os
 _SENSITIVE_READ = re.compile(r"^/(proc/(self|thread-self|\d+)/(?!(status|statm|stat|io|limits|cgroup)$)"
                              r"|proc/(self|thread-self|\d+)/?$|dev/(fd|mem|kmem|port)(/|$))")
 _LISTABLE_SYSTEM = ("/proc", "/sys", "/dev")
+_READABLE_SYSTEM = ("/proc/", "/sys/", "/dev/", "/etc/", "/usr/share/")
 _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 _OS_CONSTANTS = {"os.sep": None, "os.curdir": None, "os.pardir": None}   # filled below (Place is defined later)
 
@@ -462,15 +463,26 @@ def write_problem(place: Place, destructive: bool = False) -> str | None:
 
 
 def read_problem(place: Place) -> tuple[str, str] | None:
-    """(rule, why) for reading at `place`: the home folder (prepare's cache) or the process's own
-    memory, file descriptors and environment under /proc and /dev."""
-    if place.anchor == "home":
+    """(rule, why) for reading at `place`. A candidate reads its own folder and system
+    information (/proc, /sys, /dev, /etc, /usr/share); anything else outside is someone else's
+    data: prepare's cache, other candidates' checkpoints, or the Python installation, whose
+    source files are the cpu and micro presets' training AND validation text."""
+    if place.anchor == "home" or (place.anchor == "cwd" and place.text.startswith("~")):
         return "val-split", "reads from the home folder, where prepare's data and caches live"
     if place.anchor == "url":
         return "process-network", f"reads {place.text[:40]!r} over the network"
-    if place.anchor == "abs" and _SENSITIVE_READ.match(place.text):
-        return "dynamic-access", (f"reads {place.text!r}: the process's own memory, file descriptors or "
-                                  "environment (where the harness's channel and prepare's key live)")
+    if place.anchor == "abs" or (place.anchor == "cwd" and place.text.startswith("/")):
+        if _SENSITIVE_READ.match(place.text):
+            return "dynamic-access", (f"reads {place.text!r}: the process's own memory, file descriptors or "
+                                      "environment (where the harness's channel and prepare's key live)")
+        if place.text in STREAM_PATHS or place.text.startswith(_READABLE_SYSTEM):
+            return None
+        return "val-split", (f"reads {place.text[:50]!r}, outside the candidate's folder (prepare's data, other "
+                             "candidates' files, the Python installation whose source is the cpu presets' data)")
+    if place.anchor == "folder" and place.text and not place.text.startswith("/"):
+        return "val-split", "reads next to the candidate's folder, outside it"
+    if place.anchor in ("cwd", "folder") and _parts(place.text) is None:
+        return "val-split", "reads above the candidate's folder ('..': other candidates' files, prepare's data)"
     return None
 
 

@@ -98,7 +98,7 @@ DENIED_MODULES: dict[str, str] = {
 # The baseline's own uses are added (sandbox/check.py: Baseline.uses).
 MEMBER_ALLOW_LISTS: dict[str, frozenset[str]] = {
     "sys": frozenset({"argv", "exit", "stdout", "stderr", "stdin", "platform", "version", "version_info",
-                      "hexversion", "executable", "maxsize", "float_info", "int_info", "byteorder",
+                      "hexversion", "maxsize", "float_info", "int_info", "byteorder",
                       "getrecursionlimit", "setrecursionlimit", "getsizeof", "exc_info", "exception",
                       "getdefaultencoding", "getfilesystemencoding", "implementation", "maxunicode",
                       "float_repr_style", "get_int_max_str_digits", "set_int_max_str_digits",
@@ -165,6 +165,8 @@ REFUSED: dict[str, Refusal] = {
               "traceback.walk_stack", "traceback.format_stack", "traceback.print_stack", "traceback.StackSummary",
               "traceback.walk_tb", "threading.settrace", "threading.setprofile", "threading.settrace_all_threads",
               "threading.setprofile_all_threads", "threading._shutdown"),
+    **_refuse("dynamic-access", "views arbitrary memory (numpy does not check the bounds)",
+              "numpy.lib.stride_tricks.as_strided"),
     **_refuse("unsafe-deserialisation", "loads code", "torch.jit.load", "torch.package", "torch.export.load"),
     **_refuse("unsafe-deserialisation", "widens what torch.load may unpickle", "torch.serialization.add_safe_globals",
               "torch.serialization.safe_globals", "torch.serialization.register_package"),

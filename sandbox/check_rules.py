@@ -161,7 +161,8 @@ class Walker:
         self.def_scope: cst.CSTNode | None = None
         self.refs: dict[cst.CSTNode | None, set[str]] = {None: set()}
         self.evaluating: set[cst.CSTNode | None] = set()
-        self.evaluate_calls: list[cst.CSTNode | None] = []
+        self.evaluate_calls: list[tuple[cst.CSTNode | None, bool]] = []   # (statement, inside a loop)
+        self.loops = 0
         self.definitions: dict[str, list[cst.CSTNode]] = {}
         self.methods: dict[cst.CSTNode, list[cst.CSTNode]] = {}
 
@@ -204,8 +205,11 @@ class Walker:
         return method is None or method(self, node) is not False
 
     def on_leave(self, node: cst.CSTNode) -> None:
-        if type(node) in STATEMENTS:
+        kind = type(node)
+        if kind in STATEMENTS:
             self.statements.pop()
+            if kind is cst.For or kind is cst.While:
+                self.loops -= 1
 
     # ------------------------------------------------------------------ helpers
     @property
@@ -384,7 +388,12 @@ class Walker:
         else:
             self._field(node.target, None)
 
+    def visit_While(self, node: cst.While) -> None:
+        self.loops += 1
+        self._value_ok(node.test)
+
     def visit_For(self, node: cst.For) -> None:
+        self.loops += 1
         self._mark(node.target, "store")
         self._bind_iteration(node.target, node.iter)
 
@@ -556,6 +565,7 @@ class Walker:
         self.walk(for_in.iter)                        # the first iterable runs in the enclosing scope
         outer = self.scope
         self.scope = self.flow.new_scope(node, "comprehension", outer)
+        self.loops += 1
         self._mark(for_in.target, "store")
         self._bind_iteration(for_in.target, for_in.iter)
         self.walk(for_in.target)
@@ -565,6 +575,7 @@ class Walker:
             self.walk(for_in.inner_for_in)
         for part in parts:
             self.walk(part)
+        self.loops -= 1
         self.scope = outer
         return False
 
@@ -605,9 +616,6 @@ class Walker:
         self._value_ok(node.left, *(c.comparator for c in node.comparisons))
 
     def visit_If(self, node: cst.If) -> None:
-        self._value_ok(node.test)
-
-    def visit_While(self, node: cst.While) -> None:
         self._value_ok(node.test)
 
     def visit_IfExp(self, node: cst.IfExp) -> None:
@@ -674,6 +682,8 @@ class Walker:
             self._dunder_attribute(node, attr, how)
         elif attr in FRAME_ATTRS:
             self.flag("dynamic-access", f"'.{attr}' reaches frames or code objects (the interpreter's internals)")
+        elif attr in ("ctypes", "_ctypes"):
+            self.flag("dynamic-access", f"'.{attr}' leads to the ctypes module (native calls, raw memory)")
         elif attr == "py_impl":
             self.flag("torch-override", "'.py_impl' registers a Python kernel for a torch operator")
         elif attr in OPERATOR_OVERRIDE_ATTRS:
@@ -735,7 +745,7 @@ class Walker:
             self.flow.add_call(func.value, node, self.scope)
             if func.value == "evaluate_bpb":
                 self.evaluating.add(self.def_scope)
-                self.evaluate_calls.append(self.statement)
+                self.evaluate_calls.append((self.statement, self.loops > 0))
             if func.value in ("getattr", "hasattr", "setattr", "delattr", "vars", "dir") and node.args:
                 self._value_ok(node.args[0].value)
             elif func.value in ("isinstance", "issubclass", "callable", "id", "print", "repr", "type"):
