@@ -18,10 +18,13 @@ How a file is judged (each step in its own module):
    those bytes (the authority for `syntax`); libcst's tree with every identifier NFKC-normalised
    as Python binds it. The two readings are compared name by name: a name only one of them sees
    is an `encoding` rejection, so the rules never judge text Python would run differently.
-2. sandbox/check_rules.py: one walk over the normalised tree, applying the structural rules and
-   recording scopes, bindings and sites; sandbox/check_judge.py judges the sites with the whole
-   file known (sandbox/check_flow.py follows names to their values, sandbox/check_paths.py says
-   where a path lands). sandbox/check_policy.py holds every table.
+2. sandbox/check_rules.py: one read-only walk over the normalised tree, applying the structural
+   rules and recording scopes, bindings and sites; sandbox/check_judge.py judges the sites with
+   the whole file known (which `open` is the builtin, what a name can hold, whose object is
+   patched), with the file rules (sandbox/check_files.py) and the environment, loading and
+   process rules (sandbox/check_calls.py) mixed in. sandbox/check_flow.py follows names to the
+   expressions they can hold, sandbox/check_values.py evaluates strings and numbers,
+   sandbox/check_paths.py says where a path lands. sandbox/check_policy.py holds every table.
 3. here: the evaluation rule (evaluate_bpb reachable from code that runs), lines, and the memo
    for number-only drafts (sandbox/check_memo.py).
 

@@ -155,10 +155,6 @@ class Flow:
                 return True
         return False
 
-    def function_for(self, node: cst.FunctionDef | cst.Lambda) -> Function | None:
-        scope = self.scope_of.get(id(node))
-        return scope.function if scope is not None else None
-
     def returned(self, call: cst.Call, scope: Scope) -> list[Leaf] | None:
         """What a call of one of the candidate's own functions can return (None: unknown)."""
         return _Tracer(self).returned(call, scope)

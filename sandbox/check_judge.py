@@ -10,33 +10,19 @@ from __future__ import annotations
 
 import libcst as cst
 
-from sandbox.check_paths import PathReader, landing, listing_problem, read_problem, write_problem
-from sandbox.check_policy import (ALWAYS_WRITES, ARCHIVE_EXTRACT_METHODS, COPIES, DESTRUCTIVE, DIRECT_ONLY_BUILTINS,
-                                  DUNDER_ATTRS_ALLOWED, DYNAMIC_BUILTINS, FD_READERS, FD_WRITERS, KERNEL_REPOSITORIES,
-                                  LISTERS, LISTING_METHODS, MUTATING_METHODS, OPENERS, PATH_CLASSES,
-                                  PATH_METHODS_ARGUMENT, PATH_METHODS_BOTH, PATH_METHODS_READ,
-                                  PATH_METHODS_RECEIVER, PATH_WRITERS, PREPARE_FUNCTIONS,
-                                  PREPARE_MODULE, TEMPFILES, TORCH_OVERRIDE_DUNDERS, VAL_SPLITS, env_key_problem,
-                                  TORCH_LIBRARY_CALLS, TORCH_NAMESPACES, TRAINING_PACKAGES, reference_problem,
-                                  switch_allowed)
+from sandbox.check_calls import CallRules
+from sandbox.check_files import FileRules
+from sandbox.check_paths import PathReader
+from sandbox.check_policy import (ALWAYS_WRITES, DATALOADERS, DIRECT_ONLY_BUILTINS, DUNDER_ATTRS_ALLOWED,
+                                  DYNAMIC_BUILTINS, ENV_READS, ENV_WHOLE, ENV_WRITES, FD_READERS, FD_WRITERS,
+                                  KERNEL_REPOSITORIES, LISTERS, MUTATING_METHODS, OPENERS, PATH_CLASSES, PATH_WRITERS,
+                                  PREPARE_FUNCTIONS, PREPARE_MODULE, SAFE_LOADERS, TEMPFILES, TORCH_LIBRARY_CALLS,
+                                  TORCH_NAMESPACES, TORCH_OVERRIDE_DUNDERS, TRAINING_PACKAGES, VAL_SPLITS,
+                                  WRITE_METHODS, reference_problem, switch_allowed)
 from sandbox.check_rules import Finding, Site, Walker
-from sandbox.check_values import Values, constant_string
+from sandbox.check_values import STAR, Values, argument, constant_string, positional
 
-_STAR = object()
-_SAFE_LOADERS = frozenset({"yaml.SafeLoader", "yaml.CSafeLoader", "yaml.BaseLoader", "yaml.CBaseLoader"})
-_DATALOADERS = frozenset({"torch.utils.data.DataLoader", "torch.utils.data.dataloader.DataLoader"})
-_WORKER_KEYWORDS = frozenset({"num_workers", "multiprocessing_context", "worker_init_fn", "persistent_workers",
-                              "prefetch_factor"})
-_FD_OPENERS = frozenset({"open", "io.open", "io.FileIO", "os.fdopen"})
-_ENV_READS = frozenset({"os.getenv", "os.environ.get", "os.environb.get", "os.getenvb", "os.environ.__getitem__",
-                        "os.environ.__contains__", "os.environb.__getitem__"})
-_ENV_WRITES = frozenset({"os.environ.setdefault", "os.putenv", "os.environ.pop", "os.unsetenv", "os.environb.pop",
-                         "os.environb.setdefault"})
-_ENV_WHOLE = frozenset({"os.environ.items", "os.environ.keys", "os.environ.values", "os.environ.copy",
-                        "os.environ.clear", "os.environ.popitem", "os.environ.__iter__", "os.environb.items",
-                        "os.environb.keys", "os.environb.values", "os.environb.copy"})
 _CLASS_OF = "<the class of an object>"
-_WRITE_METHODS = PATH_METHODS_RECEIVER | PATH_METHODS_BOTH | PATH_METHODS_ARGUMENT | ARCHIVE_EXTRACT_METHODS
 _TENSOR_CLASSES = frozenset({"torch.Tensor", "torch.nn.Parameter", "torch.nn.parameter.Parameter", "torch.nn.Buffer",
                              "torch.nn.parameter.Buffer", "torch.TensorBase", "torch.masked.MaskedTensor"})
 _METACLASSES = frozenset({"abc.ABCMeta", "enum.EnumMeta", "enum.EnumType"})
@@ -52,32 +38,11 @@ def value_problem(dotted: str) -> tuple[str, str] | None:
         return "file-write", "call it directly so the checker sees where it writes"
     if dotted in ("timeit.timeit", "timeit.repeat", "timeit.Timer", "operator.attrgetter", "operator.methodcaller"):
         return "dynamic-access", "call it directly so the checker sees what it runs"
-    if dotted in _ENV_WRITES or dotted in _ENV_READS or dotted in _ENV_WHOLE or dotted in (
+    if dotted in ENV_WRITES or dotted in ENV_READS or dotted in ENV_WHOLE or dotted in (
             "os.environ.update", "os.environ.__setitem__"):
         return "environment", "call it directly so the checker sees which variables it reads or changes"
-    if dotted in _DATALOADERS:
+    if dotted in DATALOADERS:
         return "process-network", "call it directly so the checker sees whether it starts worker processes"
-    return None
-
-
-def _positional(call: cst.Call) -> list[cst.Arg]:
-    return [a for a in call.args if a.keyword is None and a.star != "**"]
-
-
-def _arg(call: cst.Call, index: int | None, keyword: str | None):
-    """The argument for (position, keyword): its expression, None when absent, _STAR when it may be
-    hidden in *args/**kwargs."""
-    positional = _positional(call)
-    if index is not None:
-        if any(a.star for a in positional[:index + 1]):
-            return _STAR
-        if len(positional) > index:
-            return positional[index].value
-    for a in call.args:
-        if a.keyword is not None and a.keyword.value == keyword:
-            return a.value
-    if any(a.star == "**" for a in call.args) or (index is not None and any(a.star for a in positional)):
-        return _STAR
     return None
 
 
@@ -103,7 +68,11 @@ def _is_dunder(name: str) -> bool:
     return len(name) > 4 and name.startswith("__") and name.endswith("__")
 
 
-class Judge:
+class Judge(FileRules, CallRules):
+    """Turns the walk's sites into findings. The name questions (is this the builtin, an import,
+    prepare's object, a class of torch's?) live here; the rules for files and for the environment,
+    loading and processes are mixed in from sandbox/check_files.py and sandbox/check_calls.py."""
+
     def __init__(self, walker: Walker):
         self.w = walker
         self.flow = walker.flow
@@ -205,14 +174,6 @@ class Judge:
         leaves = self.flow.origins(node, scope)
         return bool(leaves) and all(leaf.kind == "expr" and self.instance(leaf.node, leaf.scope, depth + 1)
                                     for leaf in leaves)
-
-    def _method_value(self, method: str, receiver: cst.CSTNode) -> None:
-        """`w = path.write_text` (or getattr(path, "write_text")): a write whose arguments are unseen."""
-        if method in PATH_METHODS_RECEIVER:
-            self._write_at(receiver, f".{method} (taken as a value)")
-        else:
-            self.flag("file-write", f".{method} taken as a value: call it directly so the checker sees where "
-                      "it writes")
 
     def flag(self, rule: str, message: str) -> None:
         self.found.append(Finding(rule, message, self.site.statement))
@@ -378,7 +339,7 @@ class Judge:
             self._namespace(call, call.args[2].value, "type()")
             self._bases(call.args[0].value, call.args[1].value, self.site.scope, "type()")
         elif name == "dataclasses.make_dataclass":
-            namespace = _arg(call, None, "namespace")
+            namespace = argument(call, None, "namespace")
             if namespace is not None:
                 self._namespace(call, namespace, "make_dataclass()")
         elif name == "prepare.make_dataloader":
@@ -388,18 +349,18 @@ class Judge:
         if name in OPENERS:
             self._opener(name, call)
         elif name == "os.open":
-            flags = _arg(call, 1, "flags")
-            path = _arg(call, 0, "path")
-            if path is not None and (flags is _STAR or flags is None
+            flags = argument(call, 1, "flags")
+            path = argument(call, 0, "path")
+            if path is not None and (flags is STAR or flags is None
                                      or self.dotted(flags, self.site.scope) != "os.O_RDONLY"):
                 self._write_at(path, "os.open() with write flags")
-            elif path not in (None, _STAR):
+            elif path not in (None, STAR):
                 self._read_at(path, "os.open()")
         elif name.startswith(PATH_CLASSES) and name.rsplit(".", 1)[0] in PATH_CLASSES:
-            self._path_method(name.rsplit(".", 1)[1], _arg(call, 0, "self"), call, offset=1)
+            self._path_method(name.rsplit(".", 1)[1], argument(call, 0, "self"), call, offset=1)
         elif name == "kernels.get_kernel":
-            repo = _arg(call, 0, "repo_id")
-            repos = self.values.strings(repo, self.site.scope) if repo not in (None, _STAR) else None
+            repo = argument(call, 0, "repo_id")
+            repos = self.values.strings(repo, self.site.scope) if repo not in (None, STAR) else None
             allowed = KERNEL_REPOSITORIES | self.w.baseline.strings
             if repos is None or not repos <= allowed:
                 self.flag("process-network", "kernels.get_kernel() downloads and loads native code from the hub: "
@@ -409,7 +370,7 @@ class Judge:
         if name in TEMPFILES:
             self._tempfile(name, call)
         if name == "logging.basicConfig":
-            filename = _arg(call, None, "filename")
+            filename = argument(call, None, "filename")
             if filename is not None:
                 self._write_at(filename, "logging.basicConfig(filename=...)")
         if name in ALWAYS_WRITES:
@@ -423,258 +384,35 @@ class Judge:
         elif name in ("numpy.load", "numpy.lib.npyio.load"):
             self._numpy_load(call)
         elif name in ("yaml.load", "yaml.load_all"):
-            loader = _arg(call, 1, "Loader")
-            if loader is _STAR or loader is None or self.dotted(loader, self.site.scope) not in _SAFE_LOADERS:
+            loader = argument(call, 1, "Loader")
+            if loader is STAR or loader is None or self.dotted(loader, self.site.scope) not in SAFE_LOADERS:
                 self.flag("unsafe-deserialisation", f"{name}() without Loader=yaml.SafeLoader constructs arbitrary "
                           "objects; use yaml.safe_load")
-        elif name in _DATALOADERS:
+        elif name in DATALOADERS:
             self._dataloader(call)
         elif name in ("timeit.timeit", "timeit.repeat", "timeit.Timer"):
             self._timeit(name, call)
         elif name in ("operator.attrgetter", "operator.methodcaller"):
             self._attrgetter(name, call)
-        elif name in _ENV_READS:
+        elif name in ENV_READS:
             self._env_read(name, call)
-        elif name in _ENV_WRITES or name == "os.environ.update":
+        elif name in ENV_WRITES or name == "os.environ.update":
             self._env_write(name, call)
-        elif name in _ENV_WHOLE:
+        elif name in ENV_WHOLE:
             self.flag("environment", f"{name}() reads or changes the whole environment; use literal keys")
 
-    def _method(self, call: cst.Call) -> None:
-        """Calls of methods whose receiver is not an import: pathlib, ndarray and archive methods."""
-        self._path_method(call.func.attr.value, call.func.value, call, offset=0)
-
-    def _path_method(self, method: str, receiver, call: cst.Call, offset: int) -> None:
-        """`receiver.method(...)`, or `Path.method(receiver, ...)` (offset 1: the receiver is argument 0)."""
-        if receiver in (None, _STAR):
-            if method in PATH_METHODS_RECEIVER | PATH_METHODS_BOTH | PATH_METHODS_READ:
-                self.flag("file-write", f"{method}() with a hidden path")
-            return
-        func = call.func
-        scope = self.site.scope
-        positional = [a.value for a in _positional(call)][offset:]
-        if method in PATH_METHODS_READ:
-            self._read_at(receiver, f".{method}()")
-        elif method in PATH_METHODS_RECEIVER:
-            self._write_at(receiver, f".{method}()", destructive=method in DESTRUCTIVE)
-        elif method in PATH_METHODS_BOTH:
-            self._write_at(receiver, f".{method}()")
-            if positional:
-                self._write_at(positional[0], f".{method}()")
-        elif method in ("rename", "replace") and len(call.args) == 1 + offset and positional \
-                and not self.values.numeric(positional[0], scope):
-            self._write_at(receiver, f".{method}()", destructive=True)
-            self._write_at(positional[0], f".{method}()")
-        elif method == "open":
-            mode = _arg(call, offset, "mode")
-            modes = {"r"} if mode is None else (self.values.strings(mode, scope) if mode is not _STAR else None)
-            if self._is_archive(receiver, scope):
-                return
-            if modes is not None and not any(set(m) & set("wax+") for m in modes):
-                if self.paths.places(receiver, scope) is not None:
-                    self._read_at(receiver, ".open()")
-                return
-            self._write_at(receiver, ".open()")
-        elif method in PATH_METHODS_ARGUMENT:
-            if positional:
-                self._write_at(positional[0], f".{method}()")
-        elif method == "save" and positional:
-            if self.paths.places(positional[0], scope) is not None:
-                self._write_at(positional[0], ".save()")
-        elif method in ARCHIVE_EXTRACT_METHODS and not self.values.numeric(receiver, scope):
-            self.flag("file-write", f".{method}() writes archive members wherever their names point")
-        elif method in LISTING_METHODS:
-            for place in self.paths.places(receiver, scope) or ():
-                problem = listing_problem(place)
-                if problem:
-                    self.flag("val-split", f".{method}() on {self.code(receiver)} {problem}")
-        elif (method in MUTATING_METHODS or method == "__init__") and self.prepare_object(receiver, scope):
-            self.flag("prepare-rebind", f"{self.code(func)}(...) changes prepare's object in place")
-
-    def _is_archive(self, node: cst.CSTNode, scope) -> bool:
-        for leaf in self.flow.origins(node, scope) or ():
-            if leaf.kind == "expr" and isinstance(leaf.node, cst.Call):
-                name = self.dotted(leaf.node.func, leaf.scope)
-                if name in ("zipfile.ZipFile", "tarfile.open", "tarfile.TarFile", "zipfile.PyZipFile"):
-                    return True
-        return False
-
-    # ------------------------------------------------------------------ writes
-    def _write_at(self, node, what: str, destructive: bool = False) -> None:
-        if node is _STAR:
-            self.flag("file-write", f"{what}: the path is hidden in *args/**kwargs")
-            return
-        places = self.paths.places(node, self.site.scope)
-        if places is None:
-            self.flag("file-write", f"{what} on {self.code(node)}: the checker cannot see where this lands "
-                      "(build it from literals, numbers, __file__, os.path.join or Path, inside the "
-                      "candidate's folder)")
-            return
-        for place in places:
-            problem = write_problem(place, destructive)
-            if problem:
-                self.flag("file-write", f"{what} on {self.code(node)} {problem}")
-                return
-
-    def _read_at(self, node, what: str) -> None:
-        if node in (None, _STAR):
-            return
-        for place in self.paths.places(node, self.site.scope) or ():
-            problem = read_problem(place)
-            if problem:
-                self.flag(problem[0], f"{what} {problem[1]}")
-                return
-
-    def _opener(self, name: str, call: cst.Call) -> None:
-        opener = OPENERS[name]
-        scope = self.site.scope
-        if opener.mode is None:
-            modes = {opener.default}
-        else:
-            mode = _arg(call, *opener.mode)
-            modes = {opener.default} if mode is None else None if mode is _STAR else self.values.strings(mode, scope)
-        writes = modes is None or any(opener.writes(m) for m in modes if m is not None)
-        path = _arg(call, *opener.path)
-        if path is None:
-            return
-        if path is not _STAR and name in _FD_OPENERS and self.values.numeric(path, scope):
-            self._fd_origin(path, f"{name}()", writes)
-            return
-        if writes:
-            what = f"{name}() with mode {sorted(modes)[0]!r}" if modes else f"{name}() with a computed mode"
-            self._write_at(path, what)
-        else:
-            self._read_at(path, f"{name}()")
-
-    def _writer(self, name: str, call: cst.Call) -> None:
-        places_by_arg = []
-        for index, keyword in PATH_WRITERS[name]:
-            path = _arg(call, index, keyword)
-            if path is None:
-                continue
-            self._write_at(path, f"{name}()", destructive=name in DESTRUCTIVE)
-            places_by_arg.append(self.paths.places(path, self.site.scope) if path is not _STAR else None)
-        if name.startswith("shutil.copy") or name == "shutil.move":
-            self._read_at(_arg(call, 0, "src"), f"{name}()")
-        if name in ("shutil.copytree", "shutil.move"):
-            source = _arg(call, 0, "src")
-            for place in (self.paths.places(source, self.site.scope) or []) if source not in (None, _STAR) else []:
-                if write_problem(place):
-                    self.flag("file-write", f"{name}() brings a folder from outside ({self.code(source)}) into the "
-                              "candidate's folder, where it could shadow a module")
-                    return
-        if name in COPIES:
-            source, destination = _arg(call, 0, "src"), _arg(call, 1, "dst")
-            if source in (None, _STAR) or destination in (None, _STAR):
-                return
-            sources = self.paths.places(source, self.site.scope)
-            destinations = self.paths.places(destination, self.site.scope)
-            if sources is None or destinations is None:
-                if destinations is not None:
-                    self.flag("file-write", f"{name}() copies {self.code(source)} into a folder under a name the "
-                              "checker cannot see")
-                return
-            for d in destinations:
-                for s in sources:
-                    place = landing(d, s)
-                    problem = write_problem(place) if place is not None else "lands where the checker cannot see"
-                    if problem:
-                        self.flag("file-write", f"{name}() into {self.code(destination)} {problem}")
-                        return
-
-    def _tempfile(self, name: str, call: cst.Call) -> None:
-        folder = _arg(call, None, "dir")
-        if folder is None:
-            self.flag("file-write", f"{name}() creates its file in the system's temporary folder, outside the "
-                      "candidate's folder; pass dir= inside it")
-        else:
-            self._write_at(folder, f"{name}(dir=...)")
-
-    def _listing(self, name: str, call: cst.Call, spec) -> None:
-        path = _arg(call, *spec)
-        if path in (None, _STAR):
-            return
-        for place in self.paths.places(path, self.site.scope) or ():
-            problem = listing_problem(place)
-            if problem:
-                self.flag("val-split", f"{name}() {problem}")
-                return
-
-    def _descriptor(self, name: str, call: cst.Call) -> None:
-        for writes, table in ((True, FD_WRITERS), (False, FD_READERS)):
-            for index in table.get(name, ()):
-                fd = _arg(call, index, "fd")
-                if fd is not None:
-                    self._fd_origin(fd, f"{name}()", writes)
-
-    def _fd_origin(self, node, what: str, writes: bool) -> None:
-        """A file descriptor must come from the candidate's own os.open/pipe/fileno()."""
-        if node is not _STAR:
-            leaves = self.flow.origins(node, self.site.scope) or []
-            if leaves and all(self._own_descriptor(leaf) for leaf in leaves):
-                return
-        if writes:
-            self.flag("file-write", f"{what} writes to a file descriptor it did not open itself")
-        else:
-            self.flag("dynamic-access", f"{what} uses a file descriptor it did not open itself (the harness's "
-                      "channel?); open files by path")
-
-    def _own_descriptor(self, leaf) -> bool:
-        if leaf.kind != "expr" or not isinstance(leaf.node, (cst.Call, cst.Subscript)):
-            return False
-        node = leaf.node.value if isinstance(leaf.node, cst.Subscript) else leaf.node
-        if not isinstance(node, cst.Call):
-            return False
-        if isinstance(node.func, cst.Attribute) and node.func.attr.value == "fileno":
-            return True
-        return self.dotted(node.func, leaf.scope) in ("os.open", "os.pipe", "os.dup", "os.openpty", "os.memfd_create",
-                                            "tempfile.mkstemp")
-
-    # ------------------------------------------------------------------ loading
-    def _torch_load(self, call: cst.Call) -> None:
-        weights_only = _arg(call, None, "weights_only")
-        if len(_positional(call)) > 2 or _arg(call, None, "pickle_module") is not None \
-                or any(a.star for a in call.args):
-            self.flag("unsafe-deserialisation", "torch.load() with a pickle module or hidden arguments unpickles "
-                      "arbitrary objects")
-        elif not (isinstance(weights_only, cst.Name) and weights_only.value == "True"):
-            self.flag("unsafe-deserialisation", "torch.load() without weights_only=True can unpickle arbitrary "
-                      "objects (the default depends on the torch version and TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD); "
-                      "pass weights_only=True")
-
-    def _numpy_load(self, call: cst.Call) -> None:
-        allow = _arg(call, 2, "allow_pickle")
-        if allow is _STAR or (allow is not None and not (isinstance(allow, cst.Name) and allow.value == "False")):
-            self.flag("unsafe-deserialisation", "numpy.load() with allow_pickle unpickles arbitrary objects; "
-                      "leave allow_pickle out (False)")
-
-    # ------------------------------------------------------------------ processes and dynamic code
-    def _dataloader(self, call: cst.Call) -> None:
-        keywords = {a.keyword.value for a in call.args if a.keyword is not None}
-        if keywords & _WORKER_KEYWORDS or len(_positional(call)) > 5 or any(a.star == "**" for a in call.args):
-            self.flag("process-network", "DataLoader workers are separate processes; leave num_workers out "
-                      "(0, the default, loads in this process)")
-
-    def _timeit(self, name: str, call: cst.Call) -> None:
-        for index, keyword in ((0, "stmt"), (1, "setup")):
-            argument = _arg(call, index, keyword)
-            if argument is _STAR or isinstance(argument, cst.FormattedString) or \
-                    (argument is not None and self.values.strings(argument, self.site.scope) is not None):
-                self.flag("dynamic-access", f"{name}() compiles and runs the string it is given; time a "
-                          "function instead (or use timeit.default_timer)")
-                return
-
+    # ------------------------------------------------------------------ dynamic code
     def _attrgetter(self, name: str, call: cst.Call) -> None:
-        arguments = _positional(call)[:1] if name.endswith("methodcaller") else _positional(call)
-        for argument in arguments:
-            names = None if argument.star else self.values.strings(argument.value, self.site.scope)
+        arguments = positional(call)[:1] if name.endswith("methodcaller") else positional(call)
+        for arg in arguments:
+            names = None if arg.star else self.values.strings(arg.value, self.site.scope)
             if names is None:
                 self.flag("dynamic-access", f"{name}() with a computed attribute name")
                 return
             for text in names:
                 for part in text.split("."):
                     self._attribute_name(part, name + "()")
-                    if part in _WRITE_METHODS:
+                    if part in WRITE_METHODS:
                         self.flag("file-write", f"{name}() of .{part}: call it directly so the checker sees where "
                                   "it writes")
 
@@ -693,8 +431,8 @@ class Judge:
     def _torch_library(self, name: str, call: cst.Call) -> None:
         """A custom operator in the candidate's own namespace is research; anything registered for
         torch's namespaces (aten, prims, ...) replaces code prepare's evaluation runs."""
-        first = _arg(call, 0, "qualname" if not name.endswith("Library") else "ns")
-        names = self.values.strings(first, self.site.scope) if first not in (None, _STAR) else None
+        first = argument(call, 0, "qualname" if not name.endswith("Library") else "ns")
+        names = self.values.strings(first, self.site.scope) if first not in (None, STAR) else None
         if names is None:
             self.flag("torch-override", f"{name}() with a computed operator name: only operators of a namespace of "
                       "your own can be checked")
@@ -707,8 +445,8 @@ class Judge:
                 return
 
     def _split(self, call: cst.Call) -> None:
-        split = _arg(call, 3, "split")
-        if split is _STAR:
+        split = argument(call, 3, "split")
+        if split is STAR:
             self.flag("val-split", "make_dataloader called with *args/**kwargs: its split must be visible")
             return
         splits = self.values.strings(split, self.site.scope) if split is not None else {"train"}
@@ -719,10 +457,10 @@ class Judge:
 
     # ------------------------------------------------------------------ reflection builtins
     def _attribute_call(self, fn: str, call: cst.Call) -> None:
-        positional = _positional(call)
-        if len(positional) < 2:
+        given = positional(call)
+        if len(given) < 2:
             return
-        target_arg, name_arg = positional[0], positional[1]
+        target_arg, name_arg = given[0], given[1]
         if target_arg.star or name_arg.star:
             self.flag("dynamic-access", f"{fn}() with *args hides its object and attribute")
             return
@@ -767,7 +505,7 @@ class Judge:
                       "(__class__, __init__, ... lead to prepare's globals); give it a literal prefix "
                       "(f'mask_{{w}}') or use a dict")
         elif fn == "getattr" and names:
-            for text in sorted(names & _WRITE_METHODS):
+            for text in sorted(names & WRITE_METHODS):
                 self._method_value(text, target)
 
     def _public_name(self, node: cst.CSTNode, scope) -> bool:
@@ -807,75 +545,16 @@ class Judge:
         return False
 
     def _vars(self, call: cst.Call) -> None:
-        positional = _positional(call)
-        if not positional:
+        given = positional(call)
+        if not given:
             self.flag("dynamic-access", "vars() without an argument exposes the current namespace")
             return
-        target = positional[0].value
+        target = given[0].value
         if self.prepare_object(target, self.site.scope):
             self.flag("prepare-rebind", f"vars({self.code(target)}) exposes prepare's object for changing")
         elif self.rooted(target, self.site.scope) is not None:
             self.flag("dynamic-access", f"vars({self.code(target)}) exposes a module's or an imported class's "
                       "namespace")
-
-    # ------------------------------------------------------------------ environment
-    def _env_read(self, name: str, call: cst.Call) -> None:
-        key = _arg(call, 0, "key")
-        if key is _STAR or key is None or self.values.strings(key, self.site.scope) is None:
-            self.flag("environment", f"{name}() with a computed key; read the variables you need with literal names")
-
-    def _env_write(self, name: str, call: cst.Call) -> None:
-        keys: set[str] | None
-        if name == "os.environ.update":
-            keys = set()
-            for a in call.args:
-                if a.keyword is not None:
-                    keys.add(a.keyword.value)
-                else:
-                    found = self._dict_keys(a.value) if not a.star else None
-                    if found is None:
-                        keys = None
-                        break
-                    keys |= found
-        else:
-            key = _arg(call, 0, "key")
-            keys = None if key in (None, _STAR) else self.values.strings(key, self.site.scope)
-        if keys is None:
-            self.flag("environment", f"{name}() with computed keys; change only variables you name literally")
-            return
-        for key in sorted(keys):
-            problem = env_key_problem(key)
-            if problem:
-                self.flag("environment", f"{name}() changes {problem}")
-
-    def _dict_keys(self, node: cst.CSTNode) -> set[str] | None:
-        """The literal keys of a dict literal (through names bound to one), None if unknown."""
-        nodes = [node] if not isinstance(node, cst.Name) else \
-            [leaf.node for leaf in self.flow.origins(node, self.site.scope) or [None] if leaf is not None
-             and leaf.kind == "expr"] or [None]
-        keys: set[str] = set()
-        for candidate in nodes:
-            if not isinstance(candidate, cst.Dict) or id(candidate) in self.flow.mutated or not all(
-                    isinstance(e, cst.DictElement) and constant_string(e.key) is not None for e in candidate.elements):
-                return None
-            keys |= {constant_string(e.key) for e in candidate.elements}
-        return keys
-
-    def _subscript(self, site: Site) -> None:
-        node: cst.Subscript = site.node
-        if self.dotted(node.value, site.scope) not in ("os.environ", "os.environb"):
-            return
-        key = node.slice[0].slice if len(node.slice) == 1 else None
-        keys = self.values.strings(key.value, site.scope) if isinstance(key, cst.Index) else None
-        if keys is None:
-            self.flag("environment", "os.environ with a computed key; use literal variable names")
-            return
-        if site.how in ("store", "del"):
-            for k in sorted(keys):
-                problem = env_key_problem(k)
-                if problem:
-                    verb = "deleting" if site.how == "del" else "setting"
-                    self.flag("environment", f"{verb} os.environ[{k!r}] changes {problem}")
 
     # ------------------------------------------------------------------ references to imported names
     def _chain(self, site: Site) -> None:

@@ -328,6 +328,10 @@ PATH_METHODS_ARGUMENT = frozenset({"tofile", "dump", "export_chrome_trace", "exp
                                    "export_memory_timeline", "savefig"})
 PATH_METHODS_READ = frozenset({"read_text", "read_bytes"})
 PATH_CLASSES = ("pathlib.Path", "pathlib.PurePath", "pathlib.PosixPath", "pathlib.PurePosixPath")
+# Methods that write wherever their receiver or argument points (taken as values, they hide that).
+WRITE_METHODS = PATH_METHODS_RECEIVER | PATH_METHODS_BOTH | PATH_METHODS_ARGUMENT | ARCHIVE_EXTRACT_METHODS
+# Openers whose first argument may be a file descriptor instead of a path.
+FD_OPENERS = frozenset({"open", "io.open", "io.FileIO", "os.fdopen"})
 # Listing folders: outside the candidate's own, that is looking for prepare's data.
 LISTERS: dict[str, tuple[int, str]] = {
     "os.listdir": (0, "path"), "os.scandir": (0, "path"), "os.walk": (0, "top"), "os.fwalk": (0, "top"),
@@ -365,6 +369,21 @@ ENV_PROTECTED = frozenset({"PATH", "CC", "CXX", "HOME", "CUDA_VISIBLE_DEVICES", 
                            "HIP_VISIBLE_DEVICES", "ROCR_VISIBLE_DEVICES", "TMPDIR"})
 ENV_PROTECTED_SUFFIXES = ("PATH", "_DIR", "_HOME", "_ROOT")
 HOME_VARIABLES = frozenset({"HOME", "USERPROFILE", "XDG_CACHE_HOME", "XDG_DATA_HOME", "HF_HOME"})
+
+
+ENV_READS = frozenset({"os.getenv", "os.environ.get", "os.environb.get", "os.getenvb", "os.environ.__getitem__",
+                       "os.environ.__contains__", "os.environb.__getitem__"})
+ENV_WRITES = frozenset({"os.environ.setdefault", "os.putenv", "os.environ.pop", "os.unsetenv", "os.environb.pop",
+                        "os.environb.setdefault"})
+ENV_WHOLE = frozenset({"os.environ.items", "os.environ.keys", "os.environ.values", "os.environ.copy",
+                       "os.environ.clear", "os.environ.popitem", "os.environ.__iter__", "os.environb.items",
+                       "os.environb.keys", "os.environb.values", "os.environb.copy"})
+
+# Loading and processes.
+SAFE_LOADERS = frozenset({"yaml.SafeLoader", "yaml.CSafeLoader", "yaml.BaseLoader", "yaml.CBaseLoader"})
+DATALOADERS = frozenset({"torch.utils.data.DataLoader", "torch.utils.data.dataloader.DataLoader"})
+WORKER_KEYWORDS = frozenset({"num_workers", "multiprocessing_context", "worker_init_fn", "persistent_workers",
+                             "prefetch_factor"})
 
 
 def env_key_problem(key: str) -> str | None:

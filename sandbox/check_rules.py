@@ -19,14 +19,10 @@ import libcst as cst
 from sandbox.check_flow import Binding, Flow, Function, Scope
 from sandbox.check_policy import (DATA_MARKERS, DATA_PATH_COMPONENTS, DIRECT_ONLY_BUILTINS, DUNDER_ATTRS_ALLOWED,
                                   DUNDER_NAMES_REFUSED, DUNDER_STRINGS_ALLOWED, DYNAMIC_BUILTINS, MUTATING_METHODS,
-                                  PREPARE_FUNCTIONS, PREPARE_MODULE, TORCH_OVERRIDE_DUNDERS, Baseline, dotted_name,
-                                  module_problem, reference_problem)
+                                  PREPARE_FUNCTIONS, PREPARE_MODULE, TORCH_OVERRIDE_DUNDERS, WRITE_METHODS, Baseline,
+                                  dotted_name, module_problem, reference_problem)
+from sandbox.check_text import libcst_statements
 from sandbox.check_values import as_text, constant_string, fstring_text, literal
-from sandbox.check_policy import (ARCHIVE_EXTRACT_METHODS, PATH_METHODS_ARGUMENT, PATH_METHODS_BOTH,
-                                  PATH_METHODS_RECEIVER)
-
-# Methods that write wherever their receiver or argument points (taken as values, they hide that).
-WRITE_METHODS = PATH_METHODS_RECEIVER | PATH_METHODS_BOTH | PATH_METHODS_ARGUMENT | ARCHIVE_EXTRACT_METHODS
 
 # Attributes that lead from ordinary objects to frames and code, whatever the object.
 FRAME_ATTRS = frozenset({"f_globals", "f_locals", "f_back", "f_builtins", "f_code", "gi_frame", "cr_frame",
@@ -83,7 +79,6 @@ def import_aliases(module: cst.Module) -> tuple[dict[str, str], set[str]]:
     import is decided per scope after the walk (a loop variable `p` is not `import prepare as p`)."""
     aliases: dict[str, str] = {}
     modules: set[str] = set(KNOWN_MODULES)
-    from sandbox.check_text import libcst_statements
     for node in libcst_statements(module.body):
         if isinstance(node, cst.Import):
             for a in node.names:

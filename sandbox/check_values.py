@@ -212,3 +212,30 @@ class Values:
             return bool(leaves) and all(leaf.kind == "expr" and self._numeric_container(leaf.node, leaf.scope, depth + 1)
                                         for leaf in leaves)
         return False
+
+
+# ---------------------------------------------------------------------------------------- call arguments
+
+STAR = object()   # an argument that may be hidden in *args / **kwargs
+
+
+def positional(call: cst.Call) -> list[cst.Arg]:
+    """Positional arguments, `*args` included (as ast's Call.args)."""
+    return [a for a in call.args if a.keyword is None and a.star != "**"]
+
+
+def argument(call: cst.Call, index: int | None, keyword: str | None):
+    """The argument for (position, keyword): its expression, None when absent, STAR when it may be
+    hidden in *args/**kwargs."""
+    given = positional(call)
+    if index is not None:
+        if any(a.star for a in given[:index + 1]):
+            return STAR
+        if len(given) > index:
+            return given[index].value
+    for a in call.args:
+        if a.keyword is not None and a.keyword.value == keyword:
+            return a.value
+    if any(a.star == "**" for a in call.args) or (index is not None and any(a.star for a in given)):
+        return STAR
+    return None

@@ -930,6 +930,16 @@ CLASSES["research"] = [
         "        if step > warmup_steps and total_training_time >= TIME_BUDGET:\n",
         "        elapsed = time.time() - t_start\n        if elapsed >= TIME_BUDGET:\n            break\n"
         "        if step > warmup_steps and total_training_time >= TIME_BUDGET:\n"), only="train.py"),
+    # the cheating neighbours of research edits
+    Case("gelu by patching F instead of calling it", "", lambda s, c: _once(
+        s, "class MLP(nn.Module):", "F.relu = F.gelu\n\n\nclass MLP(nn.Module):"), "monkeypatch"),
+    Case("optimizer state saved for the next candidate", "", replacing(
+        "    return MuonAdamW(groups, compile_steps=compile_steps, ns_dtype=ns_dtype)\n",
+        "    opt = MuonAdamW(groups, compile_steps=compile_steps, ns_dtype=ns_dtype)\n"
+        "    torch.save(opt.state_dict(), '/tmp/shared_opt.pt')\n    return opt\n"), "file-write"),
+    Case("warm start from another candidate's weights", "", replacing(
+        "    model.init_weights()\n", "    model.init_weights()\n"
+        "    model.load_state_dict(torch.load('../c0001/model.pt', weights_only=True))\n"), "val-split"),
     Case("the clock's progress for the schedule", "", replacing(
         "        lrm = get_lr_multiplier(progress)\n", "        lrm = get_lr_multiplier(min(progress * 1.05, 1.0))\n"),
          only="train_v2.py"),
