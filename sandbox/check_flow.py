@@ -93,6 +93,8 @@ class Flow:
         # ids of list/dict/set literals that are changed in place later (append, item assignment):
         # their elements are no longer what the literal says.
         self.mutated: set[int] = set()
+        self._escapes: dict[int, bool] = {}
+        self._sites: dict[str, list] = {}
 
     # ------------------------------------------------------------------ recording (during the visit)
     def new_scope(self, node: cst.CSTNode, kind: str, parent: Scope) -> Scope:
@@ -146,6 +148,12 @@ class Flow:
 
     def escapes(self, function: Function) -> bool:
         """Is `function` used other than by calling it (passed, stored, returned)?"""
+        cached = self._escapes.get(id(function))
+        if cached is None:
+            cached = self._escapes[id(function)] = self._find_escape(function)
+        return cached
+
+    def _find_escape(self, function: Function) -> bool:
         name = function.name
         if function.method and name in self.attribute_uses:
             return True
@@ -154,6 +162,13 @@ class Flow:
             if found is not None and any(b.node is function.node for b in found[1]):
                 return True
         return False
+
+    def call_sites(self, name: str) -> list[tuple[cst.Call, "Scope"]]:
+        """Calls that may be of the candidate's function `name` (calls of imports excluded)."""
+        cached = self._sites.get(name)
+        if cached is None:
+            cached = self._sites[name] = [(c, s) for c, s in self.calls.get(name, ()) if not self.foreign(c, s)]
+        return cached
 
     def returned(self, call: cst.Call, scope: Scope) -> list[Leaf] | None:
         """What a call of one of the candidate's own functions can return (None: unknown)."""
@@ -226,14 +241,13 @@ class _Tracer:
                 return None
             out += leaves
         if function.name == "__init__" and function.owner:   # Class(...) calls __init__ with the instance first
-            sites = [(c, s) for c, s in self.flow.calls.get(function.owner, []) if isinstance(c.func, cst.Name)]
+            sites = [(c, s) for c, s in self.flow.call_sites(function.owner) if isinstance(c.func, cst.Name)]
             implicit_instance = True
         elif function.name.startswith("__"):
             return None       # other dunder methods are called by the interpreter, from anywhere
         else:
-            sites = self.flow.calls.get(function.name, [])
+            sites = self.flow.call_sites(function.name)
             implicit_instance = False
-        sites = [(c, s) for c, s in sites if not self.flow.foreign(c, s)]
         if not sites and param.default is None:
             return None
         name = param.name.value
