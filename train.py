@@ -492,7 +492,6 @@ def main():
 
     optimizer = setup_optimizer(model, compile_steps=use_cuda,
                                 ns_dtype=torch.bfloat16 if use_cuda else torch.float32)
-    eval_model = model  # evaluated uncompiled: no recompilation for inference inside the evaluation
     if use_cuda:
         model = torch.compile(model, dynamic=False)
     train_loader = make_dataloader(tokenizer, device_batch_size, MAX_SEQ_LEN, "train", device=device)
@@ -547,8 +546,9 @@ def main():
 
     total_training_time = clock.seconds
     total_tokens = step * TOTAL_BATCH_SIZE
+    model.eval()
     with autocast_ctx:
-        val_bpb = evaluate_bpb(eval_model, tokenizer, device_batch_size)
+        val_bpb = evaluate_bpb(model, tokenizer, device_batch_size)
 
     steady_mfu = (100 * num_flops_per_token * TOTAL_BATCH_SIZE * step / total_training_time / peak_flops
                   if use_cuda and total_training_time > 0 else 0.0)

@@ -112,8 +112,8 @@ RULES: dict[str, str] = {
 PREPARE_MODULE = "prepare"
 # Everything prepare exports that a candidate could be tempted to shadow.
 PREPARE_EXPORTS = frozenset({"PRESET", "MAX_SEQ_LEN", "TIME_BUDGET", "EVAL_TOKENS", "VOCAB_SIZE",
-                             "Tokenizer", "make_dataloader", "evaluate_bpb"})
-DEFAULT_PREPARE_IMPORTS = frozenset({"PRESET", "MAX_SEQ_LEN", "TIME_BUDGET", "Tokenizer",
+                             "Tokenizer", "TrainingClock", "make_dataloader", "evaluate_bpb"})
+DEFAULT_PREPARE_IMPORTS = frozenset({"PRESET", "MAX_SEQ_LEN", "TIME_BUDGET", "Tokenizer", "TrainingClock",
                                      "make_dataloader", "evaluate_bpb"})
 PREPARE_FUNCTIONS = frozenset({"make_dataloader", "evaluate_bpb"})
 SUMMARY_KEYS = ("val_bpb", "training_seconds", "total_seconds", "peak_vram_mb", "mfu_percent",

@@ -592,6 +592,9 @@ def run_harness(workspace, preset: str, *, budget: float | None = None, timeout:
     forced = {"PYTHONUNBUFFERED": "1", "HOME": str(scratch / ".home"), "TMPDIR": str(scratch / ".tmp")}
     if threads:
         forced["OMP_NUM_THREADS"] = forced["MKL_NUM_THREADS"] = str(threads)
+    # OpenMP workers sleep rather than spin between parallel regions: a spinning worker burns CPU
+    # time (the CPU clock counts it) whenever a sibling is descheduled by other load
+    forced["OMP_WAIT_POLICY"], forced["KMP_BLOCKTIME"] = "PASSIVE", "0"
     env = scrub_env(parent_env, {**extra_env, **forced})
     before = _fixed_snapshot(ws, data_files)
 
