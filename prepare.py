@@ -81,7 +81,7 @@ PRESETS = {
     ),
     "cpu": dict(
         max_seq_len=256, time_budget=45, eval_tokens=2**17, vocab_size=2048,
-        clock="cpu", startup_allowance=4, first_forward_allowance=1.0,
+        clock="cpu", startup_allowance=5, first_forward_allowance=1.0,
         source="stdlib", num_shards=4,
         tokenizer_max_chars=6_000_000,
         corpus_max_chars=None,
@@ -89,7 +89,7 @@ PRESETS = {
     ),
     "micro": dict(
         max_seq_len=64, time_budget=4, eval_tokens=2**15, vocab_size=512,
-        clock="cpu", startup_allowance=3, first_forward_allowance=0.25,
+        clock="cpu", startup_allowance=4, first_forward_allowance=0.25,
         source="stdlib", num_shards=2,
         tokenizer_max_chars=1_000_000,
         corpus_max_chars=2_500_000,
