@@ -639,7 +639,9 @@ def _document_batches(tokenizer, paths, batch_docs=128):
     """Yields (list of token lists, each starting with BOS, epoch), cycling over paths forever."""
     import pyarrow.parquet as pq
     bos = tokenizer.get_bos_token_id()
-    threads = os.cpu_count() or 1
+    # as many tokenizer threads as cores this process may use: under the harness that is its
+    # slot's core(s), and extra threads there only contend (and count on the CPU clock)
+    threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     epoch = 1
     while True:
         for path in paths:
@@ -754,7 +756,8 @@ class IntegrityError(RuntimeError):
     """A probe or check of evaluate_bpb failed; the harness records status `integrity`."""
 
 
-def _build_runtime(link):
+def _build_runtime(link, module_globals):
+    import builtins
     import operator
     import random
     import resource
@@ -765,13 +768,21 @@ def _build_runtime(link):
     Tensor, Module = torch.Tensor, torch.nn.Module
     inference_mode, autocast, tensor_equal = torch.inference_mode, torch.autocast, torch.equal
     where, zeros, arange, is_autocast_enabled = torch.where, torch.zeros, torch.arange, torch.is_autocast_enabled
+    as_index, Random, urandom, median = operator.index, random.Random, os.urandom, statistics.median
     obj_get, obj_set = object.__getattribute__, object.__setattr__
     function_modes = getattr(torch._C, "_len_torch_function_stack", lambda: 0)
     dispatch_modes = getattr(torch._C, "_len_torch_dispatch_stack", lambda: 0)
-    # what must not change between import and the end of the evaluation (see check_untouched):
-    # the tensor methods prepare's arithmetic calls, and Module's (torch functions it calls are
-    # captured above; torch itself rebinds some module-level names, e.g. manual_seed, lazily)
-    watched = {"torch.Tensor": torch.Tensor.__dict__, "torch.nn.Module": torch.nn.Module.__dict__}
+    # What must not change between import and the end of the evaluation (see check_untouched):
+    # the tensor methods prepare's arithmetic calls, Module's, the builtins and math functions,
+    # the torch names prepare looks up (not all of torch: torch itself rebinds some names, e.g.
+    # manual_seed, lazily), and this module's own attributes (sealed once it is imported).
+    torch_names = ("Tensor", "nn", "cuda", "device", "float16", "bfloat16", "float32", "float64", "int64",
+                   "long", "where", "zeros", "arange", "equal", "inference_mode", "autocast",
+                   "is_autocast_enabled", "get_num_threads", "from_numpy", "empty")
+    watched = {"torch.Tensor": torch.Tensor.__dict__, "torch.nn.Module": torch.nn.Module.__dict__,
+               "builtins": vars(builtins), "math": vars(math),
+               "torch": {k: getattr(torch, k) for k in torch_names}, "prepare": module_globals}
+    live = {"torch": lambda: {k: getattr(torch, k, None) for k in torch_names}}
     snapshot = {name: {k: id(v) for k, v in d.items()} for name, d in watched.items()}
 
     settings = dict(link.settings) if link is not None else None
@@ -907,17 +918,23 @@ def _build_runtime(link):
             send("violation", {"check": check, "message": message, "figures": figures})
         raise IntegrityError(f"integrity: {check}: {message}")
 
+    def seal():
+        """Called once this module has run: from here on its attributes must not change."""
+        snapshot["prepare"] = {k: id(v) for k, v in module_globals.items()}
+
     def check_untouched(where):
-        """Monkeypatched torch (a replaced Tensor method, functional op or Module method) or an
-        active torch function/dispatch mode would change prepare's own arithmetic."""
+        """Monkeypatched torch (a replaced Tensor method or Module method, a rebound torch name),
+        replaced builtins or math functions, rebound attributes of this module, or an active
+        torch function/dispatch mode would change prepare's own arithmetic."""
         for name, d in watched.items():
+            d = live[name]() if name in live else d
             before = snapshot[name]
             for key, ident in before.items():
                 if key not in d or id(d[key]) != ident:
                     fail("monkeypatch", f"{name}.{key} was replaced after prepare was imported ({where})")
-            if name == "torch.Tensor" and len(d) != len(before):
+            if name in ("torch.Tensor", "prepare") and len(d) != len(before):   # a new name shadows
                 added = sorted(set(d) - set(before))[:3]
-                fail("monkeypatch", f"torch.Tensor gained {', '.join(added)} after prepare was imported ({where})")
+                fail("monkeypatch", f"{name} gained {', '.join(added)} after prepare was imported ({where})")
         if function_modes() or dispatch_modes():
             fail("monkeypatch", f"a torch function/dispatch mode is active ({where}); "
                                 "it would intercept prepare's arithmetic")
@@ -979,7 +996,7 @@ def _build_runtime(link):
         check_untouched("at the start of evaluate_bpb")
         if not isinstance(model, Module):
             fail("model", f"evaluate_bpb needs a torch.nn.Module, got {type(model).__name__}")
-        batch_size = operator.index(batch_size)
+        batch_size = as_index(batch_size)
         if batch_size < 1:
             raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
         rows_cpu = val_rows()
@@ -1000,7 +1017,7 @@ def _build_runtime(link):
         low = any(t.dtype in (torch.bfloat16, torch.float16) for _, (_, t) in before.items()) or \
             (device.type in ("cuda", "cpu") and is_autocast_enabled(device.type))
         atol, rtol = (2e-2, 1e-3) if low else (1e-4, 1e-5)
-        rng = random.Random(int.from_bytes(os.urandom(8), "little"))   # unpredictable to the model
+        rng = Random(int.from_bytes(urandom(8), "little"))   # unpredictable to the model
         timing = dict(kind=clock_kind, forwards=[])
 
         def forward(x):
@@ -1126,7 +1143,7 @@ def _build_runtime(link):
             num_rows=n_rows, rows_per_forward=R, batch_size=batch_size, vocab_size=V,
             val_rows_source=state["val_source"],
             clock=dict(kind=clock_kind, budget=budget, startup_allowance=allowance, ticks=state["ticks"],
-                       median_step=statistics.median(state["intervals"]) if state["intervals"] else None,
+                       median_step=median(state["intervals"]) if state["intervals"] else None,
                        last_step=state["intervals"][-1] if state["intervals"] else None,
                        created_at=None if state["created"] is None else state["created"] - allowance,
                        seconds_at_eval=at_call - allowance),
@@ -1135,17 +1152,17 @@ def _build_runtime(link):
                         statelessness=dict(tensors=len(before), rescores=rescores, atol=atol, rtol=rtol)),
             eval=dict(seconds=monotonic() - wall0, thread_cpu_seconds=thread_time() - thread0,
                       process_cpu_seconds=process_time() - process0, threads=torch.get_num_threads(),
-                      forwards=len(f), forward_tokens=R * T, forward_seconds_median=statistics.median(f),
+                      forwards=len(f), forward_tokens=R * T, forward_seconds_median=median(f),
                       forward_seconds_first=f[0], forward_seconds_max=max(f), forward_seconds_total=sum(f),
                       forward_seconds=[round(v, 4) for v in f[:2000]]))
         if send is not None:
             send("record", record)
         return val_bpb
 
-    return TrainingClock, make_dataloader, evaluate_bpb
+    return TrainingClock, make_dataloader, evaluate_bpb, seal
 
 
-TrainingClock, make_dataloader, evaluate_bpb = _build_runtime(_link)
+TrainingClock, make_dataloader, evaluate_bpb, _seal = _build_runtime(_link, globals())
 del _link
 
 
@@ -1179,6 +1196,8 @@ def main(argv=None):
     print(f"  done in {info['seconds']:.1f}s")
     return 0
 
+
+_seal()   # every attribute of this module is final now (evaluate_bpb checks it)
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -400,6 +400,7 @@ class _Messages:
         self.record_clock: float | None = None
         self.violations: list[dict] = []
         self.errors: list[str] = []
+        self.fatal = threading.Event()   # the run cannot end ok any more: stop the child now
         self.lock = threading.Lock()
 
     def run(self, fd: int) -> None:
@@ -409,6 +410,7 @@ class _Messages:
                     kind, body = self.opener.open(line.rstrip(b"\n"))
                 except channel.ChannelError as exc:
                     self.errors.append(str(exc))
+                    self.fatal.set()
                     continue
                 self._handle(kind, body)
 
@@ -418,6 +420,7 @@ class _Messages:
         elif kind == "eval_start":
             if self.eval_start is not None:
                 self.errors.append("a second eval_start: evaluate_bpb ran twice (two processes?)")
+                self.fatal.set()
             else:
                 self.eval_start = body
                 self.eval_start_clock = self.clock.read() if self.clock else None
@@ -425,13 +428,16 @@ class _Messages:
         elif kind == "record":
             if self.record is not None:
                 self.errors.append("a second evaluation record")
+                self.fatal.set()
             else:
                 self.record = body
                 self.record_clock = self.clock.read() if self.clock else None
         elif kind == "violation":
             self.violations.append(body)
+            self.fatal.set()
         else:
             self.errors.append(f"unknown message kind {kind!r}")
+            self.fatal.set()
 
     def _go(self) -> None:
         with self.lock:
@@ -636,6 +642,9 @@ def run_harness(workspace, preset: str, *, budget: float | None = None, timeout:
         if stop.event.is_set():
             end_status = stop.status
             break
+        if messages.fatal.is_set():   # an integrity failure: nothing the child does now can count
+            end_status = "fatal"
+            break
         now = time.monotonic()
         if now >= next_clock:
             next_clock = now + CLOCK_POLL_S
@@ -796,7 +805,7 @@ def _eval_excess(record: dict, messages: _Messages, settings: dict, training: fl
     figures: dict = {"why": ""}
     if not forwards:
         return 0.0, figures
-    median = ev.get("forward_seconds_median") or sorted(forwards)[len(forwards) // 2]
+    median = sorted(forwards)[len(forwards) // 2]   # from prepare's list, not its summary
     first_allowance = float(settings.get("first_forward_allowance") or 0.0)
     outlier = sum(max(0.0, f - (OUTLIER_FACTOR * median + (first_allowance if i == 0 else OVERSHOOT_FLOOR_S)))
                   for i, f in enumerate(forwards))

@@ -505,6 +505,25 @@ def test_a_replaced_tensor_method_is_refused(micro_env, monkeypatch):
         p.evaluate_bpb(TinyLM().eval(), None, 8)
 
 
+@pytest.mark.parametrize("target,name", [("prepare", "EVAL_TOKENS"), ("prepare", "math"), ("math", "log"),
+                                         ("builtins", "sum"), ("torch", "float64")])
+def test_rebinding_what_prepare_computes_with_is_refused(micro_env, monkeypatch, target, name):
+    import builtins
+    import types
+    p = fresh_prepare()
+    log, total = math.log, builtins.sum
+    owner, replacement = {
+        ("prepare", "EVAL_TOKENS"): (p, 1024),
+        ("prepare", "math"): (p, types.SimpleNamespace(log=lambda x: 4 * log(x))),
+        ("math", "log"): (math, lambda x, *base: 4 * log(x, *base)),
+        ("builtins", "sum"): (builtins, lambda *a, **k: total(*a, **k)),
+        ("torch", "float64"): (torch, torch.float32),
+    }[target, name]
+    monkeypatch.setattr(owner, name, replacement)
+    with pytest.raises(p.IntegrityError, match=rf"monkeypatch: {target}.{name} was replaced after prepare"):
+        p.evaluate_bpb(TinyLM().eval(), None, 8)
+
+
 def test_an_active_torch_function_mode_is_refused(micro_env):
     from torch.overrides import TorchFunctionMode
 
