@@ -773,14 +773,14 @@ def _build_runtime(link, module_globals):
     function_modes = getattr(torch._C, "_len_torch_function_stack", lambda: 0)
     dispatch_modes = getattr(torch._C, "_len_torch_dispatch_stack", lambda: 0)
     # What must not change between import and the end of the evaluation (see check_untouched):
-    # the tensor methods prepare's arithmetic calls, Module's, the builtins and math functions,
-    # the torch names prepare looks up (not all of torch: torch itself rebinds some names, e.g.
-    # manual_seed, lazily), and this module's own attributes (sealed once it is imported).
+    # the tensor methods prepare's arithmetic calls, the builtins and math functions, the torch
+    # names prepare looks up, and this module's own attributes (sealed once it is imported).
+    # Not all of torch, and not nn.Module: torch rebinds some names itself (manual_seed lazily;
+    # torch.compile patches nn.Module.__init__), and prepare calls no Module method anyway.
     torch_names = ("Tensor", "nn", "cuda", "device", "float16", "bfloat16", "float32", "float64", "int64",
                    "long", "where", "zeros", "arange", "equal", "inference_mode", "autocast",
                    "is_autocast_enabled", "get_num_threads", "from_numpy", "empty")
-    watched = {"torch.Tensor": torch.Tensor.__dict__, "torch.nn.Module": torch.nn.Module.__dict__,
-               "builtins": vars(builtins), "math": vars(math),
+    watched = {"torch.Tensor": torch.Tensor.__dict__, "builtins": vars(builtins), "math": vars(math),
                "torch": {k: getattr(torch, k) for k in torch_names}, "prepare": module_globals}
     live = {"torch": lambda: {k: getattr(torch, k, None) for k in torch_names}}
     snapshot = {name: {k: id(v) for k, v in d.items()} for name, d in watched.items()}

@@ -331,6 +331,48 @@ def test_a_stop_file_stops_early(tmp_path):
     assert result["failure_reason"] == "stopped early: rule=curve, z=3.1"
 
 
+def test_a_level_that_cannot_be_had_is_refused_not_faked(tmp_path):
+    """On this machine `nobody` cannot reach the venv's interpreter (/root is 0700): a required
+    uid drop must fail, saying why, rather than run unisolated."""
+    from sandbox import isolation
+    import pwd
+    nobody = pwd.getpwnam("nobody")
+    why = isolation.uid_can_read(nobody.pw_uid, nobody.pw_gid, [os.path.realpath(sys.executable)])
+    result = harness.run_harness(make_ws(tmp_path), "micro", isolation_level="uid")
+    if why is None:
+        pytest.skip("nobody can run this interpreter here: the uid level is available")
+    assert result["status"] == "crash"
+    assert "a uid drop was required but is impossible" in result["failure_reason"]
+    assert "not searchable by uid" in result["failure_reason"] or "not readable by uid" in result["failure_reason"]
+
+
+def test_the_detect_level_catches_a_write_to_a_fixed_file(tmp_path):
+    ws = make_ws(tmp_path)
+    (ws / "train.py").write_text("import sys, prepare\nfrom pathlib import Path\n"
+                                 "Path(sys.modules['prepare'].__file__).with_name('sitecustomize.py').write_text('x = 1')\n"
+                                 "prepare.evaluate(1.5)\n")
+    result = harness.run_harness(ws, "micro", isolation_level="detect")
+    assert result["integrity"]["sandbox"]["level"] == "detect"
+    assert result["status"] == "integrity"
+    assert result["failure_reason"].startswith("integrity: fixed files changed during the run: ")
+    assert "listing" in result["failure_reason"]
+
+
+def test_uid_can_read_follows_the_mode_bits(tmp_path):
+    from sandbox import isolation
+    private = tmp_path / "private"
+    private.mkdir(mode=0o700)
+    (private / "f").write_text("x")
+    public = tmp_path / "public.txt"
+    public.write_text("x")
+    public.chmod(0o644)
+    os.chmod(tmp_path, 0o755)
+    assert "not searchable by uid 65534" in isolation.uid_can_read(65534, 65534, [str(private / "f")])
+    assert isolation.uid_can_read(0, 0, [str(private / "f")]) is None    # the owner
+    if all(os.stat(p).st_mode & 0o001 for p in [*map(str, list(tmp_path.parents)[::-1]), str(tmp_path)]):
+        assert isolation.uid_can_read(65534, 65534, [str(public)]) is None
+
+
 def test_run_harness_in_process_and_custom_paths(tmp_path):
     ws = make_ws(tmp_path)
     out = tmp_path / "out"
