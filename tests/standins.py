@@ -23,37 +23,64 @@ PRESETS_LITERAL = """{
                   clock="cpu", startup_allowance=0, first_forward_allowance=0.25),
 }"""
 
-STUB_PREPARE = '''"""Stand-in prepare.py (tests only): the harness's contract without torch."""
-import os, time
+# For orchestration tests' instant stand-ins (agent tests): a budget of 0 unless
+# AUTORESEARCH_TIME_BUDGET says otherwise (they sleep TIME_BUDGET in all), and a start-up allowance
+# that no instant stand-in exceeds, so only what they choose to do can make them over budget.
+INSTANT_PRESETS_LITERAL = "{\n" + "".join(
+    f'    "{name}": dict(max_seq_len=64, time_budget=0, eval_tokens=2**14, vocab_size=512, clock="cpu",\n'
+    f'                   startup_allowance=30, first_forward_allowance=0.25),\n'
+    for name in ("gpu", "cpu", "micro")) + "}"   # literal: sandbox/presets.py reads it without running it
+
+LINK_HEADER = '''
+# --- the harness's side of the contract (tests/standins.py): settings in, a sealed record out ---
 _link = globals().pop("__autoresearch_link__", None)
 MEASUREMENT_VERSION = 2
-PRESETS = ''' + PRESETS_LITERAL + '''
+PRESETS = @PRESETS@
 SETTINGS = dict(_link.settings) if _link else {}
-PRESET = SETTINGS.get("preset", "micro")
 _send = _link.send if _link else None
 _wait = _link.wait_go if _link else None
 del _link
 
 
-def evaluate(val_bpb=1.2345671, ticks=3, median_step=0.01, **overrides):
-    """What evaluate_bpb reports, with the settings echoed; `overrides` replace record fields."""
-    _send("eval_start", {"clock_seconds": time.process_time()})
+def report(val_bpb, **fields):
+    """What the real evaluate_bpb sends: eval_start (the harness reads the clock meanwhile), then
+    the record with the settings echoed; `fields` replace record fields. Returns val_bpb."""
+    if _send is None:          # not under the harness
+        return val_bpb
+    _send("eval_start", {})
     _wait()
     echo = {k: SETTINGS[k] for k in ("preset", "budget", "eval_tokens", "max_seq_len",
                                      "measurement_version", "clock", "startup_allowance", "nonce")}
-    echo.update(overrides.pop("settings", {}))
+    echo.update(fields.pop("settings", {}))
     record = dict(settings=echo, val_bpb=val_bpb, total_nats=1.0, total_bytes=2,
                   num_tokens=SETTINGS["eval_tokens"], train_tokens=1000, num_params=500000,
-                  peak_memory_mb=1.0, clock=dict(ticks=ticks, median_step=median_step),
+                  peak_memory_mb=1.0, clock=dict(ticks=3, median_step=0.01),
                   probes=dict(causality=dict(worst=0.0), statelessness=dict(rescores=[0.0])), eval={})
-    record.update(overrides)
+    record.update(fields)
     _send("record", record)
     return val_bpb
+'''
+
+
+def linked_prepare(body: str, instant: bool = True) -> str:
+    """A stand-in prepare.py: the harness's link and `report(val_bpb)` (see LINK_HEADER), then
+    `body` (the stand-in's constants, Tokenizer, make_dataloader, evaluate_bpb calling report)."""
+    header = LINK_HEADER.replace("@PRESETS@", INSTANT_PRESETS_LITERAL if instant else PRESETS_LITERAL)
+    return '"""Stand-in prepare.py (tests only)."""\n' + header + "\n" + body
+
+
+STUB_PREPARE = linked_prepare('''
+import time
+PRESET = SETTINGS.get("preset", "micro")
+
+
+def evaluate(val_bpb=1.2345671, ticks=3, median_step=0.01, **overrides):
+    return report(val_bpb, clock=dict(ticks=ticks, median_step=median_step), **overrides)
 
 
 def violation(check, message):
     _send("violation", {"check": check, "message": message, "figures": {}})
-'''
+''', instant=False)
 
 # Prints `steps` progress lines, then does what CFG asks, then reports like train.py.
 STANDIN_TRAIN = r'''
@@ -111,16 +138,17 @@ def standin_train(**behaviour) -> str:
     return f"CFG = {json.dumps(behaviour)!r}\nimport json as _j; CFG = _j.loads(CFG)\n" + STANDIN_TRAIN
 
 
-def make_fake_cache(root: Path, preset: str = "micro") -> Path:
+def make_fake_cache(root: Path, presets: tuple[str, ...] = ("micro", "cpu", "gpu")) -> Path:
     """The layout the harness checks before it starts a child (<root>/<preset>/...)."""
-    data, tok = root / preset / "data", root / preset / "tokenizer"
-    data.mkdir(parents=True, exist_ok=True)
-    tok.mkdir(parents=True, exist_ok=True)
-    for name in ("shard_00000.parquet", "shard_val.parquet"):
-        (data / name).write_bytes(b"not really parquet: the stand-in prepare never reads it\n")
-    (data / "manifest.json").write_text(json.dumps({"train": ["shard_00000.parquet"], "val": "shard_val.parquet"}))
-    (tok / "tokenizer.pkl").write_bytes(b"stand-in")
-    (tok / "token_bytes.pt").write_bytes(b"stand-in")
+    for preset in presets:
+        data, tok = root / preset / "data", root / preset / "tokenizer"
+        data.mkdir(parents=True, exist_ok=True)
+        tok.mkdir(parents=True, exist_ok=True)
+        for name in ("shard_00000.parquet", "shard_val.parquet"):
+            (data / name).write_bytes(b"not really parquet: the stand-in prepare never reads it\n")
+        (data / "manifest.json").write_text(json.dumps({"train": ["shard_00000.parquet"], "val": "shard_val.parquet"}))
+        (tok / "tokenizer.pkl").write_bytes(b"stand-in")
+        (tok / "token_bytes.pt").write_bytes(b"stand-in")
     return root
 
 

@@ -28,6 +28,7 @@ from agent.proposers.base import STRATEGIES, Proposal
 from agent.results_tsv import UPSTREAM_COLUMNS, read_results_tsv
 from agent.run_context import open_run
 from agent.scheduler import run_executions
+from tests.standins import linked_prepare, make_fake_cache
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -85,22 +86,22 @@ print(f"num_params_M:     {0.5 * DEPTH:.1f}")
 print(f"depth:            {DEPTH}", flush=True)
 '''
 
-STANDIN_PREPARE = '''\
-"""Stand-in prepare.py: the constants train.py imports, and an evaluate_bpb that scores the knobs.
+# The harness accepts only a record sealed down its pipe (tests/standins.py: linked_prepare).
+STANDIN_PREPARE = linked_prepare('''
+"""The constants train.py imports, and an evaluate_bpb that scores the knobs.
 
 val_bpb = a smooth function of the knobs (optimum away from the defaults, so proposals can win)
-plus Gaussian noise of NOISE, seeded by the evaluator-record path (unique per execution)."""
+plus Gaussian noise of NOISE, seeded by the attempt's scratch path (unique per execution)."""
 import hashlib
-import json
 import math
 import os
 import random
 
-PRESET = os.environ.get("AUTORESEARCH_PRESET", "micro")
+PRESET = SETTINGS.get("preset") or os.environ.get("AUTORESEARCH_PRESET", "micro")
 if PRESET == "auto":
     PRESET = "cpu"
 MAX_SEQ_LEN = 64
-TIME_BUDGET = float(os.environ.get("AUTORESEARCH_TIME_BUDGET", "0") or 0)
+TIME_BUDGET = float(SETTINGS.get("budget", 0) or 0)
 EVAL_TOKENS = 2**14
 VOCAB_SIZE = 512
 NOISE = float(os.environ.get("STANDIN_NOISE", "@NOISE@"))
@@ -125,22 +126,23 @@ def score(k):
 
 
 def evaluate_bpb(model, tokenizer, batch_size):
-    record_path = os.environ.get("AUTORESEARCH_EVAL_RECORD", "")
-    # seed: the record path below runs/ (<tag>/generations/gen_N/<folder>/executions/<id>/...), so
-    # a given execution draws the same noise in every test session, and different ones differ
-    seed_text = record_path.split("/runs/")[-1]
+    # seed: the attempt's path below runs/ (<tag>/generations/gen_N/<folder>/executions/<id>/...),
+    # so a given execution draws the same noise in every test session, and different ones differ
+    seed_text = SETTINGS.get("train", "").split("/runs/")[-1]
     rng = random.Random(hashlib.sha256(seed_text.encode()).hexdigest())
     val_bpb = round(score(model) + (rng.gauss(0.0, NOISE) if NOISE > 0 else 0.0), 6)
-    if record_path:
-        tmp = record_path + ".tmp"
-        with open(tmp, "w") as fh:
-            json.dump({"val_bpb": val_bpb, "total_nats": 1.0, "total_bytes": 1, "num_tokens": 1,
-                       "num_batches": 1, "batch_size": batch_size, "preset": PRESET,
-                       "time_budget": TIME_BUDGET or None, "max_seq_len": MAX_SEQ_LEN,
-                       "eval_seconds": 0.0}, fh)
-        os.replace(tmp, record_path)
-    return val_bpb
-'''
+    return report(val_bpb, peak_memory_mb=1536.0 + 64 * model["DEPTH"])   # what train.py prints too
+''')
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _standin_data(tmp_path_factory):
+    """The harness checks the data layout before it starts a child: the stand-ins get a fake one
+    (tests that run the real prepare.py set their own AUTORESEARCH_CACHE)."""
+    with pytest.MonkeyPatch.context() as mp:   # module scope: module-scoped fixtures run the harness too
+        mp.setenv("AUTORESEARCH_CACHE", str(make_fake_cache(tmp_path_factory.getbasetemp() / "standin-cache")))
+        yield
+
 
 CONFIG = """\
 run:

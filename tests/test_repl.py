@@ -20,17 +20,24 @@ from pathlib import Path
 
 import pytest
 
+from tests.standins import linked_prepare, make_fake_cache
+
 REPO = Path(__file__).resolve().parents[1]
 TAG = "demo"
 
+
+@pytest.fixture(scope="module", autouse=True)
+def _standin_data(tmp_path_factory):
+    """The harness checks the data layout before it starts a child: the stand-ins get a fake one."""
+    with pytest.MonkeyPatch.context() as mp:   # module scope: module-scoped fixtures run the harness too
+        mp.setenv("AUTORESEARCH_CACHE", str(make_fake_cache(tmp_path_factory.getbasetemp() / "standin-cache")))
+        yield
+
 # The stand-in experiment. The "model" is a score computed from the knobs (a bowl whose floor is
 # away from the baseline values), so that edits move val_bpb deterministically; evaluate_bpb
-# writes the evaluator record the harness cross-checks, and the summary follows the contract.
-STANDIN_PREPARE = '''
-import json, os
-PRESET = os.environ.get("AUTORESEARCH_PRESET", "micro")
-if PRESET not in ("gpu", "cpu", "micro"):
-    PRESET = "micro"
+# reports it down the harness's pipe (linked_prepare), and the summary follows the contract.
+STANDIN_PREPARE = linked_prepare('''
+PRESET = SETTINGS.get("preset", "micro")
 MAX_SEQ_LEN = 64
 TIME_BUDGET = 5
 EVAL_TOKENS = 4096
@@ -46,16 +53,8 @@ def make_dataloader(tokenizer, B, T, split):
 
 
 def evaluate_bpb(model, tokenizer, batch_size):
-    val_bpb = round(float(model["score"]), 6)
-    record = {"val_bpb": val_bpb, "total_nats": 0.0, "total_bytes": 1, "num_tokens": 1, "num_batches": 1,
-              "batch_size": batch_size, "preset": PRESET, "time_budget": TIME_BUDGET,
-              "max_seq_len": MAX_SEQ_LEN, "eval_seconds": 0.0}
-    path = os.environ.get("AUTORESEARCH_EVAL_RECORD")
-    if path:
-        with open(path, "w") as f:
-            json.dump(record, f)
-    return val_bpb
-'''
+    return report(round(float(model["score"]), 6))
+''')
 
 STANDIN_TRAIN = '''
 import time
@@ -146,6 +145,7 @@ def make_standin_project(root: Path) -> Path:
     program.md, an $EDITOR script and a diff file."""
     proj = root / "project"
     proj.mkdir(parents=True)
+    make_fake_cache(root / "cache")                 # the data layout the harness checks (child_env)
     (proj / "prepare.py").write_text(STANDIN_PREPARE.lstrip())
     (proj / "train.py").write_text(STANDIN_TRAIN.lstrip())
     (proj / "config.yaml").write_text(CONFIG.lstrip())

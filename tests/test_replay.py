@@ -10,7 +10,7 @@ import pytest
 from rich.console import Console
 
 from agent.replay import ReplayError, run_replay, select_candidates
-from tests.test_repl import make_standin_project, open_context  # the stand-in project (same folder)
+from tests.test_repl import _standin_data, make_standin_project, open_context  # noqa: F401 (the stand-in project, its data)
 
 
 @pytest.fixture(scope="module")

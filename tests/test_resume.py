@@ -24,7 +24,7 @@ from agent.results_tsv import read_results_tsv
 from sandbox.runners.base import Finished
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from tests.test_loop import make_project  # noqa: E402
+from tests.test_loop import _standin_data, make_project  # noqa: E402,F401 (the stand-in project, its data)
 
 REPO = Path(__file__).resolve().parents[1]
 RESULT_STATUSES = {"ok", "crash", "timeout", "rejected", "over_budget"}
@@ -37,6 +37,8 @@ def autopilot_cmd(tag: str, generations: int, population: int) -> list[str]:
 
 def child_env(budget_s: float) -> dict:
     env = {**os.environ, "PYTHONPATH": str(REPO), "AUTORESEARCH_TIME_BUDGET": str(budget_s)}
+    if not budget_s:   # the stand-in's own budget is 0 (instant); an override must be > 0
+        env.pop("AUTORESEARCH_TIME_BUDGET")
     env.pop("ANTHROPIC_API_KEY", None)
     return env
 

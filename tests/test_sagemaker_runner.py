@@ -94,7 +94,7 @@ def bucket(aws, tmp_path):
     s3 = boto3.client("s3", region_name=REGION, endpoint_url=aws.url)
     s3.create_bucket(Bucket=BUCKET)
     # the data channels a job downloads: the layout the harness checks before it starts a child
-    fake = make_fake_cache(tmp_path / "fake-data") / "micro"
+    fake = make_fake_cache(tmp_path / "fake-data", ("micro",)) / "micro"
     for path in sorted(p for p in fake.rglob("*") if p.is_file()):
         s3.upload_file(str(path), BUCKET, f"autoresearch/data/micro/{path.relative_to(fake).as_posix()}")
     return BUCKET
