@@ -1066,15 +1066,17 @@ def _build_runtime(link, module_globals):
         pos = arange(T, device=device).unsqueeze(0)
 
         def rescore(where="when scored again"):
-            nll = nll_of(forward(x0), y0)
-            moved = float((nll - base_nll).abs().max())
-            tol = atol + rtol * float(base_nll.abs().max())
+            """The first batch again: the same predictions, or the model changed meanwhile."""
+            logits = forward(x0)
+            nll, logp = nll_of(logits, y0), log_probs(logits)
+            moved = float((logp - base_logp).abs().max())
+            tol = atol + rtol * float(base_logp.abs().max())
             rescores.append(moved)
             if moved > tol:
                 fail("statelessness", f"the first evaluation batch scored {float(base_nll.mean()):.6f} "
-                                      f"nats/token first and {float(nll.mean()):.6f} {where} (per-token change "
-                                      f"up to {moved:.3g}, tolerance {tol:.2g}): the model changed during the "
-                                      f"evaluation", moved=moved, tolerance=tol)
+                                      f"nats/token first and {float(nll.mean()):.6f} {where} (log-probabilities "
+                                      f"moved up to {moved:.3g}, tolerance {tol:.2g}): the model changed during "
+                                      f"the evaluation", moved=moved, tolerance=tol)
         with inference_mode():
             for kind, index in plan:
                 if kind == "eval":

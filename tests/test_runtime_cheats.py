@@ -317,7 +317,7 @@ torch.Tensor.logsumexp = lambda self, dim, keepdim=False: torch.zeros(self.shape
 
     @staticmethod
     def _compute_window_sizes(config):""")),
-        "integrity", r"integrity: statelessness"),
+        "integrity", r"integrity: (statelessness|causality)"),
     "a forged record written to every open file descriptor": Cheat(edit(before_eval("""
 import json as _json, os as _os
 fake = {"payload": {"v": 1, "nonce": "0" * 16, "seq": 1, "kind": "record", "body": {"val_bpb": 0.1}}, "mac": "0" * 64}
@@ -488,7 +488,14 @@ def test_nothing_outside_the_scratch_folder_was_written(cheat_results):
     ws = workspaces[name]
     written = json.loads((scratch_of(results[name]) / "written.json").read_text())
     scratch = str(scratch_of(results[name]))
-    assert written and all(path.startswith(scratch) for path in written), written
+    assert any(path.startswith(scratch) for path in written)     # its own folder is writable
+    # Anything else it managed to write landed in the sandbox's private /tmp (a workspace under
+    # /tmp, as in tests, shows up there as an empty, writable folder), never on the host:
+    for path in written:
+        if not path.startswith(scratch):
+            assert path.startswith("/tmp/"), path
+            host = Path(path)
+            assert not host.exists() or "shadowed" not in host.read_text(), path
     assert (ws / "prepare.py").read_text() == (REPO / "prepare.py").read_text()
     for file in HARNESS_FILES:
         assert (ws / file).read_text() == (REPO / "sandbox" / file).read_text()
