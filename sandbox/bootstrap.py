@@ -24,22 +24,32 @@ In order, before any candidate code runs:
 """
 from __future__ import annotations
 
-import importlib.util
 import os
 import runpy
 import signal
 import sys
 import time
+import types
 
 HERE = os.path.dirname(os.path.realpath(__file__))
 
 
+def _from_source(name: str, path: str, extra: dict | None = None) -> types.ModuleType:
+    """A module compiled from its source file: no bytecode cache next to it is read or written
+    (without a sandbox, an earlier candidate could have planted one)."""
+    module = types.ModuleType(name)
+    module.__file__ = path
+    module.__dict__.update(extra or {})
+    with open(path, "rb") as fh:
+        code = compile(fh.read(), path, "exec")
+    return module, code
+
+
 def _sibling(name: str):
-    """A module of the bundle, loaded by path and NOT registered in sys.modules, so that the
-    candidate has no importable handle on it."""
-    spec = importlib.util.spec_from_file_location(f"_autoresearch_{name}", os.path.join(HERE, f"{name}.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    """A module of the bundle, NOT registered in sys.modules, so that the candidate has no
+    importable handle on it."""
+    module, code = _from_source(f"_autoresearch_{name}", os.path.join(HERE, f"{name}.py"))
+    exec(code, module.__dict__)
     return module
 
 
@@ -71,11 +81,9 @@ def _relay(pid: int) -> None:
 
 
 def _import_prepare(path: str, link: Link):
-    spec = importlib.util.spec_from_file_location("prepare", path)
-    module = importlib.util.module_from_spec(spec)
-    module.__dict__["__autoresearch_link__"] = link
-    sys.modules["prepare"] = module
-    spec.loader.exec_module(module)
+    module, code = _from_source("prepare", path, {"__autoresearch_link__": link})
+    sys.modules["prepare"] = module          # what train.py's `from prepare import ...` finds
+    exec(code, module.__dict__)
     return module
 
 

@@ -33,7 +33,7 @@ import argparse
 import collections
 import ctypes
 import datetime as _dt
-import importlib.util
+import importlib
 import json
 import math
 import os
@@ -46,6 +46,7 @@ import subprocess
 import sys
 import threading
 import time
+import types
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -53,13 +54,16 @@ HERE = Path(__file__).resolve().parent
 
 def _sibling(name: str):
     """statuses, presets, channel, isolation: from the package when imported as sandbox.harness,
-    else by path from this file's folder (the bundle; sys.path holds nothing of ours under -I)."""
+    else from this file's folder (the bundle; sys.path holds nothing of ours under -I), compiled
+    from the source itself: a bytecode cache in the folder is never read (a candidate without a
+    sandbox could have planted one)."""
     if __package__:
         return importlib.import_module(f"{__package__}.{name}")
-    spec = importlib.util.spec_from_file_location(f"_harness_{name}", HERE / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
+    path = HERE / f"{name}.py"
+    module = types.ModuleType(f"_harness_{name}")
+    module.__file__ = str(path)
+    sys.modules[module.__name__] = module   # dataclasses and the like look modules up by name
+    exec(compile(path.read_bytes(), str(path), "exec"), module.__dict__)
     return module
 
 
@@ -105,7 +109,7 @@ ENV_DENY = re.compile(r"^(ANTHROPIC_|AWS_)|TOKEN|SECRET|PASSWORD|PASSWD|CREDENTI
                       re.IGNORECASE)
 # Names of the workspace's top level that others legitimately change while we run.
 _WS_CHANGING = {"executions", "run.log", "result.json", ".harness", "scratch", ".sandbox-root",
-                "stop.json", "harness.out", "create_training_job.json", "diff.patch", "__pycache__"}
+                "stop.json", "harness.out", "create_training_job.json", "diff.patch"}
 
 
 class HarnessError(Exception):
@@ -601,6 +605,11 @@ def run_harness(workspace, preset: str, *, budget: float | None = None, timeout:
     # OpenMP workers sleep rather than spin between parallel regions: a spinning worker burns CPU
     # time (the CPU clock counts it) whenever a sibling is descheduled by other load
     forced["OMP_WAIT_POLICY"], forced["KMP_BLOCKTIME"] = "PASSIVE", "0"
+    # glibc keeps freed memory instead of unmapping it and faulting it in again at every step
+    # (at the cpu preset that was ~20% of the process's CPU time, in the kernel, and the part
+    # that grows most when other load competes for memory)
+    forced.update(MALLOC_MMAP_THRESHOLD_=str(1 << 30), MALLOC_TRIM_THRESHOLD_=str(1 << 30),
+                  MALLOC_TOP_PAD_=str(64 << 20))
     env = scrub_env(parent_env, {**extra_env, **forced})
     before = _fixed_snapshot(ws, data_files)
 

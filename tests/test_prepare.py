@@ -465,6 +465,32 @@ def test_statelessness_probe_catches_hidden_state(micro_env):
         p.evaluate_bpb(Drifting().eval(), None, 8)
 
 
+def test_a_parameter_subclass_cannot_fake_its_fingerprint(micro_env):
+    """A parameter whose clone()/detach() return a frozen copy, on a model that learns while it is
+    evaluated: the fingerprint goes through the C base class."""
+    class Frozen(torch.nn.Parameter):
+        def clone(self, *args, **kwargs):
+            return self._frozen
+
+        def detach(self):
+            return self._frozen
+
+    class Sly(TinyLM):
+        def __init__(self):
+            super().__init__()
+            weight = Frozen(self.head.bias.data.clone())
+            weight._frozen = weight.data.clone()
+            self.head.bias = weight
+
+        def forward(self, x):
+            self.head.bias.data += 0.01     # a uniform shift: the predictions do not move, the state does
+            return super().forward(x)
+
+    p = fresh_prepare()
+    with pytest.raises(p.IntegrityError, match="statelessness: head.bias changed during the evaluation"):
+        p.evaluate_bpb(Sly().eval(), None, 8)
+
+
 def test_logits_must_be_a_plain_tensor_of_the_right_shape(micro_env):
     class Sneaky(torch.Tensor):
         @classmethod
