@@ -1,17 +1,35 @@
 """
-The fixed part of the autoresearch experiment: constants, data, tokenizer, dataloader, evaluation.
+The fixed part of the autoresearch experiment: constants, data, tokenizer, dataloader, the budget
+clock and the evaluation. Candidates never change this file, and it owns every measurement.
 
-Candidates never change this file; it is copied into every candidate workspace and imported by
-train.py. It is kept import-light: torch only (pyarrow, tiktoken, rustbpe, rich and requests are
-imported inside the functions that need them).
+Kept import-light: torch only (pyarrow, numpy, tiktoken, rustbpe, rich and requests are imported
+inside the functions that need them).
 
-Presets (env AUTORESEARCH_PRESET, or --preset on the command line; default "auto"):
-    gpu    the upstream experiment: seq 2048, vocab 8192, 300 s budget, climbmix data
-    cpu    a demo for 2 CPU cores: seq 256, vocab 2048, 45 s budget, Python stdlib source as data
-    micro  for tests: seq 64, vocab 512, 4 s budget, Python stdlib source as data
+What candidates import (measurement version 2):
+    PRESET, MAX_SEQ_LEN, TIME_BUDGET, EVAL_TOKENS, VOCAB_SIZE    the preset's constants
+    Tokenizer                                                      Tokenizer.from_directory()
+    make_dataloader(tokenizer, B, T, "train", device)              the training split only
+    TrainingClock()                                                tick() once per optimizer step
+    evaluate_bpb(model, tokenizer, batch_size)                     once, at the end
+
+The model contract: `model(idx)` with idx of shape (B, T) returns float logits of shape
+(B, T, vocab). evaluate_bpb computes the cross-entropy itself; how train.py computes its own
+training loss is its business.
+
+Presets (--preset on the command line; under the harness, its settings; default "auto"):
+    gpu    the upstream experiment: seq 2048, vocab 8192, 300 s budget (wall clock), climbmix data
+    cpu    a demo for 2 CPU cores: seq 256, vocab 2048, 45 s budget (CPU time), stdlib source
+    micro  for tests: seq 64, vocab 512, 4 s budget (CPU time), Python stdlib source as data
     auto   gpu when torch.cuda.is_available() else cpu
 
-Environment variables:
+Two ways this module runs:
+  * under the harness (sandbox/harness.py -> sandbox/bootstrap.py): the bootstrap imports it
+    before train.py runs and hands it the settings through a pipe the candidate never sees; the
+    environment is not read. evaluate_bpb sends its record to the harness, authenticated.
+  * on its own (`python prepare.py`, `python train.py` by hand, tests): the settings come from
+    the environment below and nothing is sent anywhere.
+
+Environment variables (only when not under the harness):
     AUTORESEARCH_PRESET       gpu | cpu | micro | auto (default auto), read at import time
     AUTORESEARCH_TIME_BUDGET  seconds; overrides the preset's TIME_BUDGET (tests, benchmarks)
     AUTORESEARCH_CACHE        cache root (default ~/.cache/autoresearch); data and tokenizer live in
@@ -19,8 +37,6 @@ Environment variables:
     AUTORESEARCH_SOURCE       climbmix | stdlib | /path/to/folder (of .txt / .parquet files);
                               only used by `prepare`; default: gpu -> climbmix, cpu/micro -> stdlib
     AUTORESEARCH_CLIMBMIX_URL base URL of the climbmix shards (default: the Hugging Face hub; a mirror)
-    AUTORESEARCH_EVAL_RECORD  if set, evaluate_bpb() atomically writes a JSON record of what it
-                              computed to this path (the harness compares it with the printed val_bpb)
 
 Command line:
     python prepare.py --preset micro [--source stdlib] [--num-shards N] [--cache-dir DIR]
@@ -35,12 +51,29 @@ from pathlib import Path
 
 import torch
 
+# The harness's bootstrap puts the link (settings without the key, the signing closures) into
+# this module's namespace before running it; take it out at once so that no module attribute
+# holds it once train.py runs. None when this module runs on its own.
+_link = globals().pop("__autoresearch_link__", None)
+
 # ---------------------------------------------------------------------------------------------
 # Presets and constants
 
+# How results are measured. Bumped when a change makes new numbers incomparable with old ones
+# (2: the clock lives here, CPU time on CPU presets; evaluate_bpb computes the loss from logits).
+MEASUREMENT_VERSION = 2
+
+# clock: "wall" (CUDA-synchronised wall clock, as upstream) or "cpu" (CPU seconds of the process
+#   over all its threads, so that other load on the machine does not change how much a candidate
+#   computes). startup_allowance: seconds of that clock, from interpreter start, that do not
+#   count as training (interpreter, imports, data loader start, model build; compilation on GPU).
+# first_forward_allowance: the first forward pass of the evaluation may take this much longer than
+#   the others (lazy initialisation; on GPU recompilation for inference) before the excess counts
+#   as training.
 PRESETS = {
     "gpu": dict(
         max_seq_len=2048, time_budget=300, eval_tokens=40 * 524288, vocab_size=8192,
+        clock="wall", startup_allowance=60, first_forward_allowance=120,
         source="climbmix", num_shards=10,
         tokenizer_max_chars=1_000_000_000,  # upstream: up to 1e9 characters of training text
         corpus_max_chars=None,             # no cap for local sources
@@ -48,6 +81,7 @@ PRESETS = {
     ),
     "cpu": dict(
         max_seq_len=256, time_budget=45, eval_tokens=2**17, vocab_size=2048,
+        clock="cpu", startup_allowance=5, first_forward_allowance=1.0,
         source="stdlib", num_shards=4,
         tokenizer_max_chars=6_000_000,
         corpus_max_chars=None,
@@ -55,6 +89,7 @@ PRESETS = {
     ),
     "micro": dict(
         max_seq_len=64, time_budget=4, eval_tokens=2**15, vocab_size=512,
+        clock="cpu", startup_allowance=4, first_forward_allowance=0.25,
         source="stdlib", num_shards=2,
         tokenizer_max_chars=1_000_000,
         corpus_max_chars=2_500_000,
@@ -67,6 +102,7 @@ VALID_SOURCES = ("climbmix", "stdlib")
 SPLIT_SEED = 1337             # seeded train/val split of local corpora
 VAL_FRACTION = 0.1            # share of a local corpus (in characters) pinned as the val shard
 TOKENIZER_DOC_CAP = 10_000    # documents are capped at this many characters for tokenizer training
+LOGITS_BYTES_PER_FORWARD = 1 << 30   # evaluate_bpb splits batches so fp32 logits stay below 1 GiB
 
 # climbmix on the Hugging Face hub: shard_00000.parquet .. shard_06542.parquet, the last one is val
 CLIMBMIX_URL = "https://huggingface.co/datasets/karpathy/climbmix-400b-shuffle/resolve/main"
@@ -83,6 +119,8 @@ BOS_TOKEN = SPECIAL_TOKENS[0]
 
 MANIFEST = "manifest.json"
 FORMAT_VERSION = 1
+VAL_ROWS = "val_rows.npy"          # the evaluation's rows, tokenized once by prepare()
+VAL_ROWS_META = "val_rows.json"
 
 
 def resolve_preset(name=None):
@@ -108,9 +146,20 @@ def _time_budget(preset):
     return PRESETS[preset]["time_budget"]
 
 
-PRESET = resolve_preset(os.environ.get("AUTORESEARCH_PRESET"))
+def _seconds(value):
+    value = float(value)
+    return int(value) if value.is_integer() else value
+
+
+if _link is not None:   # under the harness: its settings, never the environment
+    PRESET = _link.settings["preset"]
+    TIME_BUDGET = _seconds(_link.settings["budget"])
+    _CACHE_ROOT = _link.settings["cache_root"]
+else:
+    PRESET = resolve_preset(os.environ.get("AUTORESEARCH_PRESET"))
+    TIME_BUDGET = _time_budget(PRESET)            # training time budget in seconds
+    _CACHE_ROOT = None
 MAX_SEQ_LEN = PRESETS[PRESET]["max_seq_len"]      # context length
-TIME_BUDGET = _time_budget(PRESET)                # training time budget in seconds
 EVAL_TOKENS = PRESETS[PRESET]["eval_tokens"]      # number of tokens for the val evaluation
 VOCAB_SIZE = PRESETS[PRESET]["vocab_size"]        # including the 4 special tokens
 
@@ -119,7 +168,7 @@ VOCAB_SIZE = PRESETS[PRESET]["vocab_size"]        # including the 4 special toke
 
 
 def cache_root(cache_dir=None):
-    root = cache_dir or os.environ.get("AUTORESEARCH_CACHE") or "~/.cache/autoresearch"
+    root = cache_dir or _CACHE_ROOT or os.environ.get("AUTORESEARCH_CACHE") or "~/.cache/autoresearch"
     return Path(root).expanduser()
 
 
@@ -561,15 +610,17 @@ def prepare(preset, source=None, num_shards=None, cache_dir=None):
         print(f"warning: the corpus is too small for a {cfg['vocab_size']}-token vocabulary; "
               f"the tokenizer has {vocab_size} tokens", file=sys.stderr)
 
+    # 3. the evaluation's rows, tokenized once (evaluate_bpb falls back to tokenizing them itself)
+    rows_action = _write_val_rows(data_dir, tok_dir, manifest, preset)
+
     return dict(preset=preset, source=source, cache_dir=str(root), data_dir=str(data_dir),
                 tokenizer_dir=str(tok_dir), train_shards=len(manifest["train"]), val_shard=manifest["val"],
                 num_train_docs=manifest.get("num_train_docs"), num_val_docs=manifest.get("num_val_docs"),
-                vocab_size=vocab_size, data=data_action, tokenizer=tok_action,
+                vocab_size=vocab_size, data=data_action, tokenizer=tok_action, val_rows=rows_action,
                 seconds=round(time.time() - t0, 2))
 
-
 # ---------------------------------------------------------------------------------------------
-# Dataloader
+# Rows: documents packed into rows of T+1 tokens (shared by the training loader and the evaluation)
 
 
 def _split_paths(split, preset=None):
@@ -588,7 +639,9 @@ def _document_batches(tokenizer, paths, batch_docs=128):
     """Yields (list of token lists, each starting with BOS, epoch), cycling over paths forever."""
     import pyarrow.parquet as pq
     bos = tokenizer.get_bos_token_id()
-    threads = os.cpu_count() or 1
+    # as many tokenizer threads as cores this process may use: under the harness that is its
+    # slot's core(s), and extra threads there only contend (and count on the CPU clock)
+    threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     epoch = 1
     while True:
         for path in paths:
@@ -600,99 +653,527 @@ def _document_batches(tokenizer, paths, batch_docs=128):
         epoch += 1
 
 
-def make_dataloader(tokenizer, B, T, split, device=None, buffer_size=1000):
-    """Infinite iterator of (inputs, targets, epoch) with inputs/targets of shape (B, T).
-    Each row is T+1 tokens of BOS-prefixed documents packed best-fit (the largest buffered
-    document that fits; when none fits, the shortest is cropped to fill the row): every row
-    starts with BOS, no padding. On CUDA rows go through pinned host buffers, copied non_blocking."""
+def _packed_rows(batches, row_len, buffer_size=1000):
+    """Yields (row, epoch): numpy int64 rows of BOS-prefixed documents packed best-fit (the
+    largest buffered document that fits; when none fits, the shortest is cropped to fill the
+    row). Every row starts with BOS; no padding."""
     import bisect
     import numpy as np
-    paths = _split_paths(split)
-    device = torch.device(device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu"))
-    use_cuda = device.type == "cuda"
-    row_len = T + 1
-    batches = _document_batches(tokenizer, paths)
     lens, docs = [], []  # buffer of documents kept sorted by length
     epoch = 1
-
-    def refill():
-        nonlocal epoch
-        while len(docs) < buffer_size:
-            new, epoch = next(batches)
-            for d in new:
-                i = bisect.bisect_right(lens, len(d))
-                lens.insert(i, len(d))
-                docs.insert(i, d)
-
-    if use_cuda:  # two pinned host buffers, reused only after their copy has finished
-        hosts = [torch.empty((B, row_len), dtype=torch.long).pin_memory() for _ in range(2)]
-        events = [None, None]
-    slot = 0
     while True:
-        rows = np.empty((B, row_len), dtype=np.int64)
-        for r in range(B):
-            pos = 0
-            while pos < row_len:
-                refill()
-                remaining = row_len - pos
-                i = bisect.bisect_right(lens, remaining) - 1
-                if i >= 0:  # largest document that fits
-                    n = lens.pop(i)
-                    rows[r, pos:pos + n] = docs.pop(i)
-                    pos += n
-                else:  # none fits: crop the shortest to fill the row
-                    lens.pop(0)
-                    rows[r, pos:] = docs.pop(0)[:remaining]
-                    pos = row_len
-        if use_cuda:
-            if events[slot] is not None:
-                events[slot].synchronize()
-            host = hosts[slot]
-            host.copy_(torch.from_numpy(rows))
-            batch = host.to(device, non_blocking=True)
-            events[slot] = torch.cuda.Event()
-            events[slot].record()
-            slot = 1 - slot
-        else:
-            batch = torch.from_numpy(rows)
-            if device.type != "cpu":
-                batch = batch.to(device)
-        yield batch[:, :-1].contiguous(), batch[:, 1:].contiguous(), epoch
+        row = np.empty(row_len, dtype=np.int64)
+        pos = 0
+        while pos < row_len:
+            while len(docs) < buffer_size:
+                new, epoch = next(batches)
+                for d in new:
+                    i = bisect.bisect_right(lens, len(d))
+                    lens.insert(i, len(d))
+                    docs.insert(i, d)
+            remaining = row_len - pos
+            i = bisect.bisect_right(lens, remaining) - 1
+            if i >= 0:  # largest document that fits
+                n = lens.pop(i)
+                row[pos:pos + n] = docs.pop(i)
+                pos += n
+            else:  # none fits: crop the shortest to fill the row
+                lens.pop(0)
+                row[pos:] = docs.pop(0)[:remaining]
+                pos = row_len
+        yield row, epoch
+
+
+def _file_sha256(path):
+    import hashlib
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+
+def _val_rows_fingerprint(val_path, tokenizer_dir, preset):
+    return dict(val=Path(val_path).name, val_bytes=Path(val_path).stat().st_size,
+                tokenizer=_file_sha256(Path(tokenizer_dir) / "tokenizer.pkl"),
+                max_seq_len=PRESETS[preset]["max_seq_len"],
+                rows=PRESETS[preset]["eval_tokens"] // PRESETS[preset]["max_seq_len"], version=FORMAT_VERSION)
+
+
+def build_val_rows(val_path, tokenizer_dir, preset):
+    """The evaluation's rows from the val shard: (EVAL_TOKENS // T, T + 1) int32, the first rows
+    of the packed val stream (the same rows whatever batch size the candidate evaluates with)."""
+    import numpy as np
+    cfg = PRESETS[preset]
+    T, n = cfg["max_seq_len"], cfg["eval_tokens"] // cfg["max_seq_len"]
+    tok = Tokenizer.from_directory(tokenizer_dir)
+    rows = _packed_rows(_document_batches(tok, [Path(val_path)]), T + 1)
+    return np.stack([next(rows)[0] for _ in range(n)]).astype(np.int32)
+
+
+def load_val_rows(val_path, tokenizer_dir, preset, rows_path=None):
+    """The evaluation's rows: the file prepare() wrote when it matches the val shard and the
+    tokenizer, else tokenized now. Returns (int64 CPU tensor, where it came from)."""
+    import numpy as np
+    rows_path = Path(rows_path) if rows_path else Path(val_path).with_name(VAL_ROWS)
+    meta_path = rows_path.with_name(VAL_ROWS_META)
+    try:
+        if json.loads(meta_path.read_text()) == _val_rows_fingerprint(val_path, tokenizer_dir, preset):
+            with open(rows_path, "rb") as f:
+                return torch.from_numpy(np.load(f).astype(np.int64)), "file"
+    except (OSError, ValueError):
+        pass
+    return torch.from_numpy(build_val_rows(val_path, tokenizer_dir, preset).astype(np.int64)), "tokenized"
+
+
+def _write_val_rows(data_dir, tok_dir, manifest, preset):
+    """prepare() step 3: tokenize the evaluation's rows once (idempotent)."""
+    import io
+    import numpy as np
+    val_path = data_dir / manifest["val"]
+    fingerprint = _val_rows_fingerprint(val_path, tok_dir, preset)
+    try:
+        if json.loads((data_dir / VAL_ROWS_META).read_text()) == fingerprint and (data_dir / VAL_ROWS).is_file():
+            return "cached"
+    except (OSError, ValueError):
+        pass
+    (data_dir / VAL_ROWS_META).unlink(missing_ok=True)
+    buf = io.BytesIO()
+    np.save(buf, build_val_rows(val_path, tok_dir, preset))
+    atomic_write_bytes(data_dir / VAL_ROWS, buf.getvalue())
+    atomic_write_json(data_dir / VAL_ROWS_META, fingerprint)  # written last: marks the rows complete
+    return "created"
 
 
 # ---------------------------------------------------------------------------------------------
-# Evaluation
+# The runtime: training loader, budget clock, evaluation
+#
+# They are built by one factory as closures over private state (the signing closures, the
+# validation rows, the counters), so that plain code in train.py - an attribute read or
+# assignment on this module - cannot reach or change them. The functions and classes they rely
+# on are captured here, at import, before train.py runs: rebinding time.process_time,
+# torch.Tensor or nn.Module.named_parameters later changes nothing prepare measures with.
 
 
-@torch.no_grad()
-def evaluate_bpb(model, tokenizer, batch_size):
-    """Validation bits per byte: sum of per-token cross-entropy (nats) over target tokens with a
-    byte length > 0, divided by ln(2) * their total byte length. Vocabulary-size independent.
-    When AUTORESEARCH_EVAL_RECORD is set, atomically writes a JSON record of the computation."""
-    t0 = time.time()
-    device = next(model.parameters()).device
-    token_bytes = get_token_bytes(device)
-    num_batches = max(1, EVAL_TOKENS // (batch_size * MAX_SEQ_LEN))
-    loader = make_dataloader(tokenizer, batch_size, MAX_SEQ_LEN, "val", device=device)
-    total_nats = torch.zeros((), dtype=torch.float64, device=device)
-    total_bytes = torch.zeros((), dtype=torch.int64, device=device)
-    for _ in range(num_batches):
-        x, y, _ = next(loader)
-        loss = model(x, y, reduction="none").reshape(-1).double()
-        nbytes = token_bytes[y.reshape(-1)]
-        mask = nbytes > 0
-        total_nats += torch.where(mask, loss, torch.zeros_like(loss)).sum()
-        total_bytes += nbytes.sum()
-    total_nats, total_bytes = total_nats.item(), int(total_bytes.item())
-    val_bpb = total_nats / (math.log(2) * total_bytes) if total_bytes > 0 else float("inf")
-    record_path = os.environ.get("AUTORESEARCH_EVAL_RECORD")
-    if record_path:
-        atomic_write_json(record_path, dict(
-            val_bpb=val_bpb, total_nats=total_nats, total_bytes=total_bytes,
-            num_tokens=num_batches * batch_size * MAX_SEQ_LEN, num_batches=num_batches,
-            batch_size=batch_size, preset=PRESET, time_budget=TIME_BUDGET, max_seq_len=MAX_SEQ_LEN,
-            eval_tokens=EVAL_TOKENS, eval_seconds=round(time.time() - t0, 3)))
-    return val_bpb
+class IntegrityError(RuntimeError):
+    """A probe or check of evaluate_bpb failed; the harness records status `integrity`."""
+
+
+def _build_runtime(link, module_globals):
+    import builtins
+    import operator
+    import random
+    import resource
+    import statistics
+
+    process_time, thread_time, monotonic = time.process_time, time.thread_time, time.monotonic
+    os_times = os.times
+    Tensor, Module = torch.Tensor, torch.nn.Module
+    inference_mode, autocast, tensor_equal = torch.inference_mode, torch.autocast, torch.equal
+    where, zeros, arange, is_autocast_enabled = torch.where, torch.zeros, torch.arange, torch.is_autocast_enabled
+    as_index, Random, urandom, median = operator.index, random.Random, os.urandom, statistics.median
+    # the C base class's methods, with subclass __torch_function__ off: a parameter of a tensor
+    # subclass that overrides clone() or detach() still gets fingerprinted for real
+    base_clone, base_detach = torch._C.TensorBase.clone, torch._C.TensorBase.detach
+    plain_torch = torch._C.DisableTorchFunctionSubclass
+    obj_get, obj_set = object.__getattribute__, object.__setattr__
+    function_modes = getattr(torch._C, "_len_torch_function_stack", lambda: 0)
+    dispatch_modes = getattr(torch._C, "_len_torch_dispatch_stack", lambda: 0)
+    # What must not change between import and the end of the evaluation (see check_untouched):
+    # the tensor methods prepare's arithmetic calls, the builtins and math functions, the torch
+    # names prepare looks up, and this module's own attributes (sealed once it is imported).
+    # Not all of torch, and not nn.Module: torch rebinds some names itself (manual_seed lazily;
+    # torch.compile patches nn.Module.__init__), and prepare calls no Module method anyway.
+    torch_names = ("Tensor", "nn", "cuda", "device", "float16", "bfloat16", "float32", "float64", "int64",
+                   "long", "where", "zeros", "arange", "equal", "inference_mode", "autocast",
+                   "is_autocast_enabled", "get_num_threads", "from_numpy", "empty")
+    watched = {"torch.Tensor": torch.Tensor.__dict__, "builtins": vars(builtins), "math": vars(math),
+               "torch": {k: getattr(torch, k) for k in torch_names}, "prepare": module_globals}
+    live = {"torch": lambda: {k: getattr(torch, k, None) for k in torch_names}}
+    snapshot = {name: {k: id(v) for k, v in d.items()} for name, d in watched.items()}
+
+    settings = dict(link.settings) if link is not None else None
+    send = link.send if link is not None else None
+    wait_go = link.wait_go if link is not None else None
+    cpu_offset = link.cpu_offset if link is not None else 0.0
+    cfg = PRESETS[PRESET]
+    clock_kind = cfg["clock"]
+    allowance = float(settings["startup_allowance"]) if settings else float(cfg["startup_allowance"])
+    budget = budget_seconds = float(TIME_BUDGET)
+    # wall clock zero: the harness's spawn time (CLOCK_MONOTONIC is system-wide), else import time
+    wall_zero = float(settings["t_spawn"]) if settings else monotonic()
+    cuda = torch.cuda.is_available()
+    state = dict(ticks=0, created=None, last=None, intervals=[], eval_calls=0, train_tokens=0,
+                 val_rows=None, val_source=None)
+
+    if settings:
+        if settings.get("threads"):
+            torch.set_num_threads(int(settings["threads"]))
+        data = settings["data"]
+        train_paths = [Path(p) for p in data["train"]]
+        # the evaluation's rows and byte counts are read now, before the sandbox hides the files
+        state["val_rows"], state["val_source"] = load_val_rows(data["val"], data["tokenizer"], PRESET,
+                                                               data.get("val_rows"))
+        token_bytes_cpu = get_token_bytes("cpu", data["tokenizer"])
+    else:
+        train_paths, token_bytes_cpu = None, None
+
+    def raw_seconds():
+        """The clock from interpreter start: CPU seconds of this process (all threads, plus
+        waited-for children) on CPU presets, CUDA-synchronised wall seconds on GPU presets."""
+        if clock_kind == "cpu":
+            t = os_times()
+            return cpu_offset + process_time() + t.children_user + t.children_system
+        if cuda:
+            torch.cuda.synchronize()
+        return monotonic() - wall_zero
+
+    class TrainingClock:
+        """The training budget. Tick it once per optimizer step:
+
+            clock = TrainingClock()
+            while True:
+                ...one optimizer step...
+                progress = clock.tick()     # 0..1, for the schedules
+                if clock.done:
+                    break
+
+        Training time is this process's time since interpreter start (CPU seconds on CPU
+        presets, wall seconds with CUDA synchronisation on GPU) minus the preset's fixed
+        start-up allowance; nothing before the first tick is free beyond that allowance. All
+        clocks of a process share one count. The harness reads the same time from outside."""
+
+        budget = budget_seconds
+        kind = clock_kind
+
+        def __init__(self):
+            if state["created"] is None:    # the first step's duration counts from here
+                state["created"] = raw_seconds()
+
+        def tick(self):
+            now = raw_seconds()
+            previous = state["last"] if state["last"] is not None else state["created"]
+            state["intervals"].append(now - previous)
+            state["last"] = now
+            state["ticks"] += 1
+            return self.progress
+
+        @property
+        def seconds(self):
+            """Training seconds so far (negative while still inside the start-up allowance)."""
+            return raw_seconds() - allowance
+
+        @property
+        def progress(self):
+            return min(max(self.seconds / budget, 0.0), 1.0)
+
+        @property
+        def done(self):
+            return self.seconds >= budget
+
+        @property
+        def remaining(self):
+            return max(0.0, budget - self.seconds)
+
+        @property
+        def steps(self):
+            return state["ticks"]
+
+        @property
+        def last_step_seconds(self):
+            return state["intervals"][-1] if state["intervals"] else 0.0
+
+    def make_dataloader(tokenizer, B, T, split, device=None, buffer_size=1000):
+        """Infinite iterator of (inputs, targets, epoch) with inputs/targets of shape (B, T),
+        from the TRAINING split (the validation split is evaluate_bpb's). Each row is T+1 tokens
+        of BOS-prefixed documents packed best-fit, starting with BOS, no padding. On CUDA rows
+        go through pinned host buffers, copied non_blocking."""
+        import numpy as np
+        if split != "train":
+            raise ValueError(f"make_dataloader serves the training split only (got split={split!r}); "
+                             f"the validation split is evaluate_bpb's")
+        paths = train_paths or _split_paths("train")
+        device = torch.device(device if device is not None else ("cuda" if cuda else "cpu"))
+        use_cuda = device.type == "cuda"
+        rows = _packed_rows(_document_batches(tokenizer, paths), T + 1, buffer_size)
+        if use_cuda:  # two pinned host buffers, reused only after their copy has finished
+            hosts = [torch.empty((B, T + 1), dtype=torch.long).pin_memory() for _ in range(2)]
+            events = [None, None]
+        slot = 0
+        while True:
+            batch_rows = np.empty((B, T + 1), dtype=np.int64)
+            for r in range(B):
+                batch_rows[r], epoch = next(rows)
+            state["train_tokens"] += B * T
+            if use_cuda:
+                if events[slot] is not None:
+                    events[slot].synchronize()
+                host = hosts[slot]
+                host.copy_(torch.from_numpy(batch_rows))
+                batch = host.to(device, non_blocking=True)
+                events[slot] = torch.cuda.Event()
+                events[slot].record()
+                slot = 1 - slot
+            else:
+                batch = torch.from_numpy(batch_rows)
+                if device.type != "cpu":
+                    batch = batch.to(device)
+            yield batch[:, :-1].contiguous(), batch[:, 1:].contiguous(), epoch
+
+    def fail(check, message, **figures):
+        if send is not None:
+            send("violation", {"check": check, "message": message, "figures": figures})
+        raise IntegrityError(f"integrity: {check}: {message}")
+
+    def seal():
+        """Called once this module has run: from here on its attributes must not change."""
+        snapshot["prepare"] = {k: id(v) for k, v in module_globals.items()}
+
+    def check_untouched(where):
+        """Monkeypatched torch (a replaced Tensor method or Module method, a rebound torch name),
+        replaced builtins or math functions, rebound attributes of this module, or an active
+        torch function/dispatch mode would change prepare's own arithmetic."""
+        for name, d in watched.items():
+            d = live[name]() if name in live else d
+            before = snapshot[name]
+            for key, ident in before.items():
+                if key not in d or id(d[key]) != ident:
+                    fail("monkeypatch", f"{name}.{key} was replaced after prepare was imported ({where})")
+            if name in ("torch.Tensor", "prepare") and len(d) != len(before):   # a new name shadows
+                added = sorted(set(d) - set(before))[:3]
+                fail("monkeypatch", f"{name} gained {', '.join(added)} after prepare was imported ({where})")
+        if function_modes() or dispatch_modes():
+            fail("monkeypatch", f"a torch function/dispatch mode is active ({where}); "
+                                "it would intercept prepare's arithmetic")
+
+    def modules_of(model):
+        """Every submodule once, through the _modules dicts themselves: overrides of modules(),
+        named_modules(), parameters() ... on the candidate's classes are never consulted."""
+        out, seen, stack = [], set(), [("", model)]
+        while stack:
+            name, m = stack.pop()
+            if id(m) in seen:
+                continue
+            seen.add(id(m))
+            if not isinstance(m, Module):
+                fail("model", f"submodule {name or '<root>'} is a {type(m).__name__}, not a torch.nn.Module")
+            out.append((name, m))
+            for key, child in reversed(list(obj_get(m, "_modules").items())):
+                if child is not None:
+                    stack.append((f"{name}.{key}" if name else key, child))
+        return out
+
+    def tensors_of(model):
+        for name, m in modules_of(model):
+            for kind in ("_parameters", "_buffers"):
+                for key, t in obj_get(m, kind).items():
+                    if t is not None:
+                        yield f"{name}.{key}" if name else key, t
+
+    def fingerprint(model):
+        with plain_torch():
+            return {name: (id(t), base_clone(base_detach(t))) for name, t in tensors_of(model)}
+
+    def val_rows():
+        if state["val_rows"] is None:   # on our own: read from the cache now
+            val = _split_paths("val")[0]
+            state["val_rows"], state["val_source"] = load_val_rows(val, cache_dir_for(PRESET) / "tokenizer", PRESET)
+        return state["val_rows"]
+
+    def evaluate_bpb(model, tokenizer, batch_size):
+        """Validation bits per byte of `model` over exactly EVAL_TOKENS tokens of the val split:
+        the sum of per-token cross-entropy (nats) over target tokens with a byte length > 0,
+        divided by ln(2) * their total byte length. Vocabulary-size independent.
+
+        Calls `model(x)` with the inputs only and computes the cross-entropy from the logits
+        itself, in forwards of at most `batch_size` rows (fewer when the fp32 logits would take
+        more than LOGITS_BYTES_PER_FORWARD). Puts the model in eval mode and runs under
+        torch.inference_mode(). May be called once per process. Along the way it checks that
+        the model is causal (changing later tokens never moves earlier logits) and stateless
+        (its parameters and buffers do not change, the first batch scores the same at the end);
+        a failed check raises IntegrityError. `tokenizer` is accepted for upstream's signature;
+        the byte counts are prepare's own."""
+        state["eval_calls"] += 1
+        if state["eval_calls"] > 1:
+            fail("evaluation", f"evaluate_bpb was called {state['eval_calls']} times; one evaluation per run")
+        at_call = raw_seconds()
+        if send is not None:
+            send("eval_start", {"clock_seconds": at_call})
+            wait_go()   # the harness reads the child's clock from outside meanwhile
+        wall0, thread0, process0 = monotonic(), thread_time(), process_time()
+        check_untouched("at the start of evaluate_bpb")
+        if not isinstance(model, Module):
+            fail("model", f"evaluate_bpb needs a torch.nn.Module, got {type(model).__name__}")
+        batch_size = as_index(batch_size)
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+        rows_cpu = val_rows()
+        n_rows, T = rows_cpu.shape[0], rows_cpu.shape[1] - 1
+        tb = token_bytes_cpu if token_bytes_cpu is not None else get_token_bytes("cpu")
+        V = tb.numel()
+        first = next((t for _, t in tensors_of(model)), None)
+        device = first.device if first is not None else torch.device("cpu")
+        token_bytes = tb.to(device)
+        R = max(1, min(batch_size, n_rows, LOGITS_BYTES_PER_FORWARD // (T * V * 4)))
+        chunks = [(i, min(i + R, n_rows)) for i in range(0, n_rows, R)]
+        before = fingerprint(model)
+        for name, m in modules_of(model):
+            try:
+                obj_set(m, "training", False)
+            except (AttributeError, TypeError) as exc:
+                fail("model", f"cannot put {name or 'the model'} in eval mode ({exc})")
+        low = any(t.dtype in (torch.bfloat16, torch.float16) for _, (_, t) in before.items()) or \
+            (device.type in ("cuda", "cpu") and is_autocast_enabled(device.type))
+        atol, rtol = (2e-2, 1e-3) if low else (1e-4, 1e-5)
+        rng = Random(int.from_bytes(urandom(8), "little"))   # unpredictable to the model
+        timing = dict(kind=clock_kind, forwards=[])
+
+        def forward(x):
+            x = x.clone()   # the model gets its own copy: nothing it does to it reaches prepare's rows
+            c0, w0 = thread_time(), monotonic()
+            out = model(x)
+            if cuda:
+                torch.cuda.synchronize()
+            timing["forwards"].append(thread_time() - c0 if clock_kind == "cpu" else monotonic() - w0)
+            check_untouched("after a forward of the model")
+            if type(out) is not Tensor:
+                fail("logits", f"the model returned a {type(out).__module__}.{type(out).__name__}, "
+                               f"not a plain torch.Tensor of logits")
+            if tuple(out.shape) != (x.shape[0], T, V) or not out.is_floating_point():
+                fail("logits", f"the model returned {out.dtype} logits of shape {tuple(out.shape)}; "
+                               f"expected float logits of shape {(x.shape[0], T, V)}")
+            return out
+
+        def log_probs(logits):
+            # what the model predicts: logits that only shift by a constant predict the same
+            with autocast(device_type=device.type, enabled=False):
+                return logits.float().log_softmax(-1)
+
+        def nll_of(logits, y):
+            with autocast(device_type=device.type, enabled=False):
+                logits = logits.float()
+                return logits.logsumexp(-1) - logits.gather(-1, y.unsqueeze(-1)).squeeze(-1)
+
+        lo0, hi0 = chunks[0]
+        x0 = rows_cpu[lo0:hi0, :T].to(device)
+        donor_rows = rows_cpu[chunks[1][0]:chunks[1][0] + (hi0 - lo0), :T] if len(chunks) > 1 else None
+        donor = (donor_rows if donor_rows is not None and donor_rows.shape[0] == hi0 - lo0
+                 else rows_cpu[lo0:hi0, :T].roll(1, 0)).to(device)
+        passes = math.ceil((T - 1) / (hi0 - lo0)) if T > 1 else 0
+        offset = rng.randrange(max(T - 1, 1))
+        # chunk 0 first (the probes' base); the rest, the causality passes and a re-score of
+        # chunk 0 in an order the model cannot predict; a last re-score of chunk 0 at the end
+        plan = [("eval", i) for i in range(1, len(chunks))] + [("probe", k) for k in range(passes)] + [("rescore", None)]
+        rng.shuffle(plan)
+        plan = [("eval", 0)] + plan + [("rescore", None)]
+        total_nats = zeros((), dtype=torch.float64, device=device)
+        total_bytes = zeros((), dtype=torch.int64, device=device)
+        causality = dict(passes=passes, positions=0, worst=0.0, atol=atol, rtol=rtol)
+        rescores = []
+        base_logp = base_nll = None
+        pos = arange(T, device=device).unsqueeze(0)
+
+        def rescore(where="when scored again"):
+            """The first batch again: the same predictions, or the model changed meanwhile."""
+            logits = forward(x0)
+            nll, logp = nll_of(logits, y0), log_probs(logits)
+            moved = float((logp - base_logp).abs().max())
+            tol = atol + rtol * float(base_logp.abs().max())
+            rescores.append(moved)
+            if moved > tol:
+                fail("statelessness", f"the first evaluation batch scored {float(base_nll.mean()):.6f} "
+                                      f"nats/token first and {float(nll.mean()):.6f} {where} (log-probabilities "
+                                      f"moved up to {moved:.3g}, tolerance {tol:.2g}): the model changed during "
+                                      f"the evaluation", moved=moved, tolerance=tol)
+        with inference_mode():
+            for kind, index in plan:
+                if kind == "eval":
+                    lo, hi = chunks[index]
+                    x, y = rows_cpu[lo:hi, :T].to(device), rows_cpu[lo:hi, 1:].to(device)
+                    logits = forward(x)
+                    nll = nll_of(logits, y)
+                    nbytes = token_bytes[y]
+                    total_nats += where(nbytes > 0, nll.double(), zeros((), dtype=torch.float64, device=device)).sum()
+                    total_bytes += nbytes.sum()
+                    if index == 0:   # kept for the probes: prepare's own tensor, no reference of the model's
+                        base_logp, base_nll, y0 = log_probs(logits), nll, y
+                    del logits
+                elif kind == "probe":
+                    r = arange(hi0 - lo0, device=device)
+                    cut = ((offset + index * (hi0 - lo0) + r) % (T - 1)).unsqueeze(1)   # one t per row
+                    later = pos > cut
+                    x = where(later, donor, x0)
+                    same = (x == x0) & (pos == cut + 1)        # the first changed token must differ
+                    x = where(same, (x0 + 1) % V, x)
+                    moved = (log_probs(forward(x)) - base_logp).abs().amax(-1)
+                    tol = atol + rtol * base_logp.abs().amax(-1)
+                    bad = (moved > tol) & ~later
+                    ratio = float(((moved / tol) * (~later)).max())
+                    causality["worst"] = max(causality["worst"], ratio)
+                    causality["positions"] += int((hi0 - lo0))
+                    if bool(bad.any()):
+                        rescore(where="before this probe")   # a model that changed is not (only) acausal
+                        row, p = (int(v) for v in bad.nonzero()[0])
+                        fail("causality", f"the logits at position {p} of row {row} moved by "
+                                          f"{float(moved[row, p]):.3g} (tolerance {float(tol[row, p]):.2g}) when only "
+                                          f"the tokens after position {int(cut[row])} changed: the model sees later tokens",
+                             position=p, row=row, cut=int(cut[row]), moved=float(moved[row, p]),
+                             tolerance=float(tol[row, p]))
+                else:
+                    rescore()
+        after = {name: (id(t), t) for name, t in tensors_of(model)}
+        if set(after) != set(before):
+            changed = sorted(set(after) ^ set(before))[:3]
+            fail("statelessness", f"the model's parameters/buffers changed during the evaluation: {', '.join(changed)} "
+                                  f"appeared or disappeared")
+        for name, (ident, old) in before.items():
+            new_id, new = after[name]
+            with plain_torch():
+                same = (new_id == ident and new.shape == old.shape and new.dtype == old.dtype
+                        and tensor_equal(base_detach(new), old))
+            if not same:
+                fail("statelessness", f"{name} changed during the evaluation (it must not train or adapt)")
+        check_untouched("at the end of evaluate_bpb")
+        total_nats, total_bytes = float(total_nats), int(total_bytes)
+        val_bpb = total_nats / (math.log(2) * total_bytes) if total_bytes > 0 else float("inf")
+        f = timing["forwards"]
+        if cuda:
+            peak_mb = torch.cuda.max_memory_allocated() / 1024 / 1024
+        else:  # peak resident set size (ru_maxrss is KiB on Linux, bytes on macOS)
+            rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+            peak_mb = rss / 1024 / 1024 if sys.platform == "darwin" else rss / 1024
+        seen, num_params = set(), 0
+        for name, m in modules_of(model):
+            for t in obj_get(m, "_parameters").values():
+                if t is not None and id(t) not in seen:
+                    seen.add(id(t))
+                    num_params += t.numel()
+        record = dict(
+            settings=dict(preset=PRESET, budget=budget, eval_tokens=EVAL_TOKENS, max_seq_len=T,
+                          measurement_version=MEASUREMENT_VERSION, clock=clock_kind,
+                          startup_allowance=allowance, nonce=settings["nonce"] if settings else None),
+            val_bpb=val_bpb, total_nats=total_nats, total_bytes=total_bytes, num_tokens=n_rows * T,
+            num_rows=n_rows, rows_per_forward=R, batch_size=batch_size, vocab_size=V,
+            val_rows_source=state["val_source"],
+            clock=dict(kind=clock_kind, budget=budget, startup_allowance=allowance, ticks=state["ticks"],
+                       median_step=median(state["intervals"]) if state["intervals"] else None,
+                       last_step=state["intervals"][-1] if state["intervals"] else None,
+                       created_at=None if state["created"] is None else state["created"] - allowance,
+                       seconds_at_eval=at_call - allowance),
+            train_tokens=state["train_tokens"], num_params=num_params, peak_memory_mb=peak_mb,
+            probes=dict(causality=causality,
+                        statelessness=dict(tensors=len(before), rescores=rescores, atol=atol, rtol=rtol)),
+            eval=dict(seconds=monotonic() - wall0, thread_cpu_seconds=thread_time() - thread0,
+                      process_cpu_seconds=process_time() - process0, threads=torch.get_num_threads(),
+                      forwards=len(f), forward_tokens=R * T, forward_seconds_median=median(f),
+                      forward_seconds_first=f[0], forward_seconds_max=max(f), forward_seconds_total=sum(f),
+                      forward_seconds=[round(v, 4) for v in f[:2000]]))
+        if send is not None:
+            send("record", record)
+        return val_bpb
+
+    return TrainingClock, make_dataloader, evaluate_bpb, seal
+
+
+TrainingClock, make_dataloader, evaluate_bpb, _seal = _build_runtime(_link, globals())
+del _link
 
 
 # ---------------------------------------------------------------------------------------------
@@ -721,9 +1202,12 @@ def main(argv=None):
           f"in {info['data_dir']}" + (f" ({info['num_train_docs']:,} train / {info['num_val_docs']:,} val docs)"
                                       if info.get("num_train_docs") else ""))
     print(f"  tokenizer ({info['tokenizer']}): vocab {info['vocab_size']} in {info['tokenizer_dir']}")
+    print(f"  evaluation rows ({info['val_rows']}): {PRESETS[info['preset']]['eval_tokens']:,} tokens in {VAL_ROWS}")
     print(f"  done in {info['seconds']:.1f}s")
     return 0
 
+
+_seal()   # every attribute of this module is final now (evaluate_bpb checks it)
 
 if __name__ == "__main__":
     sys.exit(main())

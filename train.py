@@ -1,12 +1,15 @@
 """
 The autoresearch baseline experiment in one file: a nanochat-style GPT trained with MuonAdamW for a
-fixed wall-clock budget, then evaluated in validation bits per byte (val_bpb, lower is better).
+fixed time budget, then evaluated in validation bits per byte (val_bpb, lower is better).
 This is the only file candidates change. Run: python train.py  (preset from AUTORESEARCH_PRESET).
+
+The budget is prepare's TrainingClock (CUDA-synchronised wall clock on GPU, CPU time of the process
+on the CPU presets), ticked once per optimizer step; the harness reads the same clock from outside.
+evaluate_bpb calls model(idx) and scores the logits itself.
 """
 
 import gc
 import math
-import os
 import resource
 import sys
 import time
@@ -16,7 +19,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from prepare import PRESET, MAX_SEQ_LEN, TIME_BUDGET, Tokenizer, make_dataloader, evaluate_bpb
+from prepare import PRESET, MAX_SEQ_LEN, TIME_BUDGET, Tokenizer, TrainingClock, make_dataloader, evaluate_bpb
 
 # Knobs: everything a candidate is expected to tune lives in this block.
 # Size knobs hold one value per preset (prepare.PRESET picks it): "gpu" is the
@@ -246,6 +249,7 @@ class GPT(nn.Module):
         return 6 * (nparams - exclude) + attn
 
     def forward(self, idx, targets=None, reduction="mean"):
+        """Logits (B, T, vocab) for idx (B, T); with targets, the training loss instead."""
         B, T = idx.size()
         assert T <= self.config.sequence_len
         cos_sin = self.cos[:, :T], self.sin[:, :T]
@@ -411,7 +415,7 @@ def setup_optimizer(model, compile_steps=False, ns_dtype=torch.float32):
 
 
 # ---------------------------------------------------------------------------------------------
-# Schedules (progress = training time / TIME_BUDGET)
+# Schedules (progress = training time / TIME_BUDGET, from the clock)
 
 
 def get_lr_multiplier(progress):
@@ -447,13 +451,6 @@ PEAK_FLOPS = {"H100": 989.5e12, "H200": 989.5e12, "A100": 312e12, "L40S": 362e12
 
 def main():
     t_start = time.time()
-    # CPU threads: OMP_NUM_THREADS when given (a harness running N slots on C cores should pass
-    # C // N); micro defaults to 1 thread: its matrices are too small to gain from more, and
-    # oversubscribed cores (tests running in parallel) make multi-threaded steps 5-30x slower.
-    if os.environ.get("OMP_NUM_THREADS"):
-        torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
-    elif PRESET == "micro":
-        torch.set_num_threads(1)
     torch.manual_seed(SEED)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     use_cuda = device.type == "cuda"
@@ -465,7 +462,6 @@ def main():
         peak_flops = next((v for k, v in PEAK_FLOPS.items() if k in gpu_name), PEAK_FLOPS["H100"])
     autocast_ctx = (torch.autocast(device_type="cuda", dtype=torch.bfloat16) if use_cuda
                     else torch.autocast(device_type="cpu", enabled=False))
-    warmup_steps = 10 if use_cuda else 1  # first steps (compilation, allocation) are not timed
 
     device_batch_size = DEVICE_BATCH_SIZE
     if device_batch_size == 0:
@@ -501,16 +497,11 @@ def main():
     train_loader = make_dataloader(tokenizer, device_batch_size, MAX_SEQ_LEN, "train", device=device)
     x, y, epoch = next(train_loader)
 
-    def sync():
-        if use_cuda:
-            torch.cuda.synchronize()
-
+    clock = TrainingClock()  # time since interpreter start, minus prepare's fixed start-up allowance
     smooth_train_loss = 0.0
-    total_training_time = 0.0
+    progress = 0.0
     step = 0
-    timed_steps = 0
     while True:
-        sync()
         t0 = time.time()
         for _ in range(grad_accum_steps):
             with autocast_ctx:
@@ -518,7 +509,6 @@ def main():
             train_loss = loss.detach()
             (loss / grad_accum_steps).backward()
             x, y, epoch = next(train_loader)
-        progress = min(total_training_time / TIME_BUDGET, 1.0)
         lrm = get_lr_multiplier(progress)
         for group in optimizer.param_groups:
             group["lr"] = group["initial_lr"] * lrm
@@ -531,18 +521,15 @@ def main():
         if math.isnan(train_loss_f) or train_loss_f > 100:  # fast fail
             print("FAIL", flush=True)
             sys.exit(1)
-        sync()
-        dt = time.time() - t0
-        if step >= warmup_steps:
-            total_training_time += dt
-            timed_steps += 1
+        progress = clock.tick()
+        dt = clock.last_step_seconds if step else time.time() - t0  # for the display only
 
         ema_beta = 0.9
         smooth_train_loss = ema_beta * smooth_train_loss + (1 - ema_beta) * train_loss_f
         debiased = smooth_train_loss / (1 - ema_beta ** (step + 1))
         tok_per_sec = int(TOTAL_BATCH_SIZE / dt)
         mfu = 100 * num_flops_per_token * TOTAL_BATCH_SIZE / dt / peak_flops if use_cuda else 0.0
-        remaining = max(0.0, TIME_BUDGET - total_training_time)
+        remaining = clock.remaining
         print(f"step {step:05d} ({100 * progress:.1f}%) | loss: {debiased:.6f} | lrm: {lrm:.2f} | "
               f"dt: {dt * 1000:.0f}ms | tok/sec: {tok_per_sec:,} | mfu: {mfu:.1f}% | epoch: {epoch} | "
               f"remaining: {remaining:.0f}s", flush=True)
@@ -554,15 +541,16 @@ def main():
         elif (step + 1) % 5000 == 0:
             gc.collect()
         step += 1
-        if step > warmup_steps and total_training_time >= TIME_BUDGET:
+        if clock.done:
             break
 
+    total_training_time = clock.seconds
     total_tokens = step * TOTAL_BATCH_SIZE
     model.eval()
     with autocast_ctx:
         val_bpb = evaluate_bpb(model, tokenizer, device_batch_size)
 
-    steady_mfu = (100 * num_flops_per_token * TOTAL_BATCH_SIZE * timed_steps / total_training_time / peak_flops
+    steady_mfu = (100 * num_flops_per_token * TOTAL_BATCH_SIZE * step / total_training_time / peak_flops
                   if use_cuda and total_training_time > 0 else 0.0)
     if use_cuda:
         peak_mem_mb = torch.cuda.max_memory_allocated() / 1024 / 1024

@@ -3,7 +3,9 @@
 Upstream autoresearch's analysis reads this file by the column names `commit`, `val_bpb`,
 `memory_gb`, `status` (keep | discard | crash) and `description`, so those come first and are
 formatted exactly as upstream writes them (val_bpb with 6 decimals, 0.000000 for a crash; memory
-in GB with one decimal). The columns after them are ours.
+in GB with one decimal). A run stopped early was never evaluated: its val_bpb is left empty (pandas
+reads NaN, which upstream's notebook plots nowhere) and its description starts `stopped early: `.
+The columns after them are ours.
 
 Rows: executions with a result (sandbox/statuses.py's RESULT_STATUSES: ok, or a failure of the
 candidate). Executions that were stopped from outside (killed, interrupted) or lost with a dead
@@ -27,7 +29,8 @@ import os
 from pathlib import Path
 
 from agent.layout import RESULTS_TSV
-from sandbox.statuses import BASELINE, CANDIDATE, CONFIRMATION, CONTROL, CRASH, OK, REPLAY, RESULT_STATUSES, tsv_status
+from sandbox.statuses import (BASELINE, CANDIDATE, CONFIRMATION, CONTROL, CRASH, OK, REPLAY, RESULT_STATUSES,
+                              STOPPED_EARLY, tsv_status)
 
 UPSTREAM_COLUMNS = ("commit", "val_bpb", "memory_gb", "status", "description")
 EXTRA_COLUMNS = ("generation", "candidate", "strategy", "execution", "kind", "attempt", "verdict",
@@ -52,6 +55,8 @@ SIMULATED = "simulated"
 
 def describe(execution: dict, candidate: dict) -> str:
     text = _describe(execution, candidate)
+    if execution.get("status") == STOPPED_EARLY:     # never evaluated: the row has no val_bpb
+        text = f"stopped early: {text}"
     return f"{SIMULATED}: {text}" if execution.get("backend") == SIMULATED else text
 
 
@@ -90,9 +95,12 @@ def build_rows(memory, commits: dict[str, str] | None = None) -> list[dict]:
         vram = e.get("peak_vram_mb")
         judged = e.get("kind") in (CANDIDATE, CONFIRMATION)
         delta = cand.get("verdict_delta") if judged else None
+        stopped = e["status"] == STOPPED_EARLY
         rows.append({
             "commit": _short(commits.get(cand["id"])) or _short(cand.get("fingerprint"), 8),
-            "val_bpb": f"{e['val_bpb']:.6f}" if ok else "0.000000",
+            # a run stopped early was never evaluated: no number at all (upstream's notebook plots every
+            # non-crash row, and would show 0.000000 as a score); a crash keeps upstream's 0.000000
+            "val_bpb": f"{e['val_bpb']:.6f}" if ok else ("" if stopped else "0.000000"),
             "memory_gb": f"{round((vram or 0.0) / 1024, 1):.1f}" if ok else "0.0",
             "status": status,
             "description": describe(e, cand),

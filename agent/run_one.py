@@ -1,7 +1,8 @@
 """`autoresearch run-one` and `autoresearch prepare`: one train.py through the real path, and data.
 
 run-one builds a candidate workspace and runs it through the LocalRunner - exactly what autopilot
-does for each candidate - so a result from run-one means the same as one from a generation.
+does for each candidate (one slot, one compute thread pinned to one core on CPU, the sandboxed
+harness) - so a result from run-one means the same as one from a generation.
 """
 from __future__ import annotations
 
@@ -119,9 +120,14 @@ def summary_table(result: dict, title: str) -> Table:
     for key, fmt in (("val_bpb", "{:.6f}"), ("training_seconds", "{:.1f}"), ("total_seconds", "{:.1f}"),
                      ("wall_seconds", "{:.1f}"), ("num_steps", "{}"), ("total_tokens_M", "{:.1f}"),
                      ("num_params_M", "{:.1f}"), ("depth", "{}"), ("mfu_percent", "{:.2f}"),
-                     ("peak_vram_mb", "{:.1f}"), ("preset", "{}")):
+                     ("peak_vram_mb", "{:.1f}"), ("preset", "{}"), ("clock", "{}"),
+                     ("measurement_version", "{}")):
         if result.get(key) is not None:
             table.add_row(key, fmt.format(result[key]))
+    sandbox = (result.get("integrity") or {}).get("sandbox") or {}
+    if sandbox:
+        missing = "; ".join(sandbox.get("unavailable") or [])
+        table.add_row("sandbox", f"{sandbox.get('level')}" + (f" (unavailable: {missing})" if missing else ""))
     return table
 
 

@@ -4,10 +4,11 @@ A SageMaker job pays minutes of start-up (instance, image, data) before train.py
 runs; a candidate with a wrong reshape or a typo in a renamed variable would spend them only to
 crash. `preflight(source, project_dir)` runs the candidate first where it costs seconds: in a
 temporary folder with the project's pinned prepare.py beside it, through the real harness
-(sandbox/harness.py: scrubbed environment, process-group kill, strict summary parsing and the
-evaluator-record cross-check), at the micro preset with a training budget of a few steps. So the
-whole path runs: model construction, forward/backward, the optimizer step, evaluate_bpb and the
-summary. The candidate passes when the harness says `ok`.
+(sandbox/harness.py: the sandboxed child, the scrubbed environment, the process-group kill, the
+authenticated evaluation record with its probes), at the micro preset with a training budget of a
+few steps. So the whole path runs: model construction, forward/backward, the optimizer step,
+evaluate_bpb (including its causality and statelessness probes) and the summary. The candidate
+passes when the harness says `ok` (or `over_budget`, see below).
 
 What it cannot see (limits):
 - Size knobs hold one value per preset (`{"gpu": 8, "cpu": 4, "micro": 2}[PRESET]`); micro reads
@@ -16,8 +17,8 @@ What it cannot see (limits):
   attention, activation, optimizer or schedule) run whatever the preset.
 - CUDA-only branches (`if use_cuda:`, Flash-Attention, torch.compile, bf16 autocast) do not run
   on a CPU; micro runs eager on CPU.
-- `steps` is approximate: train.py measures its budget in seconds, so steps become a budget of
-  steps x MICRO_STEP_SECONDS; train.py always runs at least its untimed warm-up step plus one.
+- `steps` is approximate: the budget is CPU seconds on prepare's clock, so steps become a budget
+  of steps x MICRO_STEP_SECONDS beyond micro's start-up allowance; the loop runs at least one step.
 - A result of `over_budget` passes: with a budget of a fraction of a second, one slow step is
   enough, and speed is not what a preflight judges.
 - With no micro data prepared there is nothing to run on: the result is ok=True with an explicit
@@ -33,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sandbox.harness import HarnessError, run_harness
+from sandbox.workspace import WorkspaceError, build_workspace
 
 PRESET = "micro"
 # One micro step (depth 2, 64-dim, 1,024 tokens, 1 thread) takes 20-40 ms on this 2-core box.
@@ -86,14 +88,14 @@ def preflight(source: str, project_dir: Path, *, steps: int = 3, timeout: float 
         return PreflightResult(True, SKIPPED_NO_DATA, "", round(time.monotonic() - t0, 3))
 
     extra_env = {"AUTORESEARCH_CACHE": str(Path(cache_dir).expanduser().resolve())} if cache_dir else None
-    budget = max(steps - 1, 1) * MICRO_STEP_SECONDS   # the first step is train.py's untimed warm-up
+    budget = steps * MICRO_STEP_SECONDS
     with tempfile.TemporaryDirectory(prefix="autoresearch-preflight-") as tmp:
-        workspace = Path(tmp)
-        (workspace / "prepare.py").write_bytes(prepare.read_bytes())
-        (workspace / "train.py").write_text(source, encoding="utf-8")
         try:
-            result = run_harness(workspace, PRESET, budget=budget, timeout=timeout, threads=1,
-                                 extra_env=extra_env)
+            workspace = build_workspace(Path(tmp) / "ws", source, Path(project_dir), {"kind": "preflight"})
+            result = run_harness(workspace, PRESET, budget=budget, timeout=timeout, wall_timeout=timeout,
+                                 threads=1, extra_env=extra_env)
+        except WorkspaceError as exc:  # the source does not parse: the candidate's problem
+            return PreflightResult(False, f"crash: {exc}", "", round(time.monotonic() - t0, 3))
         except HarnessError as exc:   # a broken workspace is ours, not the candidate's: say so
             return PreflightResult(False, f"preflight could not run the harness: {exc}", "",
                                    round(time.monotonic() - t0, 3))
@@ -104,4 +106,5 @@ def preflight(source: str, project_dir: Path, *, steps: int = 3, timeout: float 
         note = f" (over its {budget:g}s preflight budget: {result['failure_reason']})" if status != "ok" else ""
         return PreflightResult(True, f"passed: {result['num_steps']} steps and the evaluation at {PRESET}, "
                                f"val_bpb {result['val_bpb']:.4f}, in {seconds:.1f}s{note}", tail, seconds)
-    return PreflightResult(False, f"{status}: {result['failure_reason']}", tail, seconds)
+    reason = result["failure_reason"] or ""
+    return PreflightResult(False, reason if reason.startswith(f"{status}:") else f"{status}: {reason}", tail, seconds)

@@ -1,8 +1,12 @@
-"""A candidate's folder: its train.py, the project's pinned prepare.py, the harness, and metadata.
+"""A candidate's folder: its train.py, the project's pinned prepare.py, the harness bundle, metadata.
 
 The same folder runs locally (LocalRunner) and is uploaded as the SageMaker source dir, so it must
-be self-contained: harness.py is stdlib-only, requirements.txt lists what prepare.py and train.py
-import at run time (torch excluded: it comes from the image / the local venv).
+be self-contained: the harness bundle (harness.py and its stdlib-only siblings, HARNESS_FILES) is
+copied next to prepare.py; requirements.txt lists what prepare.py and train.py import at run time
+(torch excluded: it comes from the image / the local venv).
+
+The folder is never where train.py runs: each attempt gets a fresh scratch folder with a copy of
+train.py (see harness.py), so nothing an attempt writes can meet a later one.
 """
 from __future__ import annotations
 
@@ -14,12 +18,16 @@ import sys
 from importlib import metadata
 from pathlib import Path
 
-HARNESS_SOURCE = Path(__file__).resolve().parent / "harness.py"
+SANDBOX_DIR = Path(__file__).resolve().parent
+HARNESS_SOURCE = SANDBOX_DIR / "harness.py"
+# harness.py's siblings that ship with it (kept in sync with harness.HARNESS_FILES by a test)
+HARNESS_FILES = ("harness.py", "bootstrap.py", "channel.py", "isolation.py", "statuses.py", "presets.py")
 
 # Import name -> PyPI name where they differ.
 _DIST_NAMES = {"yaml": "pyyaml", "sklearn": "scikit-learn", "PIL": "pillow", "cv2": "opencv-python"}
 # Never listed: torch (and its namespaces) comes from the image; these are the project's own files.
-_NOT_REQUIREMENTS = {"torch", "torchvision", "triton", "prepare", "train", "harness", "__future__"}
+_NOT_REQUIREMENTS = {"torch", "torchvision", "triton", "prepare", "train", "__future__",
+                     *(name[:-3] for name in HARNESS_FILES)}
 
 
 class WorkspaceError(ValueError):
@@ -64,8 +72,8 @@ def requirements_for(*sources: str) -> str:
 def build_workspace(dest: Path, train_source: str, project_dir: Path, meta: dict) -> Path:
     """Create (or refresh) the workspace at `dest` and return its resolved path.
 
-    Files: train.py (the candidate), prepare.py (copied from project_dir), harness.py,
-    requirements.txt, candidate.json (`meta` plus the train.py sha256).
+    Files: train.py (the candidate), prepare.py (copied from project_dir), the harness bundle
+    (HARNESS_FILES), requirements.txt, candidate.json (`meta` plus the train.py sha256).
     """
     dest = Path(dest).resolve()
     project_dir = Path(project_dir).resolve()
@@ -73,8 +81,9 @@ def build_workspace(dest: Path, train_source: str, project_dir: Path, meta: dict
     if not prepare.is_file():
         raise WorkspaceError(f"{prepare} not found: every workspace needs the project's pinned "
                              f"prepare.py (is {project_dir} the project root?)")
-    if not HARNESS_SOURCE.is_file():
-        raise WorkspaceError(f"{HARNESS_SOURCE} not found: the sandbox package is incomplete")
+    missing = [name for name in HARNESS_FILES if not (SANDBOX_DIR / name).is_file()]
+    if missing:
+        raise WorkspaceError(f"{SANDBOX_DIR / missing[0]} not found: the sandbox package is incomplete")
     try:
         compile(train_source, "train.py", "exec")
     except SyntaxError as exc:
@@ -88,7 +97,8 @@ def build_workspace(dest: Path, train_source: str, project_dir: Path, meta: dict
 
     dest.mkdir(parents=True, exist_ok=True)
     _write_if_changed(dest / "prepare.py", prepare_source.encode())
-    _write_if_changed(dest / "harness.py", HARNESS_SOURCE.read_bytes())
+    for name in HARNESS_FILES:
+        _write_if_changed(dest / name, (SANDBOX_DIR / name).read_bytes())
     _write_if_changed(dest / "requirements.txt", requirements_for(prepare_source, train_source).encode())
     _write_if_changed(dest / "candidate.json", (json_meta + "\n").encode())
     # train.py last: a folder with a train.py is a complete workspace

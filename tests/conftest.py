@@ -31,6 +31,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.standins import linked_prepare, make_fake_cache
+
 REPO = Path(__file__).resolve().parents[1]
 
 STANDIN_TRAIN = '''\
@@ -87,27 +89,23 @@ print(f"num_params_M:     {0.5 * DEPTH:.1f}")
 print(f"depth:            {DEPTH}", flush=True)
 '''
 
-STANDIN_PREPARE = '''\
-"""Stand-in prepare.py: the constants train.py imports, and an evaluate_bpb that scores the knobs.
+# The harness accepts only a record sealed down its pipe: tests/standins.py's linked_prepare gives
+# the stand-in the harness's side of the contract (SETTINGS in, `report(val_bpb)` out).
+STANDIN_PREPARE = linked_prepare('''
+"""The constants train.py imports, and an evaluate_bpb that scores the knobs.
 
 val_bpb = a smooth function of the knobs (optimum away from the defaults, so proposals can win)
-plus Gaussian noise of NOISE, seeded by the evaluator-record path (unique per execution)."""
+plus Gaussian noise of NOISE, seeded by the attempt's scratch path (unique per execution)."""
 import hashlib
-import json
 import math
 import os
 import random
 
-PRESETS = {
-    "gpu": dict(max_seq_len=2048, time_budget=300, eval_tokens=40 * 524288, vocab_size=8192),
-    "cpu": dict(max_seq_len=256, time_budget=45, eval_tokens=2**17, vocab_size=2048),
-    "micro": dict(max_seq_len=64, time_budget=4, eval_tokens=2**15, vocab_size=512),
-}
-PRESET = os.environ.get("AUTORESEARCH_PRESET", "micro")
-if PRESET not in PRESETS:
+PRESET = SETTINGS.get("preset") or os.environ.get("AUTORESEARCH_PRESET", "micro")
+if PRESET == "auto":
     PRESET = "cpu"
 MAX_SEQ_LEN = 64
-TIME_BUDGET = float(os.environ.get("AUTORESEARCH_TIME_BUDGET", "0") or 0)
+TIME_BUDGET = float(SETTINGS.get("budget", 0) or 0)
 EVAL_TOKENS = 2**14
 VOCAB_SIZE = 512
 NOISE = float(os.environ.get("STANDIN_NOISE", "@NOISE@"))
@@ -133,22 +131,13 @@ def score(k):
 
 
 def evaluate_bpb(model, tokenizer, batch_size):
-    record_path = os.environ.get("AUTORESEARCH_EVAL_RECORD", "")
-    # seed: the record path below runs/ (<tag>/generations/gen_N/<folder>/executions/<id>/...), so
-    # a given execution draws the same noise in every test session, and different ones differ
-    seed_text = record_path.split("/runs/")[-1]
+    # seed: the attempt's path below runs/ (<tag>/generations/gen_N/<folder>/executions/<id>/...),
+    # so a given execution draws the same noise in every test session, and different ones differ
+    seed_text = SETTINGS.get("train", "").split("/runs/")[-1]
     rng = random.Random(hashlib.sha256(seed_text.encode()).hexdigest())
     val_bpb = round(score(model) + (rng.gauss(0.0, NOISE) if NOISE > 0 else 0.0), 6)
-    if record_path:
-        tmp = record_path + ".tmp"
-        with open(tmp, "w") as fh:
-            json.dump({"val_bpb": val_bpb, "total_nats": 1.0, "total_bytes": 1, "num_tokens": 1,
-                       "num_batches": 1, "batch_size": batch_size, "preset": PRESET,
-                       "time_budget": TIME_BUDGET or None, "max_seq_len": MAX_SEQ_LEN,
-                       "eval_seconds": 0.0}, fh)
-        os.replace(tmp, record_path)
-    return val_bpb
-'''
+    return report(val_bpb, peak_memory_mb=1536.0 + 64 * model["DEPTH"])   # what train.py prints too
+''')
 
 CONFIG = {
     "run": {"preset": "micro", "backend": "local", "proposer": "heuristic", "seed": 0},
@@ -222,6 +211,17 @@ def make_project(root: Path, *, noise: float = 0.001, use_git: bool = False, slo
     return root
 
 
+@pytest.fixture(scope="module")
+def standin_data(tmp_path_factory):
+    """The harness checks the data layout before it starts a child: the stand-in project's runs get
+    a fake one (tests that run the real prepare.py set their own AUTORESEARCH_CACHE). Module scope,
+    so module-scoped fixtures that run the harness see it too; modules ask for it with
+    `pytestmark = pytest.mark.usefixtures("standin_data")`."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("AUTORESEARCH_CACHE", str(make_fake_cache(tmp_path_factory.getbasetemp() / "standin-cache")))
+        yield
+
+
 def write_tools(root: Path) -> Path:
     """root/tools: the $EDITOR script (mode "lr") and the WEIGHT_DECAY diff."""
     tools = root / "tools"
@@ -278,8 +278,10 @@ def child_env(budget_s: float | None = None, **extra) -> dict:
     """The environment for an autoresearch child process: this checkout on PYTHONPATH, no keys."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("ANTHROPIC_", "AWS_"))}
     env["PYTHONPATH"] = str(REPO)
-    if budget_s is not None:
+    if budget_s:
         env["AUTORESEARCH_TIME_BUDGET"] = str(budget_s)
+    elif budget_s is not None:   # 0: the stand-in's own (instant) budget; an override must be > 0
+        env.pop("AUTORESEARCH_TIME_BUDGET", None)
     env.update(extra)
     return env
 

@@ -14,6 +14,8 @@ from agent.memory import Memory
 from agent.phases import get_phase
 from tests.conftest import ScriptedProposer, edit, git, make_project, open_ctx
 
+pytestmark = pytest.mark.usefixtures("standin_data")   # the data layout the harness checks
+
 BIG = ("moderate", "matrix lr 0.03", [edit("MATRIX_LR", "0.04", "0.03")])               # -0.0144 val_bpb
 MARGINAL = ("conservative", "weight decay 0.13", [edit("WEIGHT_DECAY", "0.2", "0.13")])  # -0.0007
 QUIET = Console(file=io.StringIO(), width=200)
@@ -57,7 +59,8 @@ def test_a_confirmation_jumps_the_queue_and_a_confirmed_win_moves_the_branch_at_
 
 
 def test_controls_are_interleaved_at_the_configured_rate(tmp_path):
-    project = make_project(tmp_path / "proj", noise=0.001, slots=1,
+    # noiseless: which candidate looks like a marginal win must not depend on the noise draws
+    project = make_project(tmp_path / "proj", noise=0.0, slots=1,
                            config={"selection": {"control_every": 2}})
     plan = {1: [("conservative", f"weight decay {wd}", [edit("WEIGHT_DECAY", "0.2", wd)])
                 for wd in ("0.21", "0.22", "0.23", "0.24")]}
@@ -70,7 +73,8 @@ def test_no_barrier_the_next_round_starts_while_a_straggler_still_runs(tmp_path,
     """Simulated, slow start-ups for some: round 2 is proposed and launched before round 1's last
     result arrives, and async keeps the slots busier than generations on the same work."""
     sim = {"slots": 4, "startup_median_s": 30.0, "straggler_rate": 0.3, "straggler_factor": 20.0,
-           "interruption_rate": 0.0, "crash_rate": 0.0, "proposal_latency_s": 1.0, "seed": 3, "start_at": 0.0}
+           "interruption_rate": 0.0, "crash_rate": 0.0, "proposal_latency_s": 1.0, "seed": 3, "start_at": 0.0,
+           "budget_s": {"micro": 4.0}}   # the instant stand-in's prepare.py says 0
     project = make_project(tmp_path / "proj", config={"run": {"backend": "simulated"}, "simulated": sim})
     figures = {}
     for schedule in ("generations", "async"):

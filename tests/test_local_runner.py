@@ -13,48 +13,36 @@ from pathlib import Path
 import pytest
 
 from sandbox.runners.base import ExecutionSpec, Finished, Progress
-from sandbox.runners.local import LocalRunner, plan_slots
-from sandbox.workspace import WorkspaceError, build_workspace, runtime_imports
+from sandbox.runners.local import LocalRunner, plan_slots, slot_cores
+from sandbox.workspace import HARNESS_FILES, WorkspaceError, build_workspace, runtime_imports
+from tests.standins import make_fake_cache, make_project, standin_workspace
 
 REPO = Path(__file__).resolve().parents[1]
 
-# Prints `steps` progress lines `step_s` apart, optionally hangs, then reports like train.py.
-STANDIN = r'''
-import json, os, sys, time
-cfg = json.load(open("standin.json"))
-with open("started.tmp", "w") as fh:   # atomically: the test reads the pid as soon as the file exists
-    fh.write(str(os.getpid()))
-os.replace("started.tmp", "started")
-if cfg.get("dump_env"):
-    json.dump(dict(os.environ), open("env_seen.json", "w"))
-for i in range(cfg.get("steps", 2)):
-    print(f"step {i:05d} ({100*(i+1)/cfg.get('steps', 2):.1f}%) | loss: {5.0 - i:.6f} | lrm: 1.00 | "
-          f"dt: 5ms | tok/sec: 1,000 | mfu: 2.0% | epoch: 1 | remaining: 1s", flush=True)
-    time.sleep(cfg.get("step_s", 0))
-time.sleep(cfg.get("hang", 0))
-json.dump({"val_bpb": 1.5, "time_budget": 4, "preset": os.environ["AUTORESEARCH_PRESET"]},
-          open(os.environ["AUTORESEARCH_EVAL_RECORD"], "w"))
-print("---")
-for k, v in [("val_bpb", "1.500000"), ("training_seconds", "1.0"), ("total_seconds", "1.5"),
-             ("peak_vram_mb", "0.0"), ("mfu_percent", "2.00"), ("total_tokens_M", "0.0"),
-             ("num_steps", "2"), ("num_params_M", "0.1"), ("depth", "1")]:
-    print(f"{k + ':':<18}{v}")
-'''
+
+@pytest.fixture(scope="module")
+def fake_cache(tmp_path_factory) -> Path:
+    return make_fake_cache(tmp_path_factory.mktemp("fake-cache"))
+
+
+@pytest.fixture(autouse=True)
+def _cache_env(fake_cache, monkeypatch):
+    monkeypatch.setenv("AUTORESEARCH_CACHE", str(fake_cache))
+    monkeypatch.delenv("AUTORESEARCH_TIME_BUDGET", raising=False)
 
 
 @pytest.fixture
 def project(tmp_path) -> Path:
-    """A stand-in project root: just the pinned prepare.py a workspace copies."""
-    proj = tmp_path / "project"
-    proj.mkdir()
-    (proj / "prepare.py").write_text("import numpy\nTIME_BUDGET = 4\n")
-    return proj
+    """A stand-in project root: the torch-free stand-in prepare.py a workspace copies."""
+    return make_project(tmp_path / "project")
 
 
 def workspace(tmp_path: Path, project: Path, name: str, **behaviour) -> Path:
-    ws = build_workspace(tmp_path / name, STANDIN, project, {"candidate": name})
-    (ws / "standin.json").write_text(json.dumps(behaviour))
-    return ws
+    return standin_workspace(tmp_path / name, project, **behaviour)
+
+
+def scratch(ws: Path, execution_id: str) -> Path:
+    return ws / "executions" / execution_id / "scratch"
 
 
 def spec(ws: Path, eid: str, **kw) -> ExecutionSpec:
@@ -81,23 +69,34 @@ def wait_for(path: Path, timeout: float = 20) -> None:
         time.sleep(0.05)
 
 
-def pid_alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
+def alive(marker: str) -> bool:
+    """Is any process running with `marker` in its command line? (The candidate's own pids are
+    those of its PID namespace and mean nothing out here.)"""
+    for name in os.listdir("/proc"):
+        if name.isdigit() and int(name) != os.getpid():
+            try:
+                cmd = Path(f"/proc/{name}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+                state = Path(f"/proc/{name}/stat").read_text().split(")")[-1].split()[0]
+            except OSError:
+                continue
+            if marker in cmd and state != "Z":
+                return True
+    return False
 
 
 # ---------------------------------------------------------------------------- workspace
 
-def test_build_workspace_contents_and_idempotence(tmp_path, project):
+def test_build_workspace_contents_and_idempotence(tmp_path):
+    project = tmp_path / "proj"
+    project.mkdir()
+    (project / "prepare.py").write_text("import numpy\nTIME_BUDGET = 4\n")
     ws = build_workspace(tmp_path / "w", "import torch\nimport tiktoken\nprint('hi')\n", project,
                          {"strategy": "moderate", "title": "deeper"})
-    assert sorted(p.name for p in ws.iterdir()) == ["candidate.json", "harness.py", "prepare.py",
-                                                      "requirements.txt", "train.py"]
+    assert sorted(p.name for p in ws.iterdir()) == sorted(["candidate.json", "prepare.py", "requirements.txt",
+                                                           "train.py", *HARNESS_FILES])
     assert (ws / "prepare.py").read_text() == (project / "prepare.py").read_text()
-    assert (ws / "harness.py").read_text() == (REPO / "sandbox" / "harness.py").read_text()
+    for name in HARNESS_FILES:
+        assert (ws / name).read_text() == (REPO / "sandbox" / name).read_text()
     reqs = (ws / "requirements.txt").read_text().splitlines()
     assert [r.split("==")[0] for r in reqs] == ["numpy", "tiktoken"]  # torch comes from the image
     assert all("==" in r for r in reqs)  # pinned to what is installed here
@@ -126,16 +125,35 @@ def test_runtime_imports_ignore_stdlib_torch_and_local_modules():
 # ---------------------------------------------------------------------------- slots
 
 @pytest.mark.parametrize("slots,threads,gpus,cores,expected", [
-    (0, 0, [], 2, (1, 2)), (0, 0, [], 16, (4, 4)), (0, 0, [], 1, (1, 1)), (3, 0, [], 12, (3, 4)),
-    (0, 1, [], 2, (2, 1)), (0, 0, ["0", "1"], 16, (2, 8)), (2, 2, [], 2, (2, 2)),
+    (0, 0, [], 2, (2, 1)), (0, 0, [], 16, (16, 1)), (0, 0, [], 1, (1, 1)), (3, 0, [], 12, (3, 1)),
+    (0, 2, [], 8, (4, 2)), (1, 0, [], 2, (1, 1)), (0, 0, ["0", "1"], 16, (2, 8)), (2, 2, [], 2, (2, 2)),
 ])
 def test_plan_slots(slots, threads, gpus, cores, expected):
     assert plan_slots(slots, threads, gpus, cores) == expected
 
 
+def test_slot_cores_pin_each_slot_to_its_own_cores():
+    assert [slot_cores(s, 1, [0, 1]) for s in range(2)] == [[0], [1]]
+    assert [slot_cores(s, 2, [4, 5, 6, 7]) for s in range(2)] == [[4, 5], [6, 7]]
+    assert slot_cores(2, 1, [0, 1]) == [0]   # more slots than cores: they share, the clock stays fair
+
+
+def test_cpu_slots_are_pinned_to_one_core_each(tmp_path, project):
+    runner = LocalRunner(slots=2, threads_per_slot=1, gpus=[])
+    a, b = (workspace(tmp_path, project, n, dump_env=True) for n in "ab")
+    runner.submit(spec(a, "a"))
+    runner.submit(spec(b, "b"))
+    finished, _ = collect(runner, {"a", "b"})
+    cores = runner.cores
+    assert [finished[k].result["cpus"] for k in "ab"] == [[cores[0]], [cores[1 % len(cores)]]]
+    assert {finished[k].result["threads"] for k in "ab"} == {1}
+    sandboxes = [finished[k].result["integrity"]["sandbox"] for k in "ab"]
+    assert [s["cpus"] for s in sandboxes] == [[cores[0]], [cores[1 % len(cores)]]]   # what the child got
+
+
 def test_parallel_slots_and_full_runner_refuses(tmp_path, project):
     runner = LocalRunner(slots=2, threads_per_slot=1, gpus=[])
-    a, b, c = (workspace(tmp_path, project, n, hang=1.0) for n in "abc")
+    a, b, c = (workspace(tmp_path, project, n, sleep=1.0) for n in "abc")
     runner.submit(spec(a, "a"))
     handle = runner.submit(spec(b, "b"))
     assert handle.startswith("local:") and runner.free_slots() == 0
@@ -143,7 +161,8 @@ def test_parallel_slots_and_full_runner_refuses(tmp_path, project):
     with pytest.raises(RuntimeError, match="all 2 slots are busy"):
         runner.submit(spec(c, "c"))
     finished, _ = collect(runner, {"a", "b"})
-    assert all(f.result["status"] == "ok" and f.backend == "local" for f in finished.values())
+    assert all(f.result["status"] == "ok" and f.backend == "local" for f in finished.values()), \
+        [f.result["failure_reason"] for f in finished.values()]
     fa, fb = finished["a"], finished["b"]
     assert fa.started_at < fb.ended_at and fb.started_at < fa.ended_at  # they overlapped
     assert runner.free_slots() == 2 and runner.active() == []
@@ -154,12 +173,25 @@ def test_parallel_slots_and_full_runner_refuses(tmp_path, project):
 
 def test_same_workspace_twice_concurrently(tmp_path, project):
     runner = LocalRunner(slots=2, threads_per_slot=1, gpus=[])
-    ws = workspace(tmp_path, project, "w", hang=0.3)
+    ws = workspace(tmp_path, project, "w", sleep=0.3)
     runner.submit(spec(ws, "x/1"))
     runner.submit(spec(ws, "x/2"))
     finished, _ = collect(runner, {"x/1", "x/2"})
     assert [finished[k].result["status"] for k in ("x/1", "x/2")] == ["ok", "ok"]
     assert (ws / "executions" / "x_1" / "result.json").is_file()
+
+
+def test_a_rerun_never_meets_an_earlier_attempts_files(tmp_path, project):
+    runner = LocalRunner(slots=1, threads_per_slot=1, gpus=[])
+    ws = workspace(tmp_path, project, "r")
+    out = ws / "executions" / "r1"
+    (out / "scratch").mkdir(parents=True)
+    (out / "scratch" / "checkpoint.pt").write_text("left by a killed attempt")
+    (out / "result.json").write_text('{"status": "ok", "val_bpb": 0.1}')
+    runner.submit(spec(ws, "r1"))
+    finished, _ = collect(runner, {"r1"})
+    assert finished["r1"].result["status"] == "ok" and finished["r1"].result["val_bpb"] != 0.1
+    assert not (out / "scratch" / "checkpoint.pt").exists()
 
 
 def test_progress_events(tmp_path, project):
@@ -172,8 +204,8 @@ def test_progress_events(tmp_path, project):
     steps = [p.step for p in progress]
     assert steps == sorted(steps) and steps[-1] <= 3
     first = progress[0]
-    assert first.execution_id == "p1" and first.tok_per_s == 1000.0 and first.mfu == 2.0
-    assert first.loss == pytest.approx(5.0 - first.step) and first.elapsed_s > 0
+    assert first.execution_id == "p1" and first.tok_per_s == 12345.0 and first.mfu == 1.5
+    assert first.loss == pytest.approx(4.0 - 0.1 * first.step) and first.elapsed_s > 0
 
 
 def test_gpu_slots_pin_cuda_visible_devices(tmp_path, project):
@@ -181,34 +213,48 @@ def test_gpu_slots_pin_cuda_visible_devices(tmp_path, project):
     assert runner.slots == 2
     ws = [workspace(tmp_path, project, n, dump_env=True) for n in ("g0", "g1")]
     runner.submit(spec(ws[0], "g0"))
-    runner.submit(spec(ws[1], "g1", env={"AUTORESEARCH_TIME_BUDGET": "4"}))
+    runner.submit(spec(ws[1], "g1", env={"AUTORESEARCH_SOURCE": "x"}))
     finished, _ = collect(runner, {"g0", "g1"})
-    seen = [json.loads((w / "env_seen.json").read_text()) for w in ws]
+    seen = [json.loads((scratch(w, n) / "env_seen.json").read_text()) for w, n in zip(ws, ("g0", "g1"))]
     assert [s["CUDA_VISIBLE_DEVICES"] for s in seen] == ["3", "5"]
-    assert seen[1]["AUTORESEARCH_TIME_BUDGET"] == "4" and seen[0]["OMP_NUM_THREADS"] == "1"
+    assert seen[1]["AUTORESEARCH_SOURCE"] == "x" and seen[0]["OMP_NUM_THREADS"] == "1"
     assert finished["g0"].instance_type == "local-gpu3"
 
 
 def test_cancel_kills_and_reports_killed(tmp_path, project):
     runner = LocalRunner(slots=1, threads_per_slot=1, gpus=[])
-    ws = workspace(tmp_path, project, "k", hang=600)
+    ws = workspace(tmp_path, project, "k", sleep=600)
     runner.submit(spec(ws, "k1"))
-    wait_for(ws / "started")
-    child = int((ws / "started").read_text())
+    wait_for(scratch(ws, "k1") / "sleeping")
     runner.cancel("k1")
-    finished, _ = collect(runner, {"k1"}, timeout=20)
+    finished, _ = collect(runner, {"k1"}, timeout=30)
     assert finished["k1"].result["status"] == "killed"
-    assert not pid_alive(child)
+    assert not alive(str(ws / "bootstrap.py"))
     runner.cancel("k1")  # already gone: a no-op
+
+
+def test_stop_early_reports_stopped_early_with_the_reason(tmp_path, project):
+    runner = LocalRunner(slots=1, threads_per_slot=1, gpus=[])
+    ws = workspace(tmp_path, project, "e", sleep=600)
+    runner.submit(spec(ws, "e1"))
+    wait_for(scratch(ws, "e1") / "sleeping")
+    runner.stop_early("e1", {"rule": "curve", "loss": 4.2, "incumbent": 3.1, "pct": 35.0})
+    finished, _ = collect(runner, {"e1"}, timeout=30)
+    result = finished["e1"].result
+    assert result["status"] == "stopped_early"
+    assert result["early_stop"] == {"rule": "curve", "loss": 4.2, "incumbent": 3.1, "pct": 35.0}
+    assert result["failure_reason"].startswith("stopped early: ")
+    assert not alive(str(ws / "bootstrap.py"))
+    runner.stop_early("e1", {})  # already gone: a no-op
 
 
 def test_shutdown_returns_killed_for_everything_running(tmp_path, project):
     runner = LocalRunner(slots=2, threads_per_slot=1, gpus=[])
-    spaces = [workspace(tmp_path, project, n, hang=600) for n in ("s1", "s2")]
+    spaces = [workspace(tmp_path, project, n, sleep=600) for n in ("s1", "s2")]
     for ws in spaces:
         runner.submit(spec(ws, ws.name))
     for ws in spaces:
-        wait_for(ws / "started")
+        wait_for(scratch(ws, ws.name) / "sleeping")
     done = runner.shutdown()
     assert sorted(f.execution_id for f in done) == ["s1", "s2"]
     assert {f.result["status"] for f in done} == {"killed"}
@@ -233,6 +279,7 @@ def test_submit_needs_a_built_workspace(tmp_path):
         runner.submit(spec(tmp_path, "x"))
     assert runner.free_slots() == 1
     assert runner.reattach(spec(tmp_path, "x"), "local:1") is False
+    assert runner.simulated is False and runner.clock.now() > 0
 
 
 # ---------------------------------------------------------------------------- orchestrator death
@@ -253,19 +300,18 @@ ORCHESTRATOR = textwrap.dedent('''
 @pytest.mark.parametrize("sig,status", [(signal.SIGINT, "interrupted"), (signal.SIGTERM, "killed"),
                                         (signal.SIGKILL, "killed")])
 def test_orchestrator_death_leaves_no_orphans(tmp_path, project, sig, status):
-    spaces = [workspace(tmp_path, project, n, hang=600) for n in ("o1", "o2")]
+    spaces = [workspace(tmp_path, project, n, sleep=600) for n in ("o1", "o2")]
     orch = subprocess.Popen([sys.executable, "-c", ORCHESTRATOR, *map(str, spaces)], cwd=REPO,
                             env=dict(os.environ, PYTHONPATH=str(REPO)))
     for ws in spaces:
-        wait_for(ws / "started")
-    children = [int((ws / "started").read_text()) for ws in spaces]
+        wait_for(scratch(ws, ws.name) / "sleeping", timeout=60)
     orch.send_signal(sig)
     orch.wait(timeout=30)
-    for ws, child in zip(spaces, children):
+    for ws in spaces:
         result_file = ws / "executions" / ws.name / "result.json"
-        wait_for(result_file)  # after SIGKILL the harness writes it on its own (PDEATHSIG)
+        wait_for(result_file, timeout=30)  # after SIGKILL the harness writes it on its own (PDEATHSIG)
         assert json.loads(result_file.read_text())["status"] == status
-        deadline = time.monotonic() + 10
-        while pid_alive(child):
-            assert time.monotonic() < deadline, f"train.py {child} outlived its orchestrator"
+        deadline = time.monotonic() + 15
+        while alive(str(ws / "bootstrap.py")):
+            assert time.monotonic() < deadline, f"train.py of {ws.name} outlived its orchestrator"
             time.sleep(0.05)

@@ -60,14 +60,14 @@ def test_a_made_up_score_is_caught_by_the_harness_record(micro_cache):
     assert check_source(source, BASELINE) == []
     result = preflight(source, ROOT, cache_dir=micro_cache)
     assert not result.ok
-    assert result.reason.startswith("rejected: integrity: printed val_bpb 0.500000")
+    assert result.reason.startswith("integrity: printed val_bpb 0.500000")
 
 
 @pytest.mark.timeout(120)
 def test_a_hanging_candidate_times_out(micro_cache):
     source = edit("    t_start = time.time()\n", "    t_start = time.time()\n    time.sleep(600)\n")
     result = preflight(source, ROOT, cache_dir=micro_cache, timeout=3)
-    assert not result.ok and result.reason.startswith("timeout: timed out after")
+    assert not result.ok and result.reason.startswith("timeout: timed out: ")
     assert result.seconds < 30
 
 

@@ -5,10 +5,12 @@ import io
 import json
 import math
 import os
+import re
 import shutil
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -49,7 +51,6 @@ def micro_cache(tmp_path_factory):
 @pytest.fixture
 def micro_env(micro_cache, monkeypatch):
     monkeypatch.setenv("AUTORESEARCH_CACHE", str(micro_cache))
-    monkeypatch.delenv("AUTORESEARCH_EVAL_RECORD", raising=False)
     return micro_cache
 
 
@@ -244,66 +245,321 @@ def test_dataloader_rows_start_with_bos_and_pack_whole_documents(micro_env):
                 assert any(c == seg or (last and c[:len(seg)] == seg) for c in candidates), (k, seg[:10])
 
 
-def test_dataloader_val_is_deterministic_and_epochs_advance(micro_env):
+def test_make_dataloader_serves_the_training_split_only(micro_env):
     tok = P.Tokenizer.from_directory()
-    a, b = P.make_dataloader(tok, 2, 64, "val"), P.make_dataloader(tok, 2, 64, "val")
-    for _ in range(3):
-        xa, ya, _ = next(a)
-        xb, yb, _ = next(b)
-        assert torch.equal(xa, xb) and torch.equal(ya, yb)
-    loader = P.make_dataloader(tok, 64, 64, "val", buffer_size=8)
-    epochs = [next(loader)[2] for _ in range(60)]
+    for split in ("val", "test"):
+        with pytest.raises(ValueError, match="training split only"):
+            next(P.make_dataloader(tok, 2, 64, split))
+    loader = P.make_dataloader(tok, 64, 64, "train", buffer_size=8)
+    epochs = [next(loader)[2] for _ in range(400)]
     assert epochs[0] == 1 and epochs[-1] >= 2 and epochs == sorted(epochs)
-    with pytest.raises(ValueError, match="split"):
-        next(P.make_dataloader(tok, 2, 64, "test"))
+
+
+def test_val_rows_are_deterministic_and_cached_by_prepare(micro_env):
+    data, tok_dir = micro_env / "micro" / "data", micro_env / "micro" / "tokenizer"
+    rows, source = P.load_val_rows(data / "shard_val.parquet", tok_dir, "micro")
+    assert source == "file" and (data / P.VAL_ROWS).is_file()        # prepare() wrote them
+    assert rows.shape == (P.EVAL_TOKENS // 64, 65) and rows.dtype == torch.int64
+    assert bool((rows[:, 0] == 508).all())                            # every row starts with BOS
+    fresh = torch.from_numpy(P.build_val_rows(data / "shard_val.parquet", tok_dir, "micro").astype("int64"))
+    assert torch.equal(rows, fresh)                                   # the file is what tokenizing gives
+    (data / P.VAL_ROWS_META).write_text("{}")                          # a stale file is not trusted
+    try:
+        again, source = P.load_val_rows(data / "shard_val.parquet", tok_dir, "micro")
+        assert source == "tokenized" and torch.equal(again, rows)
+    finally:
+        P.prepare("micro", cache_dir=micro_env)
+    assert P.prepare("micro", cache_dir=micro_env)["val_rows"] == "cached"
+
+
+# --- the budget clock -----------------------------------------------------------------------
+
+def test_training_clock_counts_cpu_time_from_interpreter_start():
+    clock = P.TrainingClock()
+    assert clock.kind == "cpu" and clock.budget == P.TIME_BUDGET
+    allowance = P.PRESETS["micro"]["startup_allowance"]
+
+    def cpu():   # this process's threads and the children it waited for
+        t = os.times()
+        return time.process_time() + t.children_user + t.children_system
+
+    before = cpu()
+    seconds = clock.seconds
+    assert before - allowance - 0.01 <= seconds <= cpu() - allowance + 0.01
+    steps = clock.steps
+    t = time.process_time()
+    while time.process_time() - t < 0.05:    # CPU work moves the clock ...
+        pass
+    progress = clock.tick()
+    assert clock.steps == steps + 1 and 0.0 <= progress <= 1.0
+    assert clock.seconds - seconds >= 0.05
+    t = time.process_time()
+    time.sleep(0.2)                          # ... sleeping does not (CPU presets)
+    assert clock.seconds - seconds < 0.05 + (time.process_time() - t) + 0.1
+    assert clock.done == (clock.seconds >= P.TIME_BUDGET)
+    assert P.TrainingClock().steps == clock.steps   # one count per process
 
 
 # --- evaluate_bpb ---------------------------------------------------------------------------
 
+def fresh_prepare():
+    """evaluate_bpb may run once per process (per module): each test takes a fresh module."""
+    return load_prepare("micro")
+
+
 class UniformModel(torch.nn.Module):
     """Predicts the uniform distribution: cross-entropy is ln(V) for every token."""
 
-    def __init__(self, vocab):
+    def __init__(self, vocab=512):
         super().__init__()
         self.vocab = vocab
         self.w = torch.nn.Parameter(torch.zeros(1))
 
-    def forward(self, x, y, reduction="mean"):
-        logits = torch.zeros(*x.shape, self.vocab) + self.w
-        return torch.nn.functional.cross_entropy(logits.view(-1, self.vocab), y.reshape(-1), reduction=reduction)
+    def forward(self, x):
+        return torch.zeros(*x.shape, self.vocab) + self.w
 
 
-def test_evaluate_bpb_records_what_it_computed(micro_env, tmp_path, monkeypatch):
-    record = tmp_path / "sub" / "eval.json"
-    record.parent.mkdir()
-    monkeypatch.setenv("AUTORESEARCH_EVAL_RECORD", str(record))
-    tok = P.Tokenizer.from_directory()
-    bpb = P.evaluate_bpb(UniformModel(512), tok, 8)
-    rec = json.loads(record.read_text())
-    assert rec["val_bpb"] == bpb and math.isfinite(bpb)
-    assert rec["num_batches"] == P.EVAL_TOKENS // (8 * 64) and rec["batch_size"] == 8
-    assert rec["num_tokens"] == rec["num_batches"] * 8 * 64
-    assert rec["preset"] == "micro" and rec["max_seq_len"] == 64 and rec["time_budget"] == P.TIME_BUDGET
-    assert rec["eval_seconds"] >= 0
-    assert rec["total_nats"] / (math.log(2) * rec["total_bytes"]) == pytest.approx(bpb)
+class TinyLM(torch.nn.Module):
+    """An honest causal model: embedding, causal mean of the prefix, head."""
+
+    def __init__(self, vocab=512, dim=16):
+        super().__init__()
+        torch.manual_seed(0)
+        self.emb = torch.nn.Embedding(vocab, dim)
+        self.head = torch.nn.Linear(dim, vocab)
+        self.drop = torch.nn.Dropout(0.5)
+
+    def forward(self, x):
+        h = self.emb(x).cumsum(1) / torch.arange(1, x.size(1) + 1).view(1, -1, 1)
+        return self.head(self.drop(h))
+
+
+def test_evaluate_bpb_scores_the_logits_itself(micro_env):
+    p = fresh_prepare()
+    bpb = p.evaluate_bpb(UniformModel(), p.Tokenizer.from_directory(), 8)
     # recompute independently: counted tokens (bytes > 0) each cost ln(512) nats
-    tb = P.get_token_bytes()
-    loader = P.make_dataloader(tok, 8, 64, "val")
-    counted = nbytes = 0
-    for _ in range(rec["num_batches"]):
-        _, y, _ = next(loader)
-        b = tb[y.reshape(-1)]
-        counted += int((b > 0).sum())
-        nbytes += int(b.sum())
-    assert rec["total_bytes"] == nbytes
+    rows, _ = p.load_val_rows(micro_env / "micro" / "data" / "shard_val.parquet",
+                              micro_env / "micro" / "tokenizer", "micro")
+    assert rows.shape[0] * 64 == p.EVAL_TOKENS
+    b = p.get_token_bytes()[rows[:, 1:].reshape(-1)]
+    counted, nbytes = int((b > 0).sum()), int(b.sum())
     assert bpb == pytest.approx(counted * math.log(512) / (math.log(2) * nbytes), rel=1e-6)
-    assert not [p for p in record.parent.iterdir() if p.name != "eval.json"]  # atomic: no temp left
 
 
-def test_evaluate_bpb_without_record(micro_env, tmp_path):
-    assert "AUTORESEARCH_EVAL_RECORD" not in os.environ
-    bpb = P.evaluate_bpb(UniformModel(512), P.Tokenizer.from_directory(), 512)  # > EVAL_TOKENS: 1 batch
-    assert math.isfinite(bpb) and bpb > 0
+@pytest.mark.parametrize("batch_size", [1, 3, 8, 512, 10_000])
+def test_evaluate_bpb_covers_eval_tokens_whatever_the_batch_size(micro_env, batch_size):
+    reference = fresh_prepare().evaluate_bpb(TinyLM(), None, 8)
+    assert fresh_prepare().evaluate_bpb(TinyLM(), None, batch_size) == pytest.approx(reference, rel=1e-5)
+
+
+def test_evaluate_bpb_puts_the_model_in_eval_mode_itself(micro_env):
+    """Dropout is off during the evaluation even when the class overrides train()/eval()."""
+    class Stubborn(TinyLM):
+        def train(self, mode=True):
+            return self
+
+        def eval(self):
+            return self
+
+    model = Stubborn()
+    model.train()
+    assert model.training and model.drop.training
+    reference = fresh_prepare().evaluate_bpb(TinyLM().eval(), None, 8)
+    assert fresh_prepare().evaluate_bpb(model, None, 8) == pytest.approx(reference, rel=1e-6)
+
+
+def test_evaluate_bpb_runs_once_per_process(micro_env):
+    p = fresh_prepare()
+    p.evaluate_bpb(UniformModel(), None, 8)
+    with pytest.raises(p.IntegrityError, match="evaluation: evaluate_bpb was called 2 times"):
+        p.evaluate_bpb(UniformModel(), None, 8)
+
+
+class Peeking(TinyLM):
+    """Adds a little of the next token's embedding at every position: a one-token look-ahead."""
+
+    def __init__(self, every=1, after_calls=0):
+        super().__init__()
+        self.every, self.after_calls, self.calls = every, after_calls, 0
+
+    def forward(self, x):
+        self.calls += 1
+        logits = super().forward(x)
+        if self.calls > self.after_calls:
+            nxt = torch.nn.functional.one_hot(x.roll(-1, 1), logits.size(-1)).float()
+            mask = torch.zeros(x.size(1))
+            mask[::self.every] = 1
+            logits = logits + 0.5 * nxt * mask.view(1, -1, 1)
+        return logits
+
+
+@pytest.mark.parametrize("every,after_calls", [(1, 0), (16, 0), (64, 0), (1, 2)])
+def test_causality_probe_names_the_leaking_position(micro_env, every, after_calls):
+    """Every position is tested (sparse leaks too). A model that starts leaking later in the
+    evaluation changes its answer for the first batch too (statelessness) - whichever the
+    randomly placed probes meet first."""
+    p = fresh_prepare()
+    with pytest.raises(p.IntegrityError) as e:
+        p.evaluate_bpb(Peeking(every, after_calls).eval(), None, 8)
+    if after_calls:
+        assert re.search(r"causality: the logits at position|statelessness: the first evaluation batch", str(e.value))
+    else:
+        m = re.search(r"causality: the logits at position (\d+) of row \d+ moved by", str(e.value))
+        assert m and int(m.group(1)) % every == 0, str(e.value)
+
+
+def test_causality_probe_catches_rows_that_see_each_other(micro_env):
+    class BatchMixer(TinyLM):
+        def forward(self, x):
+            logits = super().forward(x)
+            return logits + 0.1 * logits.mean(0, keepdim=True).detach()   # batch statistics
+
+    p = fresh_prepare()
+    with pytest.raises(p.IntegrityError, match="causality"):
+        p.evaluate_bpb(BatchMixer().eval(), None, 8)
+
+
+def test_a_model_that_edits_its_earlier_outputs_is_still_caught(micro_env):
+    """It keeps the logits it returned and overwrites them with each new answer, so that a probe
+    compared against them would see no change: prepare keeps its own copy."""
+    class Rewriter(Peeking):
+        kept = None
+
+        def forward(self, x):
+            out = super().forward(x)
+            if self.kept is not None and self.kept.shape == out.shape:
+                self.kept.copy_(out)
+            self.kept = out
+            return out
+
+    p = fresh_prepare()
+    with pytest.raises(p.IntegrityError, match="causality"):
+        p.evaluate_bpb(Rewriter().eval(), None, 8)
+
+
+def test_statelessness_probe_catches_a_model_that_learns_while_evaluated(micro_env):
+    class Learner(TinyLM):
+        def forward(self, x):
+            with torch.inference_mode(False), torch.enable_grad():
+                h = self.emb.weight.clone()
+            self.head.bias.add_(0.01)          # "training" on what it sees
+            return super().forward(x)
+
+    p = fresh_prepare()
+    with pytest.raises(p.IntegrityError, match="statelessness"):
+        p.evaluate_bpb(Learner().eval(), None, 8)
+
+
+def test_statelessness_probe_catches_hidden_state(micro_env):
+    """Improves its answers as it goes through a plain attribute (not a parameter or buffer):
+    the first batch, scored again, differs."""
+    class Drifting(TinyLM):
+        calls = 0
+
+        def forward(self, x):
+            self.calls += 1
+            return super().forward(x) * (1 + 0.01 * self.calls)
+
+    p = fresh_prepare()
+    with pytest.raises(p.IntegrityError, match="statelessness: the first evaluation batch scored"):
+        p.evaluate_bpb(Drifting().eval(), None, 8)
+
+
+def test_a_parameter_subclass_cannot_fake_its_fingerprint(micro_env):
+    """A parameter whose clone()/detach() return a frozen copy, on a model that learns while it is
+    evaluated: the fingerprint goes through the C base class."""
+    class Frozen(torch.nn.Parameter):
+        def clone(self, *args, **kwargs):
+            return self._frozen
+
+        def detach(self):
+            return self._frozen
+
+    class Sly(TinyLM):
+        def __init__(self):
+            super().__init__()
+            weight = Frozen(self.head.bias.data.clone())
+            weight._frozen = weight.data.clone()
+            self.head.bias = weight
+
+        def forward(self, x):
+            self.head.bias.data += 0.01     # a uniform shift: the predictions do not move, the state does
+            return super().forward(x)
+
+    p = fresh_prepare()
+    with pytest.raises(p.IntegrityError, match="statelessness: head.bias changed during the evaluation"):
+        p.evaluate_bpb(Sly().eval(), None, 8)
+
+
+def test_logits_must_be_a_plain_tensor_of_the_right_shape(micro_env):
+    class Sneaky(torch.Tensor):
+        @classmethod
+        def __torch_function__(cls, func, types, args=(), kwargs=None):
+            return super().__torch_function__(func, types, args, kwargs or {})
+
+    class SubclassModel(TinyLM):
+        def forward(self, x):
+            return super().forward(x).as_subclass(Sneaky)
+
+    class WrongShape(TinyLM):
+        def forward(self, x):
+            return super().forward(x)[:, :-1]
+
+    p = fresh_prepare()
+    with pytest.raises(p.IntegrityError, match="logits: the model returned a .*Sneaky, not a plain torch.Tensor"):
+        p.evaluate_bpb(SubclassModel().eval(), None, 8)
+    p = fresh_prepare()
+    with pytest.raises(p.IntegrityError, match=r"logits: .*shape \(8, 63, 512\); expected .*\(8, 64, 512\)"):
+        p.evaluate_bpb(WrongShape().eval(), None, 8)
+    p = fresh_prepare()
+    with pytest.raises(p.IntegrityError, match="needs a torch.nn.Module"):
+        p.evaluate_bpb(lambda x: torch.zeros(*x.shape, 512), None, 8)
+
+
+def test_monkeypatched_torch_is_refused(micro_env, monkeypatch):
+    p = fresh_prepare()
+    monkeypatch.setattr(torch.Tensor, "logsumexp", lambda self, dim: torch.zeros(self.shape[:-1]))
+    # logsumexp is inherited from the C base class: patching it adds a name to torch.Tensor
+    with pytest.raises(p.IntegrityError, match="monkeypatch: torch.Tensor gained logsumexp after prepare"):
+        p.evaluate_bpb(TinyLM().eval(), None, 8)
+
+
+def test_a_replaced_tensor_method_is_refused(micro_env, monkeypatch):
+    p = fresh_prepare()
+    monkeypatch.setattr(torch.Tensor, "__rsub__", lambda self, other: other - self.detach())
+    with pytest.raises(p.IntegrityError, match="monkeypatch: torch.Tensor.__rsub__ was replaced"):
+        p.evaluate_bpb(TinyLM().eval(), None, 8)
+
+
+@pytest.mark.parametrize("target,name", [("prepare", "EVAL_TOKENS"), ("prepare", "math"), ("math", "log"),
+                                         ("builtins", "sum"), ("torch", "float64")])
+def test_rebinding_what_prepare_computes_with_is_refused(micro_env, monkeypatch, target, name):
+    import builtins
+    import types
+    p = fresh_prepare()
+    log, total = math.log, builtins.sum
+    owner, replacement = {
+        ("prepare", "EVAL_TOKENS"): (p, 1024),
+        ("prepare", "math"): (p, types.SimpleNamespace(log=lambda x: 4 * log(x))),
+        ("math", "log"): (math, lambda x, *base: 4 * log(x, *base)),
+        ("builtins", "sum"): (builtins, lambda *a, **k: total(*a, **k)),
+        ("torch", "float64"): (torch, torch.float32),
+    }[target, name]
+    monkeypatch.setattr(owner, name, replacement)
+    with pytest.raises(p.IntegrityError, match=rf"monkeypatch: {target}.{name} was replaced after prepare"):
+        p.evaluate_bpb(TinyLM().eval(), None, 8)
+
+
+def test_an_active_torch_function_mode_is_refused(micro_env):
+    from torch.overrides import TorchFunctionMode
+
+    class Mode(TorchFunctionMode):
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            return func(*args, **(kwargs or {}))
+
+    p = fresh_prepare()
+    with Mode(), pytest.raises(p.IntegrityError, match="torch function/dispatch mode is active"):
+        p.evaluate_bpb(TinyLM().eval(), None, 8)
 
 
 # --- climbmix download (against a local HTTP server; nothing reaches the internet) ------------

@@ -19,12 +19,16 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import REPO, make_project, open_ctx, write_tools
+from tests.standins import make_fake_cache
+
+pytestmark = pytest.mark.usefixtures("standin_data")   # the data layout the harness checks
 
 TAG = "demo"
 
 def make_standin_project(root: Path) -> Path:
     """The conftest stand-in project (noiseless, a git repository) with the REPL's tools next to it."""
     write_tools(root)
+    make_fake_cache(root / "cache")                 # the data layout the harness checks (child_env)
     return make_project(root / "project", noise=0.0, use_git=True, slots=2,
                         config={"run": {"population": 3}, "selection": {"prior_sigma": 0.0001}})
 

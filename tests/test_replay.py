@@ -13,6 +13,8 @@ from agent.digest import lineage as lineage_of
 from agent.replay import ReplayError, run_replay, select_candidates
 from tests.conftest import make_project, open_ctx, write_tools
 
+pytestmark = pytest.mark.usefixtures("standin_data")   # the data layout the harness checks
+
 
 def make_standin_project(root):
     write_tools(root)

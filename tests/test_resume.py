@@ -24,6 +24,8 @@ from agent.results_tsv import read_results_tsv
 from sandbox.statuses import INEFFECTIVE_STATUSES, RESULT_STATUSES
 from tests.conftest import REPO, ScriptedProposer, child_env, make_project, open_ctx
 
+pytestmark = pytest.mark.usefixtures("standin_data")   # the data layout the harness checks
+
 
 def autopilot_cmd(tag: str, generations: int, population: int, schedule: str = "async") -> list[str]:
     return [sys.executable, "-m", "agent.cli", "autopilot", "--run", tag, "--generations", str(generations),
@@ -182,6 +184,7 @@ from pathlib import Path
 sys.path.insert(0, {repo!r})
 from agent.loop import run_autopilot
 from tests.conftest import DetachedRunner, open_ctx
+
 ctx = open_ctx(Path({project!r}), "ra", json_mode=True, runner=DetachedRunner())
 sys.exit(run_autopilot(ctx, generations=0, population=1))
 """

@@ -24,6 +24,7 @@ from sandbox.runners.base import ExecutionSpec, Finished, Progress, Requeued  # 
 from sandbox.runners.sagemaker import SageMakerRunner, write_dry_run_requests  # noqa: E402
 from sandbox.workspace import build_workspace  # noqa: E402
 from tests.aws_fixtures import REGION, hide_sagemaker_package, set_job  # noqa: E402
+from tests.standins import make_fake_cache, make_project  # noqa: E402
 
 pytest_plugins = ("tests.aws_fixtures",)   # fixtures: aws_server, aws, sim
 
@@ -32,18 +33,19 @@ IMAGE = "763104351884.dkr.ecr.us-east-1.amazonaws.com/pytorch-training:2.8.0-gpu
 ROLE = "arn:aws:iam::123456789012:role/autoresearch-sagemaker"
 BUCKET = "ar-test-bucket"
 
+# The stand-in reports through the stand-in prepare's real channel (tests/standins.py): the harness
+# accepts only records that come authenticated down its pipe, never a file the script writes.
 STANDIN = r'''
-import json, os, sys
-cfg = json.load(open("scenario.json"))
+import os, sys
+import prepare
 print("cuda=" + os.environ.get("CUDA_VISIBLE_DEVICES", "-"), flush=True)
 for i in range(1, 4):
     print(f"step {i:05d} ({33.3*i:.1f}%) | loss: {4.0 - i/10:.6f} | lrm: 1.00 | dt: 10ms | "
           f"tok/sec: 12,345 | mfu: 1.5% | epoch: 1 | remaining: {3-i}s", flush=True)
-if cfg.get("raise"):
-    raise RuntimeError(cfg["raise"])
-val = cfg.get("val", 1.234567)
-json.dump({"val_bpb": val, "time_budget": 4, "preset": os.environ["AUTORESEARCH_PRESET"],
-           "total_nats": 1.0, "total_bytes": 2}, open(os.environ["AUTORESEARCH_EVAL_RECORD"], "w"))
+if CFG.get("raise"):
+    raise RuntimeError(CFG["raise"])
+val = CFG.get("val", 1.234567)
+prepare.evaluate(val)
 print("---")
 for k, v in {"val_bpb": f"{val:.6f}", "training_seconds": "1.0", "total_seconds": "2.0", "peak_vram_mb": "0.0",
              "mfu_percent": "1.50", "total_tokens_M": "0.1", "num_steps": "3", "num_params_M": "0.5",
@@ -75,8 +77,9 @@ def make_settings(**sm) -> Settings:
 
 
 def make_spec(tmp_path: Path, execution_id: str, generation: int = 1, env: dict | None = None, **scenario) -> ExecutionSpec:
-    ws = build_workspace(tmp_path / "ws" / execution_id, STANDIN, PROJECT, {"execution_id": execution_id})
-    (ws / "scenario.json").write_text(json.dumps(scenario))
+    project = make_project(tmp_path / "standin-project")
+    ws = build_workspace(tmp_path / "ws" / execution_id, f"CFG = {scenario!r}\n" + STANDIN, project,
+                         {"execution_id": execution_id})
     return ExecutionSpec(execution_id=execution_id, workspace=ws, preset="micro", label=execution_id,
                          env=env or {}, tags={"run": "t1", "generation": str(generation), "candidate": f"c-{execution_id}"})
 
@@ -87,8 +90,13 @@ def make_runner(**sm) -> tuple[SageMakerRunner, FakeClock]:
 
 
 @pytest.fixture
-def bucket(aws):
-    boto3.client("s3", region_name=REGION, endpoint_url=aws.url).create_bucket(Bucket=BUCKET)
+def bucket(aws, tmp_path):
+    s3 = boto3.client("s3", region_name=REGION, endpoint_url=aws.url)
+    s3.create_bucket(Bucket=BUCKET)
+    # the data channels a job downloads: the layout the harness checks before it starts a child
+    fake = make_fake_cache(tmp_path / "fake-data", ("micro",)) / "micro"
+    for path in sorted(p for p in fake.rglob("*") if p.is_file()):
+        s3.upload_file(str(path), BUCKET, f"autoresearch/data/micro/{path.relative_to(fake).as_posix()}")
     return BUCKET
 
 
@@ -490,6 +498,6 @@ def test_real_train_py_runs_through_upload_channels_and_sm_entry(aws, sim, bucke
     done = finished(drain(runner))["real"]
     assert done.result["status"] == "ok", done.result.get("failure_reason")
     assert 0 < done.result["val_bpb"] < 20 and done.result["num_steps"] >= 1
-    assert done.result["eval_record"]["preset"] == "micro"
+    assert done.result["eval_record"]["settings"]["preset"] == "micro" and done.result["measurement_version"] == 2
     assert re.search(r"^\[real\] step \d+ \(", proc.stdout, re.M)   # train.py's progress reached the job log
     assert re.search(r"^\[real\] val_bpb:\s+\d", proc.stdout, re.M)     # what the MetricDefinitions scrape

@@ -16,8 +16,11 @@ from agent.report import build_report
 from agent.results_tsv import read_results_tsv
 from tests.conftest import ScriptedProposer, edit, git, make_project, open_ctx
 
+# The stand-in project's prepare.py is instant (a budget of 0): the simulated runs get the real presets'
+# budgets here, as the simulated.budget_s section says them.
 SIMULATED = {"slots": 4, "startup_median_s": 60.0, "straggler_rate": 0.0, "interruption_rate": 0.0,
-             "crash_rate": 0.0, "proposal_latency_s": 2.0, "seed": 1, "start_at": 1_000_000.0}
+             "crash_rate": 0.0, "proposal_latency_s": 2.0, "seed": 1, "start_at": 1_000_000.0,
+             "budget_s": {"micro": 4.0, "cpu": 45.0, "gpu": 300.0}}
 
 
 def simulated_project(tmp_path, **simulated):

@@ -60,11 +60,10 @@ def workspace(tmp_path, edits=()):
     return ws
 
 
-def run_train(ws, cache, budget="2", timeout=60, **env):
+def run_train(ws, cache, budget="2", timeout=120, **env):
+    """`python train.py` on its own (the developer's path: prepare reads the environment)."""
     full = dict(os.environ, AUTORESEARCH_CACHE=str(cache), AUTORESEARCH_PRESET="micro",
                 AUTORESEARCH_TIME_BUDGET=budget, PYTHONDONTWRITEBYTECODE="1", **env)
-    if "AUTORESEARCH_EVAL_RECORD" not in env:
-        full.pop("AUTORESEARCH_EVAL_RECORD", None)
     t0 = time.time()
     r = subprocess.run([sys.executable, "train.py"], cwd=ws, env=full, capture_output=True, text=True,
                        timeout=timeout)
@@ -73,28 +72,30 @@ def run_train(ws, cache, budget="2", timeout=60, **env):
 
 PROGRESS = re.compile(r"^step (\d{5}) \((\d+\.\d)%\) \| loss: (\d+\.\d{6}) \| lrm: (\d+\.\d\d) \| dt: (\d+)ms \| "
                       r"tok/sec: ([\d,]+) \| mfu: (\d+\.\d)% \| epoch: (\d+) \| remaining: (\d+)s$")
-SUMMARY = [("val_bpb", r"\d+\.\d{6}"), ("training_seconds", r"\d+\.\d"), ("total_seconds", r"\d+\.\d"),
+SUMMARY = [("val_bpb", r"\d+\.\d{6}"), ("training_seconds", r"-?\d+\.\d"), ("total_seconds", r"\d+\.\d"),
            ("peak_vram_mb", r"\d+\.\d"), ("mfu_percent", r"\d+\.\d\d"), ("total_tokens_M", r"\d+\.\d"),
            ("num_steps", r"\d+"), ("num_params_M", r"\d+\.\d"), ("depth", r"\d+")]
 
 
 # --- the real run ---------------------------------------------------------------------------
 
-def test_train_micro_prints_the_contract(micro_cache, tmp_path):
-    ws = workspace(tmp_path)
-    record = tmp_path / "eval_record.json"
-    before = sorted(p.name for p in ws.iterdir())
-    r, wall = run_train(ws, micro_cache, AUTORESEARCH_EVAL_RECORD=str(record))
-    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
-    assert wall < 20
-    lines = r.stdout.splitlines()
+def test_train_micro_through_the_harness(micro_cache, tmp_path, monkeypatch):
+    """The real train.py in the sandbox: prints the contract, and the harness's figures come from
+    prepare's record and its own clock."""
+    from sandbox.harness import run_harness
+    from sandbox.workspace import build_workspace
+    monkeypatch.setenv("AUTORESEARCH_CACHE", str(micro_cache))
+    ws = build_workspace(tmp_path / "ws", (ROOT / "train.py").read_text(), ROOT, {"test": True})
+    result = run_harness(ws, "micro", budget=2.0)
+    assert result["status"] == "ok", result["failure_reason"] + "\n" + result["log_tail"]
+    lines = (ws / "run.log").read_text().splitlines()
     progress = [m for m in map(PROGRESS.match, lines) if m]
     assert len(progress) >= 3
     assert [int(m.group(1)) for m in progress] == list(range(len(progress)))
     assert all(math.isfinite(float(m.group(3))) for m in progress)
     assert float(progress[-1].group(3)) < float(progress[0].group(3))  # it learns
     assert lines.count("---") == 1
-    tail = lines[lines.index("---") + 1:]
+    tail = [line for line in lines[lines.index("---") + 1:] if not line.startswith("[harness]")]
     assert len(tail) == len(SUMMARY)
     values = {}
     for line, (key, fmt) in zip(tail, SUMMARY):
@@ -102,18 +103,29 @@ def test_train_micro_prints_the_contract(micro_cache, tmp_path):
         assert m, line
         assert line.index(m.group(1)) == 18  # values aligned in one column, as upstream
         values[key] = float(m.group(1))
-    assert math.isfinite(values["val_bpb"]) and 0 < values["val_bpb"] < 10
-    assert values["training_seconds"] >= 2 and values["depth"] == T.DEPTH
-    assert values["num_steps"] == len(progress) and values["peak_vram_mb"] > 0
-    rec = json.loads(record.read_text())
-    assert f"{rec['val_bpb']:.6f}" == tail[0].split()[-1]
-    assert rec["preset"] == "micro" and rec["time_budget"] == 2 and rec["batch_size"] == T.DEVICE_BATCH_SIZE
-    assert sorted(p.name for p in ws.iterdir()) == before  # train.py writes no files
+    record = result["eval_record"]
+    assert f"{record['val_bpb']:.6f}" == tail[0].split()[-1] and result["val_bpb"] == record["val_bpb"]
+    assert 0 < result["val_bpb"] < 10 and values["depth"] == T.DEPTH == result["depth"]
+    assert result["num_steps"] == values["num_steps"] == len(progress) == record["clock"]["ticks"]
+    assert record["num_tokens"] == P.EVAL_TOKENS and record["settings"]["budget"] == 2.0
+    assert record["probes"]["causality"]["positions"] >= P.MAX_SEQ_LEN - 1
+    assert result["training_seconds"] <= result["integrity"]["budget"]["allowed_seconds"]
+    assert result["peak_vram_mb"] > 0 and result["total_tokens_M"] > 0
+    # train.py writes no files: its fresh scratch folder holds its own copy and the empty homes
+    assert sorted(p.name for p in (ws / "scratch").iterdir()) == [".home", ".tmp", "train.py"]
+
+
+def test_train_py_runs_on_its_own(micro_cache, tmp_path):
+    """`python train.py` next to prepare.py, without the harness (the developer's path)."""
+    ws = workspace(tmp_path)
+    r, _ = run_train(ws, micro_cache, budget="1")
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    assert re.search(r"^val_bpb:\s+\d+\.\d{6}$", r.stdout, re.M)
 
 
 def test_nan_fast_fail(micro_cache, tmp_path):
     ws = workspace(tmp_path, [("MATRIX_LR = 0.04", "MATRIX_LR = 1e9")])
-    r, _ = run_train(ws, micro_cache, budget="3")
+    r, _ = run_train(ws, micro_cache, budget="30")   # it fails within a few steps
     assert r.returncode != 0
     assert "FAIL" in r.stdout.splitlines()
     assert "val_bpb:" not in r.stdout
@@ -135,7 +147,9 @@ def test_missing_data_names_the_command(tmp_path):
 
 def test_knob_block_shape():
     src = (ROOT / "train.py").read_text()
-    assert "\nfrom prepare import PRESET, MAX_SEQ_LEN, TIME_BUDGET, Tokenizer, make_dataloader, evaluate_bpb\n" in src
+    assert ("\nfrom prepare import PRESET, MAX_SEQ_LEN, TIME_BUDGET, Tokenizer, TrainingClock, make_dataloader, "
+            "evaluate_bpb\n") in src
+    assert "warmup_steps" not in src and "OMP_NUM_THREADS" not in src   # no untimed steps, no thread knob
     gpu = dict(DEPTH="8", ASPECT_RATIO="64", HEAD_DIM="128", TOTAL_BATCH_SIZE="2**19", DEVICE_BATCH_SIZE="0")
     for name, value in gpu.items():
         m = re.search(rf'^{name}\s*= \{{"gpu": {re.escape(value)},\s+"cpu": [^,]+,\s+"micro": [^}}]+\}}\[PRESET\]',

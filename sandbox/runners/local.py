@@ -1,9 +1,14 @@
 """LocalRunner: candidate executions as child processes on this machine, one per slot.
 
-A slot is one visible GPU (each child pinned with CUDA_VISIBLE_DEVICES), or, without GPUs, a
-share of the CPU cores (OMP_NUM_THREADS per child). Every execution is
-`python WS/harness.py ...` - the same harness SageMaker runs - in its own session, writing into
-WS/executions/<execution_id>/ so repeated runs of one workspace (controls) never collide.
+A slot is one visible GPU (each child pinned with CUDA_VISIBLE_DEVICES), or, without GPUs, one
+CPU core by default: one compute thread, pinned to that core (the CPU budget clock is only honest
+with one compute thread per candidate; two cores train two candidates at once). Every execution
+is `python -I WS/harness.py ...` - the same harness SageMaker runs - in its own session, writing
+into WS/executions/<execution_id>/, which is emptied first: a re-run never meets the files of an
+earlier attempt, and repeated runs of one workspace (controls) never collide.
+
+stop_early(execution_id, reason) writes the reason to that folder's stop.json and sends the
+harness SIGUSR1; the harness stops train.py and reports `stopped_early` with the reason.
 
 No orphans: children are started from one long-lived launcher thread with PR_SET_PDEATHSIG =
 SIGTERM (the harness then stops train.py and writes `killed`), so even a SIGKILLed orchestrator
@@ -30,7 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from sandbox.progress import parse_progress_line, to_progress
-from sandbox.runners.base import ExecutionSpec, Finished, Progress, RunnerEvent
+from sandbox.runners.base import ExecutionSpec, Finished, Progress, RunnerEvent, WallClock
 
 CANCEL_GRACE_S = 15.0        # harness gets this long to stop train.py and write result.json
 TAIL_INTERVAL_S = 0.2        # how often run.log is read for progress
@@ -54,25 +59,33 @@ def visible_gpus() -> list[str]:
     return [str(i) for i, line in enumerate(l for l in out.splitlines() if l.startswith("GPU "))]
 
 
-def available_cores() -> int:
+def core_ids() -> list[int]:
+    """The cores this process may run on."""
     try:
-        return len(os.sched_getaffinity(0))
+        return sorted(os.sched_getaffinity(0))
     except AttributeError:
-        return os.cpu_count() or 1
+        return list(range(os.cpu_count() or 1))
+
+
+def available_cores() -> int:
+    return len(core_ids())
 
 
 def plan_slots(slots: int, threads_per_slot: int, gpus: list[str], cores: int) -> tuple[int, int]:
-    """(slots, threads per slot). GPUs: one slot each unless told otherwise. CPU: by default
-    slots of up to 4 threads (2 cores -> 1 slot x 2 threads; 16 cores -> 4 x 4)."""
+    """(slots, threads per slot). GPUs: one slot each unless told otherwise, the cores shared
+    among them. CPU: one thread per slot unless told otherwise (the CPU clock counts every
+    thread, and OpenMP threads spin while a sibling is descheduled), one slot per core."""
     if gpus:
         n = slots or len(gpus)
         return n, threads_per_slot or max(1, cores // n)
-    if slots and threads_per_slot:
-        return slots, threads_per_slot
-    if slots:
-        return slots, max(1, cores // slots)
-    threads = threads_per_slot or min(cores, 4)
-    return max(1, cores // threads), threads
+    threads = threads_per_slot or 1
+    return slots or max(1, cores // threads), threads
+
+
+def slot_cores(slot: int, threads: int, cores: list[int]) -> list[int]:
+    """The cores slot `slot` is pinned to: `threads` consecutive ones (wrapping around when there
+    are more slots than cores: they then share, and the CPU clock keeps their budgets fair)."""
+    return [cores[(slot * threads + i) % len(cores)] for i in range(threads)]
 
 
 def _safe_name(execution_id: str) -> str:
@@ -136,6 +149,7 @@ class _Execution:
     started_at: float
     started_mono: float
     cancel_status: str | None = None
+    early_stop: dict | None = None
     done: threading.Event = field(default_factory=threading.Event)
 
 
@@ -143,13 +157,16 @@ class LocalRunner:
     """Runner protocol over local child processes. See the module docstring."""
 
     name = "local"
+    simulated = False
 
     def __init__(self, slots: int = 0, threads_per_slot: int = 0, gpus: list[str] | None = None,
                  python: str = sys.executable, startup_allowance_s: float = 120.0,
-                 cancel_grace_s: float = CANCEL_GRACE_S):
+                 cancel_grace_s: float = CANCEL_GRACE_S, pin_cores: bool = True):
         self.gpus = [str(g) for g in gpus] if gpus is not None else visible_gpus()
-        self.slots, self.threads_per_slot = plan_slots(slots, threads_per_slot, self.gpus,
-                                                       available_cores())
+        self.cores = core_ids()
+        self.slots, self.threads_per_slot = plan_slots(slots, threads_per_slot, self.gpus, len(self.cores))
+        self.pin_cores = pin_cores
+        self.clock = WallClock()
         self.python = python
         self.startup_allowance_s = startup_allowance_s
         self.cancel_grace_s = cancel_grace_s
@@ -208,6 +225,21 @@ class LocalRunner:
     def cancel(self, execution_id: str) -> None:
         self._cancel(execution_id, "killed")
 
+    def stop_early(self, execution_id: str, reason: dict) -> None:
+        """Stop one execution because its curve is losing: its Finished has status
+        `stopped_early` and the result carries `reason` under `early_stop`."""
+        with self._lock:
+            execution = self._running.get(execution_id)
+        if execution is None:
+            return
+        execution.cancel_status = "stopped_early"
+        execution.early_stop = dict(reason)
+        stop = execution.out_dir / "stop.json"
+        tmp = stop.with_name(f".stop.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(reason, default=str))
+        os.replace(tmp, stop)    # complete before the signal: the harness reads it in its handler
+        self._signal(execution, signal.SIGUSR1)
+
     def reattach(self, spec: ExecutionSpec, job_id: str) -> bool:
         return False  # a local child does not outlive its orchestrator
 
@@ -240,12 +272,13 @@ class LocalRunner:
     # ------------------------------------------------------------------ internals
     def _start(self, spec: ExecutionSpec, ws: Path, slot: int) -> _Execution:
         out_dir = ws / "executions" / _safe_name(spec.execution_id)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        for stale in ("result.json", "run.log"):
-            (out_dir / stale).unlink(missing_ok=True)
-        cmd = [self.python, str(ws / "harness.py"), "--workspace", str(ws), "--preset", spec.preset,
+        shutil.rmtree(out_dir, ignore_errors=True)   # an earlier attempt's files never meet this one
+        out_dir.mkdir(parents=True)
+        cmd = [self.python, "-I", str(ws / "harness.py"), "--workspace", str(ws), "--preset", spec.preset,
                "--out", str(out_dir), "--threads", str(self.threads_per_slot), "--no-echo",
                "--startup-allowance", f"{self.startup_allowance_s:g}"]
+        if self.pin_cores and not self.gpus:
+            cmd += ["--cpus", ",".join(map(str, slot_cores(slot, self.threads_per_slot, self.cores)))]
         if spec.timeout_s:
             cmd += ["--timeout", f"{spec.timeout_s:g}"]
         for key, value in spec.env.items():
@@ -327,12 +360,15 @@ class LocalRunner:
         status = execution.cancel_status or "crash"
         harness_out = (execution.out_dir / "harness.out")
         tail = harness_out.read_text(errors="replace")[-4000:] if harness_out.is_file() else ""
-        return {"status": status, "val_bpb": None, "peak_vram_mb": None, "training_seconds": None,
-                "total_seconds": None, "num_steps": None, "mfu_percent": None, "num_params_M": None,
-                "total_tokens_M": None, "depth": None,
-                "failure_reason": f"{problem} (harness exit code {returncode})",
-                "log_tail": tail, "exit_code": returncode, "preset": execution.spec.preset,
-                "log_path": str(execution.out_dir / "run.log"), "eval_record": None}
+        result = {"status": status, "val_bpb": None, "peak_vram_mb": None, "training_seconds": None,
+                  "total_seconds": None, "num_steps": None, "mfu_percent": None, "num_params_M": None,
+                  "total_tokens_M": None, "depth": None,
+                  "failure_reason": f"{problem} (harness exit code {returncode})",
+                  "log_tail": tail, "exit_code": returncode, "preset": execution.spec.preset,
+                  "log_path": str(execution.out_dir / "run.log"), "eval_record": None}
+        if status == "stopped_early":
+            result["early_stop"] = execution.early_stop
+        return result
 
     def _slot_label(self, slot: int) -> str:
         if self.gpus:
@@ -345,7 +381,9 @@ class LocalRunner:
         if execution is None:
             return
         execution.cancel_status = status
-        sig = signal.SIGINT if status == "interrupted" else signal.SIGTERM
+        self._signal(execution, signal.SIGINT if status == "interrupted" else signal.SIGTERM)
+
+    def _signal(self, execution: _Execution, sig: int) -> None:
         try:
             execution.proc.send_signal(sig)
         except ProcessLookupError:
@@ -355,7 +393,7 @@ class LocalRunner:
             if execution.done.wait(self.cancel_grace_s):
                 return
             _kill_harness_and_child(execution)
-        threading.Thread(target=escalate, daemon=True, name=f"cancel-{execution_id}").start()
+        threading.Thread(target=escalate, daemon=True, name=f"cancel-{execution.spec.execution_id}").start()
 
 
 def _kill_harness_and_child(execution: _Execution) -> None:

@@ -28,9 +28,10 @@ ENTRY_NAME = "sm_entry.py"
 CACHE_DIR_IN_JOB = "/tmp/autoresearch-cache"   # sm_entry.py links the channels in here
 CHECKPOINT_LOCAL_PATH = "/opt/ml/checkpoints"
 CHANNELS = ("data", "tokenizer")
-# Files a workspace may hold that the job must not carry (outputs of earlier local runs).
+# Files a workspace may hold that the job must not carry (outputs of earlier local runs: their
+# logs, results, per-execution folders and scratch folders).
 SKIP_NAMES = frozenset({"run.log", "result.json", "create_training_job.json", "__pycache__", ".harness",
-                        "sourcedir.tar.gz"})
+                        "sourcedir.tar.gz", "executions", "scratch", "stop.json", "harness.out"})
 
 # The summary lines train.py prints (`val_bpb:          0.997900`); SageMaker scrapes them from the
 # log for its console and CloudWatch metrics. The runner itself reads result.json, never these.

@@ -280,10 +280,14 @@ class SimulatedRunner:
             return override
         try:
             table, _ = self._prepare_facts(Path(spec.workspace))
-            return float(table[spec.preset]["time_budget"])
+            budget = float(table[spec.preset]["time_budget"])
         except (PrepareFactsError, KeyError) as exc:
             raise FileNotFoundError(f"simulated.budget_s has no {spec.preset!r} entry and the workspace's "
                                     f"prepare.py cannot say ({exc})") from None
+        if not budget > 0:   # a curve needs time to run along: say which setting gives it one
+            raise ValueError(f"the workspace's prepare.py gives preset {spec.preset!r} a time budget of {budget:g} s; "
+                             f"the simulated backend needs one > 0: set simulated.budget_s.{spec.preset}")
+        return budget
 
     def _measurement_version(self, spec: ExecutionSpec) -> Optional[int]:
         try:

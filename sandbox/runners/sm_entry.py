@@ -6,6 +6,11 @@ manifest.json, links the data/tokenizer channels where prepare.py looks for them
 one after another, or one per GPU at a time on a multi-GPU instance. Every harness writes its
 result.json under /opt/ml/output/data/<execution_id>/, which SageMaker uploads as output.tar.gz.
 
+Each harness runs as `python -I harness.py` (nothing in a candidate's folder can shadow a module)
+with `--stop-file`: when the file named by the manifest's `stop_file` for that candidate (default
+$AUTORESEARCH_STOP_DIR/<execution_id>.json, /opt/ml/input/stop by default) appears, the harness
+stops that candidate early (status stopped_early) and the others carry on.
+
 Each output line is prefixed with `[<execution_id>] ` so the runner can tell candidates apart in
 the shared CloudWatch stream, and each result is also printed once as
 `AUTORESEARCH_RESULT <execution_id> <json>` (a fallback when a failed job uploads no output).
@@ -62,7 +67,10 @@ def run_candidate(cand: dict, preset: str, out_root: Path, gpu: int | None) -> d
     out_dir = out_root / execution_id
     out_dir.mkdir(parents=True, exist_ok=True)
     result_path = out_dir / "result.json"
-    cmd = [sys.executable, "harness.py", "--workspace", ".", "--preset", preset, "--result", str(result_path)]
+    stop_dir = Path(os.environ.get("AUTORESEARCH_STOP_DIR", "/opt/ml/input/stop"))
+    stop_file = cand.get("stop_file") or str(stop_dir / f"{execution_id}.json")
+    cmd = [sys.executable, "-I", "harness.py", "--workspace", ".", "--preset", preset, "--result", str(result_path),
+           "--stop-file", stop_file]
     if cand.get("timeout_s"):
         cmd += ["--timeout", str(cand["timeout_s"])]
     env = dict(os.environ)
