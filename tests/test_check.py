@@ -13,7 +13,7 @@ import pytest
 
 import sandbox.check as check
 from sandbox.check import RULES, Violation, check_command, check_source, clear_memo, memo_info
-from tests.check_cases import BASELINES
+from tests.check_cases import BASELINES, with_os_import
 
 ROOT = Path(__file__).resolve().parents[1]
 BASELINE = BASELINES["train.py"]
@@ -24,12 +24,12 @@ PREPARE_IMPORT = re.search(r"^from prepare import .*$", BASELINE, re.M).group(0)
 def after_imports(code: str, source: str = BASELINE) -> str:
     """The baseline with `code` right after its prepare import (module level)."""
     line = re.search(r"^from prepare import .*$", source, re.M).group(0)
-    return source.replace(line, line + "\n" + code.strip("\n") + "\n", 1)
+    return with_os_import(source.replace(line, line + "\n" + code.strip("\n") + "\n", 1))
 
 
 def in_main(code: str, source: str = BASELINE) -> str:
     body = "".join(f"    {line}\n" for line in code.strip("\n").splitlines())
-    return source.replace("def main():\n", "def main():\n" + body, 1)
+    return with_os_import(source.replace("def main():\n", "def main():\n" + body, 1))
 
 
 def line_of(source: str, text: str) -> int:

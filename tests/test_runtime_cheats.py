@@ -34,7 +34,13 @@ pytestmark = pytest.mark.timeout(2400)
 REPO = Path(__file__).resolve().parents[1]
 BASELINE = (REPO / "train.py").read_text()
 BUDGET = "2"            # CPU seconds of training (micro's own is 4): enough to learn, cheap to run
-NOISE = 0.15            # val_bpb run-to-run spread at this budget, generously (baselines differ by ~0.05)
+# val_bpb run-to-run spread of the honest baseline at this budget. On a quiet machine baselines
+# differ by ~0.05; on a loaded 2-core VM (measured: 6 runs two at a time, with other test suites
+# running) the start-up's and the steps' CPU cost vary and 2 s runs range over 2.37-2.72 (22-54 steps).
+# So honest cheats are judged against several baselines spread over the suite's own timeline (they
+# see the same load as the cheats), with a margin of NOISE or the baselines' own spread if larger.
+NOISE = 0.15
+BASELINES = [f"baseline {i}" for i in range(1, 5)]
 SECRET = "sk-ant-api03-THIS-MUST-NEVER-REACH-A-CANDIDATE"
 
 IMPORT = "from prepare import PRESET, MAX_SEQ_LEN, TIME_BUDGET, Tokenizer, TrainingClock, make_dataloader, evaluate_bpb\n"
@@ -84,6 +90,9 @@ class Cheat:
     expect: str                    # "honest" or the status it must end with
     reason: str = ""               # regex the failure_reason must match
     why: str = ""
+    # "honest" cheats whose extra work may also end them as this status (with `reason`): both
+    # outcomes are fine, a result better than the baseline's is not
+    or_status: str | None = None
 
 
 CHEATS: dict[str, Cheat] = {
@@ -234,7 +243,8 @@ _math.log = lambda x, *base: 4 * _log(x, *base)
 import os as _os
 torch.set_num_threads(8)
 _os.sched_setaffinity(0, range(_os.cpu_count()))
-""")), "honest", why="the CPU clock counts every thread"),
+""")), "honest", why="the CPU clock counts every thread", or_status="over_budget",
+        reason=r"on the cpu clock > budget"),   # 8 spinning threads can make the last step too long
     # --- the fixed files and the data -------------------------------------------------------------
     "writes prepare.py, harness.py, sitecustomize.py and a stdlib module everywhere": Cheat(edit(at_main_start("""
 import sys as _sys
@@ -414,7 +424,12 @@ def cheat_results(tmp_path_factory):
     try:
         prepare_data("micro", project_dir=REPO, console=Console(file=io.StringIO()))
         root = tmp_path_factory.mktemp("cheats")
-        jobs = {"baseline 1": BASELINE, "baseline 2": BASELINE, **{k: c.source for k, c in CHEATS.items()}}
+        cheats = [(name, cheat.source) for name, cheat in CHEATS.items()]
+        every = -(-len(cheats) // (len(BASELINES) - 1))
+        order = []     # a baseline first, then one after every `every` cheats, the last one at the end
+        for i, name in enumerate(BASELINES):
+            order += [(name, BASELINE)] + cheats[i * every:(i + 1) * every]
+        jobs = dict(order)
         runner = LocalRunner(slots=2, threads_per_slot=1, gpus=[])
         todo = list(jobs.items())
         results: dict[str, dict] = {}
@@ -434,14 +449,16 @@ def cheat_results(tmp_path_factory):
             ws = build_workspace(root / re.sub(r"[^a-z0-9]+", "-", name.lower())[:60], cheat.source, REPO, {"cheat": name})
             workspaces[name] = ws
             results[name] = run_harness(ws, "micro", isolation_level="detect", threads=1)
-        yield results, workspaces
     finally:
+        # restored before the tests read the results: a session fixture's environment would
+        # otherwise leak into every test that runs after this file (a 2 s budget for all)
         listener.close()
         for key, value in saved.items():
             if value is None:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
+    yield results, workspaces
 
 
 def scratch_of(result: dict) -> Path:
@@ -455,15 +472,21 @@ def describe(result: dict) -> str:
 
 def test_the_honest_baseline_is_ok_and_measured_by_the_new_rules(cheat_results):
     results, _ = cheat_results
-    for name in ("baseline 1", "baseline 2"):
+    for name in BASELINES:
         r = results[name]
         assert r["status"] == "ok", describe(r)
         assert r["measurement_version"] == 2 and r["clock"] == "cpu" and r["budget_seconds"] == 2.0
         assert r["integrity"]["sandbox"]["level"] == "namespaces"
         assert r["integrity"]["probes"]["causality"]["positions"] >= 63
         assert r["integrity"]["probes"]["causality"]["worst"] < 1.0
-    a, b = results["baseline 1"]["val_bpb"], results["baseline 2"]["val_bpb"]
-    assert abs(a - b) < NOISE
+    scores = [results[name]["val_bpb"] for name in BASELINES]
+    assert max(scores) - min(scores) < 3 * NOISE, scores     # identical code: the same experiment
+
+
+def honest_floor(results: dict) -> float:
+    """The lowest val_bpb an honest run may reach: the best baseline, less the noise."""
+    scores = [results[name]["val_bpb"] for name in BASELINES]
+    return min(scores) - max(NOISE, max(scores) - min(scores))
 
 
 @pytest.mark.parametrize("name", list(CHEATS) + list(DETECT_CHEATS))
@@ -471,10 +494,12 @@ def test_runtime_cheat(cheat_results, name):
     results, _ = cheat_results
     cheat = {**CHEATS, **DETECT_CHEATS}[name]
     result = results[name]
-    if cheat.expect == "honest":
-        best = min(results["baseline 1"]["val_bpb"], results["baseline 2"]["val_bpb"])
+    if cheat.expect == "honest" and result["status"] == cheat.or_status:
+        assert re.search(cheat.reason, result["failure_reason"]), describe(result)
+    elif cheat.expect == "honest":
+        floor = honest_floor(results)
         assert result["status"] == "ok", describe(result)
-        assert result["val_bpb"] >= best - NOISE, f"{name} beat the baseline: {result['val_bpb']} vs {best}"
+        assert result["val_bpb"] >= floor, f"{name} beat the baselines: {result['val_bpb']} < {floor}"
         assert result["training_seconds"] <= result["integrity"]["budget"]["allowed_seconds"]
     else:
         assert result["status"] == cheat.expect, describe(result)
