@@ -42,7 +42,17 @@ def request_for(ctx, generation: int, incumbent: dict, slots: dict[str, int]) ->
         program_md=program.read_text() if program.is_file() else "",
         digest=build_digest(ctx.memory, ctx.settings.llm.digest_token_budget), slots=slots, preset=ctx.preset,
         generation=generation, seed=ctx.settings.run.seed * SEED_STRIDE + generation,
-        recent=recent_results(ctx.memory), seen_fingerprints=ctx.memory.fingerprints())
+        recent=recent_results(ctx.memory), seen_fingerprints=ctx.memory.fingerprints(),
+        budget_seconds=_budget_seconds(ctx))
+
+
+def _budget_seconds(ctx) -> float | None:
+    """One training run's budget in seconds (prepare.py's preset table, or its override)."""
+    from sandbox.presets import time_budget
+    try:
+        return time_budget(ctx.preset, ctx.layout.prepare_py)
+    except Exception:   # an unreadable prepare.py is reported where it is run; here it only tunes caching
+        return None
 
 
 def _crossover_needs_parents(request: ProposalRequest) -> None:

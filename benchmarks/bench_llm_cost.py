@@ -78,7 +78,8 @@ def part1(args) -> None:
     model = cfg.model
     config_prices = cfg.prices[model]
     cp = {"input": config_prices["input"], "output": config_prices["output"], "write_5m": config_prices["cache_write"],
-          "write_1h": config_prices["cache_write"], "read": config_prices["cache_read"]}
+          "write_1h": config_prices.get("cache_write_1h", config_prices["cache_write"]),
+          "read": config_prices["cache_read"]}
     dp = DOCS_PRICES[model]
     slots = strategy_slots(Settings().strategy_mix, args.slots)
     digest = synthetic_digest(args.digest_chars or cfg.digest_token_budget * 4)
@@ -115,7 +116,7 @@ def part1(args) -> None:
                   f"{u['thinking']:>7} {conflicts:>9} {dollars(u, cp):>8.4f} {dollars(u, dp):>7.4f} "
                   f"{sum(c['cost_usd'] for c in booked[booked_before:]):>8.4f}   ({llm} LLM candidates accepted)")
             if generation == 1:
-                first = reqs
+                first = [r for r in reqs if r.body["max_tokens"] > 0]   # the strategy calls, not a warm-up
                 FIRST_BODIES[:] = [r.body for r in reqs]
         # The ideal for generation 1: the prefix every call shares (tools, system, incumbent, history)
         # written once, read by every other call; each call's own ask uncached.
@@ -144,7 +145,7 @@ def part2(args) -> None:
     cfg = LLMSettings(timeout_s=args.timeout_s, max_retries=args.max_retries)
     slots = strategy_slots(Settings().strategy_mix, args.population)
     print(f"\nPart 2: an API that never answers; llm.timeout_s {cfg.timeout_s}, llm.max_retries {cfg.max_retries}, "
-          f"llm.unreachable_after_s {cfg.unreachable_after_s}, population {args.population} as {slots}, "
+          f"population {args.population} as {slots}, "
           f"{args.generations} generation(s)")
     with FakeAnthropic(hang_s=3600) as fake:
         fake.outage = hang_reply()

@@ -38,6 +38,7 @@ class ProposalRequest:
     seed: int
     recent: list[PastCandidate] = field(default_factory=list)   # best first, distinct, for crossover
     seen_fingerprints: set[str] = field(default_factory=set)    # everything already tried this run
+    budget_seconds: float | None = None   # one training run's time budget (the cache TTL choice)
 
 
 @dataclass
