@@ -16,6 +16,7 @@ import math
 
 from agent.baseline import add_baseline
 from agent.digest import build_digest, recent_results
+from agent.experiment_facts import experiment_facts
 from agent.phases import LAUNCHED, PROPOSED, PROPOSING, SELECTED, get_phase, set_phase
 from agent.proposers.base import STRATEGIES, ProposalRequest
 
@@ -40,7 +41,8 @@ def request_for(ctx, generation: int, incumbent: dict, slots: dict[str, int]) ->
     return ProposalRequest(
         incumbent_source=incumbent["source"], incumbent_id=incumbent["id"],
         program_md=program.read_text() if program.is_file() else "",
-        digest=build_digest(ctx.memory, ctx.settings.llm.digest_token_budget), slots=slots, preset=ctx.preset,
+        digest=build_digest(ctx.memory, ctx.settings.llm.digest_token_budget, experiment=experiment_facts(ctx)),
+        slots=slots, preset=ctx.preset,
         generation=generation, seed=ctx.settings.run.seed * SEED_STRIDE + generation,
         recent=recent_results(ctx.memory), seen_fingerprints=ctx.memory.fingerprints(),
         budget_seconds=_budget_seconds(ctx))
