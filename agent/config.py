@@ -19,6 +19,7 @@ import yaml
 from pydantic import ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from agent.early_stop import EarlyStopSettings
+from agent.novelty import NoveltySettings
 from agent.proposers.base import STRATEGIES
 from sandbox.runners.simulated import SimulatedSettings
 from sandbox.runners.settings import (AWSBackendSettings, AWSSettings, LocalSettings, S3Settings,
@@ -167,6 +168,7 @@ class Settings(Section):
     sagemaker: SageMakerSettings = Field(default_factory=SageMakerSettings)
     simulated: SimulatedSettings = Field(default_factory=SimulatedSettings)
     early_stop: EarlyStopSettings = Field(default_factory=EarlyStopSettings)
+    novelty: NoveltySettings = Field(default_factory=NoveltySettings)   # near-duplicate rejection
     pipeline: PipelineSettings = Field(default_factory=PipelineSettings)
     # USD per instance-hour, on-demand; per region with a "default" fallback (see agent/ledger.py)
     instance_prices: dict[str, dict[str, float]] = Field(default_factory=dict)

@@ -15,7 +15,8 @@ from __future__ import annotations
 import math
 
 from agent.baseline import add_baseline
-from agent.digest import build_digest, recent_results
+from agent.digest import build_digest, lineage, recent_results
+from agent.novelty import NoveltyIndex
 from agent.experiment_facts import experiment_facts
 from agent.phases import LAUNCHED, PROPOSED, PROPOSING, SELECTED, get_phase, set_phase
 from agent.proposers.base import STRATEGIES, ProposalRequest
@@ -45,7 +46,17 @@ def request_for(ctx, generation: int, incumbent: dict, slots: dict[str, int]) ->
         slots=slots, preset=ctx.preset,
         generation=generation, seed=ctx.settings.run.seed * SEED_STRIDE + generation,
         recent=recent_results(ctx.memory), seen_fingerprints=ctx.memory.fingerprints(),
-        budget_seconds=_budget_seconds(ctx))
+        budget_seconds=_budget_seconds(ctx), novelty=tried_index(ctx),
+        lineage_ids={c["id"] for c in lineage(ctx.memory)})
+
+
+def tried_index(ctx) -> NoveltyIndex:
+    """The run's accepted sources (the baseline included), for near-duplicate rejection."""
+    index = NoveltyIndex(ctx.settings.novelty)
+    for c in ctx.memory.candidates(check_status="accepted"):
+        if c.get("source"):
+            index.add(c["id"], c["source"])
+    return index
 
 
 def _budget_seconds(ctx) -> float | None:
@@ -58,9 +69,11 @@ def _budget_seconds(ctx) -> float | None:
 
 
 def _crossover_needs_parents(request: ProposalRequest) -> None:
-    """Crossover needs two finished parents besides the incumbent; until then its slots go to moderate."""
+    """Crossover needs two finished parents outside the incumbent's lineage; until then its slots
+    go to moderate."""
     slots = request.slots
-    parents = [r for r in request.recent if r.candidate_id != request.incumbent_id]
+    parents = [r for r in request.recent
+               if r.candidate_id != request.incumbent_id and r.candidate_id not in request.lineage_ids]
     if slots.get("crossover") and len(parents) < 2:
         slots["moderate"] = slots.get("moderate", 0) + slots.pop("crossover")
 
@@ -97,12 +110,17 @@ def propose_round(ctx, generation: int, population: int, *, incumbent_id: str | 
     if ctx.simulated:
         ctx.clock.advance(ctx.settings.simulated.proposal_latency_s)
     seen = set(request.seen_fingerprints)
+    tried = request.novelty.fork() if request.novelty is not None else None
     preflight = _preflight_enabled(ctx)
     ids, listing = [], []
     for p in proposals:
         accepted, rule, reason = p.accepted, p.rule, p.reason
+        twin = None
         if accepted and p.fingerprint in seen:   # belt and braces: never train identical code twice
             accepted, rule, reason = False, "duplicate", "identical to a candidate already tried in this run"
+        elif accepted and tried is not None and p.source and (twin := tried.twin(p.source)) is not None:
+            # whoever proposed it (the LLM checks within its round too), a near twin gets no slot
+            accepted, rule, reason = False, "near-duplicate", twin.reason(ctx.settings.novelty.knob_tolerance)
         if accepted and preflight:
             accepted, rule, reason = _preflight(ctx, p)
         if accepted:
@@ -114,6 +132,11 @@ def propose_round(ctx, generation: int, population: int, *, incumbent_id: str | 
                                 check_status="accepted" if accepted else "rejected", rule=rule, reason=reason,
                                 proposer=p.proposer or getattr(ctx.proposer, "name", ""), origin="proposed",
                                 attempts=p.attempts or 1)
+        if accepted and tried is not None and p.source:
+            tried.add(cid, p.source)
+        if twin is not None:
+            mem.log_event("near_duplicate", {"candidate": cid, "twin": twin.other, "distance": twin.distance,
+                                             "detail": twin.detail}, generation)
         ids.append(cid)
         listing.append({"id": cid, "strategy": p.strategy, "title": p.title, "accepted": accepted, "rule": rule})
     set_phase(mem, generation, phase=PROPOSED, incumbent=incumbent)

@@ -835,7 +835,9 @@ def usable_parents(request: ProposalRequest) -> list[PastCandidate]:
     out, ids = [], set()
     for p in sorted(request.recent, key=lambda p: (p.val_bpb if p.val_bpb is not None else math.inf,
                                                    p.candidate_id)):
-        if p.edits and p.val_bpb is not None and p.candidate_id != request.incumbent_id and p.candidate_id not in ids:
+        # never an ancestor of the incumbent: its changes are in the incumbent already
+        if p.edits and p.val_bpb is not None and p.candidate_id != request.incumbent_id and p.candidate_id not in ids \
+                and p.candidate_id not in request.lineage_ids:
             out.append(p)
             ids.add(p.candidate_id)
     return out[:MAX_PARENTS]

@@ -281,6 +281,7 @@ class LLMProposer:
         self._in_flight_usd = 0.0
         self._last_round_at: float | None = None   # when the previous round asked (the cache TTL choice)
         self._round_effort: str | None = None        # set before a round's calls start, read by them
+        self._round_index = None                     # agent.novelty.NoveltyIndex for this round, or None
         self._disabled: str | None = None       # a reason every later call would fail too (no key, 401)
         self._said: set[str] = set()
         self._generation_stop: str | None = None
@@ -319,6 +320,7 @@ class LLMProposer:
             return self._fallback(request, {s: n for s, n in request.slots.items() if n > 0}, seen)
         groups, leftovers = self._groups(request)
         self._set_round_effort([g.strategy for g in groups])
+        self._round_index = request.novelty.fork() if request.novelty is not None else None
         results: list[_GroupResult] = []
         if groups:
             try:
@@ -362,6 +364,7 @@ class LLMProposer:
         strategy = wanted[0] if len(wanted) == 1 else "moderate"
         group = _Group(strategy, 1, "idea", {"idea": idea.strip(), "strategy": strategy}, [request.incumbent_id])
         self._set_round_effort([strategy])
+        self._round_index = request.novelty.fork() if request.novelty is not None else None
         try:
             shared = self._shared_prefix(request)
         except prompting.PromptError as exc:
@@ -466,14 +469,22 @@ class LLMProposer:
         base = dict(strategy=group.strategy, title=candidate.title.strip() or "(untitled)",
                     hypothesis=candidate.hypothesis.strip(), edits=edits, parents=list(group.parents),
                     attempts=attempt, proposer=PROPOSER_NAME)
-        # One lock for check + claim, so two concurrent groups cannot both accept the same version.
+        # One lock for check + claim, so two concurrent groups cannot both accept the same version
+        # (or two near twins: the round's index holds what this round accepted so far).
+        twin = None
         with self._lock:
             check = build_candidate(request.incumbent_source, edits, seen)
-            if check.ok:
+            if check.ok and self._round_index is not None:
+                twin = self._round_index.claim(f"this round's {group.strategy} candidate {base['title']!r}",
+                                               check.source)
+            if check.ok and twin is None:
                 seen.add(check.fingerprint)
-        if check.ok:
+        if check.ok and twin is None:
             return Proposal(**base, accepted=True, source=check.source, diff=check.diff,
                             fingerprint=check.fingerprint)
+        if twin is not None:
+            return Proposal(**base, accepted=False, diff=check.diff or "", fingerprint=check.fingerprint or "",
+                            rule="near-duplicate", reason=twin.reason(self._round_index.settings.knob_tolerance))
         return Proposal(**base, accepted=False, diff=check.diff or "", fingerprint=check.fingerprint or "",
                         rule=check.rule, reason=check.message)
 
@@ -740,8 +751,11 @@ def _with_moving_breakpoint(messages: list[dict]) -> list[dict]:
 
 
 def _crossover_parents(request: ProposalRequest) -> tuple[PastCandidate, PastCandidate] | None:
+    """The two best finished candidates outside the incumbent's lineage: an ancestor's changes are
+    in the incumbent already, so crossing with it would re-propose the incumbent."""
+    excluded = set(request.lineage_ids) | {request.incumbent_id}
     pool = [c for c in request.recent
-            if c.candidate_id != request.incumbent_id and c.diff and c.val_bpb is not None]
+            if c.candidate_id not in excluded and c.diff and c.val_bpb is not None]
     return (pool[0], pool[1]) if len(pool) >= 2 else None
 
 
