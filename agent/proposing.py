@@ -17,6 +17,7 @@ import math
 from agent.baseline import add_baseline
 from agent.digest import build_digest, lineage, recent_results
 from agent.novelty import NoveltyIndex
+from agent import notebook
 from agent.experiment_facts import experiment_facts
 from agent.phases import LAUNCHED, PROPOSED, PROPOSING, SELECTED, get_phase, set_phase
 from agent.proposers.base import STRATEGIES, ProposalRequest
@@ -42,7 +43,8 @@ def request_for(ctx, generation: int, incumbent: dict, slots: dict[str, int]) ->
     return ProposalRequest(
         incumbent_source=incumbent["source"], incumbent_id=incumbent["id"],
         program_md=program.read_text() if program.is_file() else "",
-        digest=build_digest(ctx.memory, ctx.settings.llm.digest_token_budget, experiment=experiment_facts(ctx)),
+        digest=build_digest(ctx.memory, ctx.settings.llm.digest_token_budget, experiment=experiment_facts(ctx),
+                            notebook=notebook.prompt_lines(ctx.memory)),
         slots=slots, preset=ctx.preset,
         generation=generation, seed=ctx.settings.run.seed * SEED_STRIDE + generation,
         recent=recent_results(ctx.memory), seen_fingerprints=ctx.memory.fingerprints(),
@@ -102,6 +104,7 @@ def propose_round(ctx, generation: int, population: int, *, incumbent_id: str | 
     incumbent = get_phase(mem, generation).get("incumbent") or incumbent_id or mem.incumbent_id() \
         or add_baseline(ctx)
     set_phase(mem, generation, phase=PROPOSING, incumbent=incumbent)
+    write_notebook(ctx, generation - 1)
     request = request_for(ctx, generation, mem.candidate(incumbent),
                           strategy_slots(ctx.settings.strategy_mix, population))
     _crossover_needs_parents(request)
@@ -150,6 +153,19 @@ def propose_round(ctx, generation: int, population: int, *, incumbent_id: str | 
             if not x["accepted"]:
                 ctx.say(f"  rejected {x['id']} [{x['strategy']}] {x['title']}: {x['rule']}", "dim")
     return ids
+
+
+def write_notebook(ctx, through_generation: int, *, force: bool = False) -> None:
+    """The lab notebook's entry for what finished so far, when one is due; never stops the run."""
+    try:
+        entry = notebook.update(ctx, through_generation, force=force)
+    except Exception as exc:   # lessons are a help, not a condition of the run
+        ctx.say(f"lab notebook: could not write an entry ({exc})", "yellow")
+        return
+    if entry is not None and not ctx.json_mode:
+        ctx.say(f"lab notebook ({entry['author']}), through generation {through_generation}:", "dim")
+        for line in entry["lines"]:
+            ctx.say(f"  - {line}", "dim")
 
 
 def ensure_proposed(ctx, generation: int, population: int, *, incumbent_id: str | None = None) -> None:

@@ -321,6 +321,23 @@ def _strategy_section(memory) -> str:
     return "## Strategy outcomes\n\n" + body + "\n\n(best delta: the largest val_bpb gain of one candidate over its parent's mean; positive is better)"
 
 
+def _notebook_section(memory) -> str:
+    """The lab notebook's entries, oldest first; a run without one gets the heuristic's reading
+    of its figures now (marked as such)."""
+    from agent import notebook
+    lines = ["## Lab notebook", ""]
+    entries = notebook.entries(memory)
+    for entry in entries:
+        lines.append(f"**Through generation {entry['generation']}** ({entry['author']}"
+                     + (f"; {entry['note']}" if entry.get("note") else "") + ")")
+        lines.extend(f"- {_cell(line)}" for line in entry["lines"])
+        lines.append("")
+    if not entries:
+        lines.append("_No entry was written during the run; read off the figures now (heuristic):_")
+        lines.extend(f"- {_cell(line)}" for line in notebook.heuristic_lessons(memory))
+    return "\n".join(lines).rstrip()
+
+
 def _noise_section(memory) -> str:
     rejected = noise_rejections(memory)
     lines = ["## Wins rejected as noise", ""]
@@ -443,6 +460,7 @@ def render_report(memory, run_dir: Path, png_name: str = "progress.png") -> str:
         f"![progress]({png_name})",
         _lineage_section(memory),
         _strategy_section(memory),
+        _notebook_section(memory),
         _noise_section(memory),
         _spend_section(memory),
         _early_stop_section(executions),

@@ -380,6 +380,46 @@ class LLMProposer:
                         parents=[request.incumbent_id], accepted=False, rule="llm-unavailable",
                         reason=result.why_unfilled or "the LLM gave no candidate", proposer=PROPOSER_NAME)
 
+    def write_lessons(self, digest: str, figures: list[str], generation: int) -> tuple[list[str], str | None]:
+        """The lab notebook's lines for what finished through `generation`: a short call without
+        tools at low effort. ([], why) when the model cannot be asked or says nothing usable."""
+        from agent.notebook import parse_lessons
+        with self._lock:
+            # an API that was unreachable in the last round is not waited on again for the notebook
+            stop = self._disabled or self._generation_stop
+        if stop:
+            return [], stop
+        try:
+            text = prompting.render(self.prompts_dir, "notebook", generation=generation, digest=digest,
+                                    figures="\n".join(f"- {line}" for line in figures))
+        except prompting.PromptError as exc:
+            return [], f"prompt template error: {exc}"
+        kwargs: dict[str, Any] = dict(model=self.settings.model, max_tokens=self._max_tokens("low") // 4,
+                                      messages=[{"role": "user", "content": [{"type": "text", "text": text}]}])
+        if self._effort_supported("low"):
+            kwargs["extra_body"] = {"output_config": {"effort": "low"}}
+        estimate = self._estimate({**kwargs, "system": [], "tools": []})
+        with self._lock:
+            if self._spent_usd() + self._in_flight_usd + estimate > self.settings.usd_cap:
+                return [], "the LLM dollar cap would be passed"
+        started = time.monotonic()
+        try:
+            response = self.client.messages.create(**kwargs)
+        except anthropic.APIError as exc:
+            self._record_failure("error", str(exc), time.monotonic() - started, generation, "notebook")
+            return [], f"the API call failed ({exc.__class__.__name__})"
+        # an answer that calls a tool (none was offered) is not a notebook entry
+        called = any(getattr(b, "type", None) == "tool_use" for b in response.content)
+        lines = [] if called else parse_lessons("\n".join(getattr(b, "text", "") for b in response.content
+                                                            if getattr(b, "type", None) == "text"))
+        self._record(response, time.monotonic() - started, [], [] if lines else ["no lesson lines in the answer"],
+                     generation, "notebook", kwargs={**kwargs, "system": [], "tools": []})
+        return lines, None if lines else "the LLM's answer held no lesson lines"
+
+    def _effort_supported(self, effort: str) -> bool:
+        model = llm_models.facts(self.settings.model)
+        return model is not None and effort in model.efforts
+
     # -- planning
     def _groups(self, request: ProposalRequest) -> tuple[list[_Group], dict[str, int]]:
         groups: list[_Group] = []
