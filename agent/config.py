@@ -19,6 +19,7 @@ import yaml
 from pydantic import ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from agent.early_stop import EarlyStopSettings
+from agent.allocation import AllocationSettings
 from agent.notebook import NotebookSettings
 from agent.novelty import NoveltySettings
 from agent.proposers.base import STRATEGIES
@@ -171,6 +172,7 @@ class Settings(Section):
     early_stop: EarlyStopSettings = Field(default_factory=EarlyStopSettings)
     novelty: NoveltySettings = Field(default_factory=NoveltySettings)   # near-duplicate rejection
     notebook: NotebookSettings = Field(default_factory=NotebookSettings)  # lessons after each generation
+    allocation: AllocationSettings = Field(default_factory=AllocationSettings)  # slots follow gain per compute
     pipeline: PipelineSettings = Field(default_factory=PipelineSettings)
     # USD per instance-hour, on-demand; per region with a "default" fallback (see agent/ledger.py)
     instance_prices: dict[str, dict[str, float]] = Field(default_factory=dict)

@@ -18,6 +18,7 @@ from agent.baseline import add_baseline
 from agent.digest import build_digest, lineage, recent_results
 from agent.novelty import NoveltyIndex
 from agent import notebook
+from agent.allocation import allocate
 from agent.experiment_facts import experiment_facts
 from agent.phases import LAUNCHED, PROPOSED, PROPOSING, SELECTED, get_phase, set_phase
 from agent.proposers.base import STRATEGIES, ProposalRequest
@@ -105,8 +106,7 @@ def propose_round(ctx, generation: int, population: int, *, incumbent_id: str | 
         or add_baseline(ctx)
     set_phase(mem, generation, phase=PROPOSING, incumbent=incumbent)
     write_notebook(ctx, generation - 1)
-    request = request_for(ctx, generation, mem.candidate(incumbent),
-                          strategy_slots(ctx.settings.strategy_mix, population))
+    request = request_for(ctx, generation, mem.candidate(incumbent), allocate(ctx, generation, population))
     _crossover_needs_parents(request)
     slots = request.slots
     proposals = ctx.proposer.propose(request)
