@@ -20,6 +20,7 @@ from pydantic import ConfigDict, Field, ValidationError, field_validator, model_
 
 from agent.early_stop import EarlyStopSettings
 from agent.allocation import AllocationSettings
+from agent.exploration import ExplorationSettings
 from agent.notebook import NotebookSettings
 from agent.novelty import NoveltySettings
 from agent.proposers.base import STRATEGIES
@@ -173,6 +174,7 @@ class Settings(Section):
     novelty: NoveltySettings = Field(default_factory=NoveltySettings)   # near-duplicate rejection
     notebook: NotebookSettings = Field(default_factory=NotebookSettings)  # lessons after each generation
     allocation: AllocationSettings = Field(default_factory=AllocationSettings)  # slots follow gain per compute
+    exploration: ExplorationSettings = Field(default_factory=ExplorationSettings)  # branch and repair slots
     pipeline: PipelineSettings = Field(default_factory=PipelineSettings)
     # USD per instance-hour, on-demand; per region with a "default" fallback (see agent/ledger.py)
     instance_prices: dict[str, dict[str, float]] = Field(default_factory=dict)

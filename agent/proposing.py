@@ -106,10 +106,14 @@ def propose_round(ctx, generation: int, population: int, *, incumbent_id: str | 
         or add_baseline(ctx)
     set_phase(mem, generation, phase=PROPOSING, incumbent=incumbent)
     write_notebook(ctx, generation - 1)
-    request = request_for(ctx, generation, mem.candidate(incumbent), allocate(ctx, generation, population))
+    # the slots that do not start from the incumbent go first, so that whatever they fail to fill
+    # the main round fills (a silent LLM never loses a slot)
+    side = _side_proposals(ctx, generation, incumbent, population)
+    main = population - sum(1 for p in side if p.accepted)
+    request = request_for(ctx, generation, mem.candidate(incumbent), allocate(ctx, generation, main))
     _crossover_needs_parents(request)
     slots = request.slots
-    proposals = ctx.proposer.propose(request)
+    proposals = side + ctx.proposer.propose(request)
     if ctx.simulated:
         ctx.clock.advance(ctx.settings.simulated.proposal_latency_s)
     seen = set(request.seen_fingerprints)
@@ -153,6 +157,35 @@ def propose_round(ctx, generation: int, population: int, *, incumbent_id: str | 
             if not x["accepted"]:
                 ctx.say(f"  rejected {x['id']} [{x['strategy']}] {x['title']}: {x['rule']}", "dim")
     return ids
+
+
+def _side_proposals(ctx, generation: int, incumbent: str, population: int) -> list:
+    """A repair of a promising crash (one slot, proposers that take an idea) and the branch share
+    from a promising non-incumbent (agent/exploration.py); [] when there is nothing promising or
+    the population leaves no room beside the main round."""
+    from agent import exploration
+    settings = ctx.settings.exploration
+    out: list = []
+    room = population - 1                       # the main round keeps at least one slot
+    if settings.repair_crashes and room >= 1 and hasattr(ctx.proposer, "propose_from_idea"):
+        crash = exploration.promising_crash(ctx)
+        if crash is not None:
+            candidate, execution = crash
+            request = request_for(ctx, generation, candidate, {"moderate": 1})
+            proposal = ctx.proposer.propose_from_idea(exploration.repair_idea(candidate, execution), request)
+            if not str(proposal.title).startswith("repair:"):
+                proposal.title = f"repair: {proposal.title}"   # how later rounds know it was repaired
+            out.append(proposal)
+            room -= 1
+    n = int(population * settings.branch_share)
+    branch = exploration.promising_branch(ctx, incumbent) if n >= 1 and room >= n else None
+    if branch is not None:
+        mix = {s: w for s, w in ctx.settings.strategy_mix.items() if s != "crossover" and w > 0} \
+            or {"moderate": 1}
+        request = request_for(ctx, generation, branch, strategy_slots(mix, n))
+        ctx.memory.log_event("branch", {"from": branch["id"], "slots": request.slots}, generation)
+        out.extend(ctx.proposer.propose(request))
+    return out
 
 
 def write_notebook(ctx, through_generation: int, *, force: bool = False) -> None:

@@ -53,12 +53,17 @@ def test_a_later_prompt_sees_the_crash_traceback_run_figures_and_budget_and_the_
     assert " steps" in text and "tok/s" in text                           # past runs' figures
     assert "time budget" in text and " s of training" in text             # the budget in seconds
     assert "lab notebook (lessons so far" in text and "zero division" in text   # the notebook, shown
+    assert any("Repair candidate" in r.text and "ZeroDivisionError" in r.text for r in later)
 
     with Memory.open(ctx.run_dir, create=False) as mem:
         twins = [c for c in mem.candidates(generation=1) if c["title"] in ("wd 0.18", "wd 0.1801")]
         trained = {e["candidate_id"] for e in mem.executions()}
         assert sum(c["id"] in trained for c in twins) == 1
         assert [c["rule"] for c in twins if c["check_status"] == "rejected"] == ["near-duplicate"]
+        # generation 2 spent one slot repairing the crash (it did not diverge), starting from it
+        crashed = next(c for c in mem.candidates(generation=1) if c["title"] == "check the lr")
+        [repair] = [c for c in mem.candidates(generation=2) if c["title"].startswith("repair:")]
+        assert repair["parents"] == [crashed["id"]]
         md, _ = build_report(mem, ctx.run_dir)
     report = md.read_text()
     notebook = report.split("## Lab notebook")[1].split("\n## ")[0]
