@@ -446,7 +446,7 @@ def _crash_log_items(results: list[dict], section: _Section, room: int) -> None:
     """The last CRASH_LOG_LINES lines of each crashed candidate's log, newest first, each cut to
     what the section's first-pass share can hold (the end of a log, where the traceback is, kept)."""
     crashed = [c for c in results if c["finished"] and not c["val_bpbs"] and c.get("stats")
-               and c["stats"]["status"] != OK and c["stats"].get("log_tail")]
+               and c["stats"]["status"] not in (OK, STOPPED_EARLY) and c["stats"].get("log_tail")]
     crashed.sort(key=lambda c: (-c["generation"], -c["index"], c["id"]))
     limit = max(200, room - len(section.header) - NOTE_RESERVE - 1)
     for rank, c in enumerate(crashed):

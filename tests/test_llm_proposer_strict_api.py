@@ -95,6 +95,9 @@ def test_effort_is_sent_per_round_with_room_for_thinking_in_max_tokens(api):
     calls = [r for r in api.message_requests() if r.body["max_tokens"] > 0]
     # one effort per round (the round's highest: aggressive's), so one cached prefix serves both calls
     assert {r.body["output_config"]["effort"] for r in calls} == {"high"}
+    # thinking said explicitly, identically on the warm-up and the calls (a change spoils the cache)
+    assert all(r.body["thinking"] == {"type": "adaptive"} for r in api.message_requests())
+    assert api.write_conflicts() == [] and all(r.cache.read > 0 for r in calls)
     assert all(r.body["max_tokens"] == llm.max_tokens + THINKING_ROOM["high"] for r in calls)
     assert all(r.usage["output_tokens"] < r.body["max_tokens"] for r in calls)
 

@@ -574,8 +574,8 @@ class LLMProposer:
     def _warm_up(self, request: ProposalRequest, shared: "_Shared", efforts: list[str]) -> None:
         """max_tokens 0: the API writes the prefix and generates nothing (billed: the write). Why not
         let the first strategy call write it: the others would wait for its whole answer."""
-        if not self.settings.warm_up:
-            return
+        if not self.settings.warm_up or self.settings.tool_choice in ("any", "tool"):
+            return      # max_tokens 0 cannot be combined with a forced tool choice (a 400)
         for effort in efforts:
             messages = [{"role": "user", "content": list(shared.blocks)}]
             try:
@@ -624,6 +624,11 @@ class LLMProposer:
                                       system=system, messages=messages if warm else _with_moving_breakpoint(messages),
                                       tools=[tool], tool_choice=self._tool_choice())
         extra: dict[str, Any] = {}
+        facts = llm_models.facts(self.settings.model)
+        if facts is not None and facts.thinking_default_on:
+            # said explicitly rather than left to a default that may change; the same on every call
+            # of a round (warm-up included), since a settings change spoils the cached prefix
+            extra["thinking"] = {"type": "adaptive"}
         if effort:
             extra["output_config"] = {"effort": effort}
         if self.settings.temperature is not None:
