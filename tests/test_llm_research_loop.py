@@ -69,3 +69,24 @@ def test_a_later_prompt_sees_the_crash_traceback_run_figures_and_budget_and_the_
     notebook = report.split("## Lab notebook")[1].split("\n## ")[0]
     assert "(llm" in notebook and "zero division" in notebook
     assert notebook.count("\n- ") >= 2
+
+
+def test_a_run_against_an_api_that_never_answers_completes_on_the_heuristic(tmp_path, api):
+    from tests.fake_anthropic import hang_reply
+    api.outage = hang_reply()
+    project = make_project(tmp_path / "proj", config={"run": {"proposer": "llm"},
+                                                     "llm": {"timeout_s": 2, "max_retries": 2}})
+    ctx = open_ctx(project, "hang", schedule="generations")
+    try:
+        assert run_autopilot(ctx, generations=2, population=3) == EXIT_OK
+    finally:
+        ctx.close()
+    with Memory.open(ctx.run_dir, create=False) as mem:
+        proposed = [c for c in mem.candidates() if c["origin"] == "proposed"]
+        assert proposed and all(c["proposer"] == "heuristic" for c in proposed)
+        calls = mem.llm_calls()
+    # per round: the warm-up's attempts stop the round, so at most (max_retries + 1) requests per
+    # strategy call (3 calls a round here), and no call was booked as free
+    rounds = {c["generation"] for c in calls if c["purpose"].startswith("propose")}
+    assert len(api.message_requests()) <= 3 * 3 * len(rounds)
+    assert all(c["outcome"] == "unreachable" and "cost estimated" in c["error"] for c in calls)

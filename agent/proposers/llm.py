@@ -280,6 +280,7 @@ class LLMProposer:
         self._lock = threading.Lock()
         self._in_flight_usd = 0.0
         self._last_round_at: float | None = None   # when the previous round asked (the cache TTL choice)
+        self._unreachable: tuple[float, str] | None = None   # (monotonic time, reason) of the last verdict
         self._round_effort: str | None = None        # set before a round's calls start, read by them
         self._round_index = None                     # agent.novelty.NoveltyIndex for this round, or None
         self._disabled: str | None = None       # a reason every later call would fail too (no key, 401)
@@ -311,10 +312,22 @@ class LLMProposer:
             print(message, file=sys.stderr, flush=True)
 
     # -- Proposer protocol
-    def propose(self, request: ProposalRequest) -> list[Proposal]:
+    def _new_round(self) -> None:
+        """Forget the last round's stop, except an unreachable verdict reached moments ago: the
+        calls of one round (a repair, a branch, the main one) must not each wait out the SDK's
+        retries again. The next round, later, tries again."""
         with self._lock:
             self._said.clear()
             self._generation_stop = None
+            if self._unreachable is not None:
+                at, reason = self._unreachable
+                if time.monotonic() - at < (self.settings.max_retries + 1) * self.settings.timeout_s:
+                    self._generation_stop = reason
+                else:
+                    self._unreachable = None
+
+    def propose(self, request: ProposalRequest) -> list[Proposal]:
+        self._new_round()
         seen = set(request.seen_fingerprints)
         if self._disabled:
             return self._fallback(request, {s: n for s, n in request.slots.items() if n > 0}, seen)
@@ -357,9 +370,7 @@ class LLMProposer:
 
     def propose_from_idea(self, idea: str, request: ProposalRequest) -> Proposal:
         """One candidate from a human's idea in words (the REPL's `add "..."`); never raises."""
-        with self._lock:
-            self._said.clear()
-            self._generation_stop = None
+        self._new_round()
         wanted = [s for s, n in request.slots.items() if n > 0]
         strategy = wanted[0] if len(wanted) == 1 else "moderate"
         group = _Group(strategy, 1, "idea", {"idea": idea.strip(), "strategy": strategy}, [request.incumbent_id])
@@ -650,7 +661,10 @@ class LLMProposer:
         attempts = self.settings.max_retries + 1
         try:
             # The SDK is the one retry layer (max_retries, timeout_s): nothing here retries again.
-            return self.client.messages.create(**kwargs), time.monotonic() - started, kwargs
+            response = self.client.messages.create(**kwargs)
+            with self._lock:
+                self._unreachable = None
+            return response, time.monotonic() - started, kwargs
         except anthropic.APIConnectionError as exc:   # APITimeoutError included, after the SDK's retries
             took = time.monotonic() - started
             timed_out = isinstance(exc, anthropic.APITimeoutError)
@@ -661,6 +675,7 @@ class LLMProposer:
                       f"(llm.max_retries {self.settings.max_retries})")
             with self._lock:
                 self._generation_stop = reason
+                self._unreachable = (time.monotonic(), reason)
             # A request that timed out may have been processed and billed: booked at an estimate
             # (the prompt at the uncached input price, per attempt); a refused connection cost nothing.
             cost = self._prompt_tokens(kwargs) * self._prices.get("input", 0.0) / 1e6 * attempts if timed_out else 0.0
