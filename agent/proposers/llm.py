@@ -417,6 +417,9 @@ class LLMProposer:
         try:
             response = self.client.messages.create(**kwargs)
         except anthropic.APIError as exc:
+            if isinstance(exc, anthropic.APIConnectionError):
+                with self._lock:   # the round that follows does not wait out the retries again
+                    self._unreachable = (time.monotonic(), f"LLM unreachable: the notebook call failed ({exc})")
             self._record_failure("error", str(exc), time.monotonic() - started, generation, "notebook")
             return [], f"the API call failed ({exc.__class__.__name__})"
         # an answer that calls a tool (none was offered) is not a notebook entry
