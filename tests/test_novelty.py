@@ -100,3 +100,19 @@ def test_crossover_parents_are_never_the_incumbents_ancestors(api):
     [p] = LLMProposer(LLMSettings(), prompts_dir=ROOT / "prompts", fallback=HeuristicProposer(seed=0)).propose(req)
     assert p.parents == ["g002-c01", "g002-c03", "g002-c04"]
     assert "ANCESTOR" not in api.message_requests()[-1].text
+
+
+def test_the_heuristic_draws_again_rather_than_propose_a_near_twin():
+    slots = {"conservative": 3, "moderate": 3}
+    first = HeuristicProposer(seed=0).propose(request(slots, novelty=None))
+    tried = NoveltyIndex()
+    for p in first:      # what it proposed: its next draws with the same seed are twins of these
+        tried.add(p.title, p.source)
+    # without the index the same seed draws the same candidates again: twins of what was tried
+    again = HeuristicProposer(seed=0).propose(request(slots, novelty=None))
+    assert all(tried.twin(p.source) is not None for p in again)
+    proposals = HeuristicProposer(seed=0).propose(request(slots, novelty=tried.fork()))
+    assert len(proposals) == 6 and all(p.accepted for p in proposals)
+    check = tried.fork()
+    for p in proposals:
+        assert check.claim(p.title, p.source) is None, p.title     # no twin of the tried ones, nor of each other
