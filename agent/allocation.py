@@ -12,24 +12,18 @@ from __future__ import annotations
 
 import math
 
-from pydantic import Field
-
-from sandbox.runners.settings import Section
+from agent.digest import candidate_results
+from agent.proposers.base import STRATEGIES
+from agent.research_settings import AllocationSettings
 
 EVENT = "allocation"
 
-
-class AllocationSettings(Section):
-    enabled: bool = True
-    learning_weight: float = Field(0.5, ge=0, le=1)   # 0 = the mix; 1 = the measured rates alone
-    floor: int = Field(1, ge=0)                        # slots every class of the mix keeps, population allowing
 
 
 def rates(memory) -> dict[str, dict]:
     """strategy -> {"gain", "compute", "unit", "rate", "kept"}: confirmed val_bpb gain (positive =
     better) of its kept candidates, the compute its candidate runs used (dollars when any was
     billed, else training seconds), and gain per unit."""
-    from agent.digest import candidate_results   # agent.config imports this module's settings
     results = {c["id"]: c for c in candidate_results(memory)}
     kept = set(memory.incumbent_history())
     executions = [e for e in memory.executions(kind="candidate") if e["status"] not in ("pending", "running")]
@@ -87,9 +81,21 @@ def slots_for(mix: dict[str, int], population: int, measured: dict[str, dict],
     return {s: n for s, n in slots.items() if n > 0}
 
 
+def strategy_slots(mix: dict[str, int], population: int) -> dict[str, int]:
+    """Scale the strategy weights to `population` slots: floors first, then the largest remainders
+    (ties in STRATEGIES order), so the result is deterministic and sums to `population`."""
+    total = sum(mix.values())
+    order = [s for s in STRATEGIES if mix.get(s, 0) > 0]
+    exact = {s: population * mix[s] / total for s in order}
+    slots = {s: math.floor(exact[s]) for s in order}
+    left = population - sum(slots.values())
+    for s in sorted(order, key=lambda s: (-(exact[s] - slots[s]), STRATEGIES.index(s)))[:left]:
+        slots[s] += 1
+    return {s: n for s, n in slots.items() if n > 0}
+
+
 def allocate(ctx, generation: int, population: int) -> dict[str, int]:
     """This round's slots (the plain mix when allocation is off), recorded as an event."""
-    from agent.proposing import strategy_slots
     settings = ctx.settings.allocation
     mix = ctx.settings.strategy_mix
     if not settings.enabled:

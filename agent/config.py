@@ -19,10 +19,7 @@ import yaml
 from pydantic import ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from agent.early_stop import EarlyStopSettings
-from agent.allocation import AllocationSettings
-from agent.exploration import ExplorationSettings
-from agent.notebook import NotebookSettings
-from agent.novelty import NoveltySettings
+from agent.research_settings import AllocationSettings, ExplorationSettings, NotebookSettings, NoveltySettings
 from agent.proposers.base import STRATEGIES
 from sandbox.runners.simulated import SimulatedSettings
 from sandbox.runners.settings import (AWSBackendSettings, AWSSettings, LocalSettings, S3Settings,

@@ -13,25 +13,18 @@ candidate that crashed for a simple reason (a shape error at start-up, a typo) i
 """
 from __future__ import annotations
 
-from pydantic import Field
-
-from sandbox.runners.settings import Section
+from agent.digest import lineage, noise_sigma, recent_results
+from agent.research_settings import ExplorationSettings  # noqa: F401 (the section's settings)
+from agent.selection import threshold
 from sandbox.statuses import CRASH
 
 REPAIR_TAIL_LINES = 30
 HOPELESS = ("nan", "inf loss", "diverg", "timed out", "timeout", "out of memory")
 
 
-class ExplorationSettings(Section):
-    # share of a round's slots that start from a promising non-incumbent (0 = off)
-    branch_share: float = Field(0.2, ge=0, le=0.5)
-    repair_crashes: bool = True          # one slot per round repairs a promising crash
-
 
 def promising_branch(ctx, incumbent_id: str) -> dict | None:
     """The best accepted candidate outside the lineage that is indistinguishable from the incumbent."""
-    from agent.digest import lineage, noise_sigma, recent_results
-    from agent.selection import threshold
     lineage_ids = {c["id"] for c in lineage(ctx.memory)} | {incumbent_id}
     ranked = recent_results(ctx.memory)
     scores = {p.candidate_id: p.val_bpb for p in ranked}

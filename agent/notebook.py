@@ -10,20 +10,14 @@ under `## Lab notebook`. Writing one never stops the run.
 """
 from __future__ import annotations
 
-from pydantic import Field
-
-from sandbox.runners.settings import Section
+from agent.digest import build_digest, candidate_results, noise_sigma, strategy_outcomes
+from agent.research_settings import NotebookSettings  # noqa: F401 (the section's settings)
 from sandbox.statuses import OK, RESULT_STATUSES
 
 EVENT = "lab_notebook"
 MAX_LINES = 5
 SHOWN_ENTRIES = 3            # entries shown in a prompt, newest first
 
-
-class NotebookSettings(Section):
-    enabled: bool = True
-    # finished runs between entries; 0 = the population (one entry per generation)
-    every_executions: int = Field(0, ge=0)
 
 
 def entries(memory) -> list[dict]:
@@ -60,8 +54,6 @@ def due(memory, every: int) -> bool:
 def heuristic_lessons(memory) -> list[str]:
     """Lessons read off the figures: the best and worst of the newest runs, what crashed and why,
     which strategy pays, the noise, throughput changes."""
-    # imported here: agent.config imports this module for its settings, and agent.digest imports config
-    from agent.digest import candidate_results, noise_sigma, strategy_outcomes
     results = candidate_results(memory)
     stats = {c["id"]: c["stats"] for c in results if c.get("stats")}
     base = next((c for c in results if c["origin"] == "baseline"), None)
@@ -131,7 +123,6 @@ def update(ctx, generation: int, *, force: bool = False) -> dict | None:
     lines, author, note = figures, "heuristic", None
     writer = getattr(ctx.proposer, "write_lessons", None)
     if writer is not None:
-        from agent.digest import build_digest
         try:
             answer, note = writer(build_digest(ctx.memory, ctx.settings.llm.digest_token_budget), figures, generation)
         except Exception as exc:   # the notebook must not stop the run

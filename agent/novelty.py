@@ -23,19 +23,10 @@ import threading
 import tokenize
 from dataclasses import dataclass
 
-from pydantic import Field
-
-from sandbox.runners.settings import Section
+from agent.research_settings import NoveltySettings
 
 _NUMBER = re.compile(r"(?<![\w.])[-+]?(?:\d+\.\d*|\.\d+|\d+)(?:[eE][-+]?\d+)?(?![\w.])")
 
-
-class NoveltySettings(Section):
-    enabled: bool = True
-    # numbers within 2% of a tried candidate's (same code otherwise) are its twin; 0 = exact only
-    knob_tolerance: float = Field(0.02, ge=0, le=1)
-    # code similarity needed for the numbers to be compared at all: 0 = identical code structure
-    code_tolerance: float = Field(0.0, ge=0, le=1)
 
 
 @dataclass(frozen=True)

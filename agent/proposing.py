@@ -12,31 +12,16 @@ from one invocation to the next), so slots idle while the loop proposes there to
 """
 from __future__ import annotations
 
-import math
-
+from agent import notebook
+from agent.allocation import allocate, strategy_slots
 from agent.baseline import add_baseline
 from agent.digest import build_digest, lineage, recent_results
-from agent.novelty import NoveltyIndex
-from agent import notebook
-from agent.allocation import allocate
 from agent.experiment_facts import experiment_facts
+from agent.novelty import NoveltyIndex
 from agent.phases import LAUNCHED, PROPOSED, PROPOSING, SELECTED, get_phase, set_phase
-from agent.proposers.base import STRATEGIES, ProposalRequest
+from agent.proposers.base import ProposalRequest
 
 SEED_STRIDE = 100_003       # a prime: run seeds and generations never collide
-
-
-def strategy_slots(mix: dict[str, int], population: int) -> dict[str, int]:
-    """Scale the strategy weights to `population` slots: floors first, then the largest remainders
-    (ties in STRATEGIES order), so the result is deterministic and sums to `population`."""
-    total = sum(mix.values())
-    order = [s for s in STRATEGIES if mix.get(s, 0) > 0]
-    exact = {s: population * mix[s] / total for s in order}
-    slots = {s: math.floor(exact[s]) for s in order}
-    left = population - sum(slots.values())
-    for s in sorted(order, key=lambda s: (-(exact[s] - slots[s]), STRATEGIES.index(s)))[:left]:
-        slots[s] += 1
-    return {s: n for s, n in slots.items() if n > 0}
 
 
 def request_for(ctx, generation: int, incumbent: dict, slots: dict[str, int]) -> ProposalRequest:
