@@ -25,8 +25,9 @@ Figures (issue 11), generation of 10 at config.yaml's prices: before, gen 1 cold
 written, 0 read, 12,940 output, 3 write conflicts), gen 2 $0.201; an API that never answers: 123
 requests and 6 min 45 s. After (warm-up, history breakpoint, one effort per round): gen 1 $0.183
 (16,281 written, 62,692 read, 12,940 output, 0 conflicts), gen 2 $0.161; never answers: 6 requests
-in 16 s (3 per generation, the warm-up's attempts). Part 3's "ideal" row is the shared prefix
-written once with no warm-up request; the warm-up costs about what the first call would pay.
+in 16 s (3 per generation, the warm-up's attempts; before: 129 requests in 5 min 58 s when re-measured).
+Part 1's "ideal" row is the shared prefix written once with no warm-up request at all; the warm-up
+writes the same tokens, so the proposer now lands within a few cents of it.
 
     .venv/bin/python benchmarks/bench_llm_cost.py [--slots 10] [--part 1|2|3|all]
         [--timeout-s 2 --max-retries 2 --population 3 --generations 2]
