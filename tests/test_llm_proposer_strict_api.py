@@ -66,11 +66,17 @@ def incumbent_position(body: dict) -> int:
 def test_an_api_that_never_answers_costs_at_most_max_retries_plus_one_requests_per_call(api):
     api.outage = hang_reply()
     llm = LLMSettings(max_retries=1, timeout_s=0.3)
+    prop = proposer(llm)
+    # the bound is on the hand-over: the heuristic's own first call takes ~1.7 s here (cold caches),
+    # before and after issue 11 alike, and is no part of what the API cost in waiting
+    handed_over: list[float] = []
+    ask_fallback = prop.fallback.propose
+    prop.fallback.propose = lambda r: (handed_over.append(time.monotonic()), ask_fallback(r))[1]
     started = time.monotonic()
-    proposals = proposer(llm).propose(request({"moderate": 1, "aggressive": 1}))
+    proposals = prop.propose(request({"moderate": 1, "aggressive": 1}))
     assert all(p.proposer == "heuristic" for p in proposals) and len(proposals) == 2
     assert len(api.message_requests()) <= (llm.max_retries + 1) * 2
-    assert time.monotonic() - started < 3 * (llm.max_retries + 1) * llm.timeout_s
+    assert handed_over and handed_over[0] - started < 3 * (llm.max_retries + 1) * llm.timeout_s
 
 
 def test_an_answer_without_usage_is_booked_at_an_estimate_and_the_run_goes_on(api):
