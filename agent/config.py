@@ -19,6 +19,7 @@ import yaml
 from pydantic import ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from agent.early_stop import EarlyStopSettings
+from agent.research_settings import AllocationSettings, ExplorationSettings, NotebookSettings, NoveltySettings
 from agent.proposers.base import STRATEGIES
 from sandbox.runners.simulated import SimulatedSettings
 from sandbox.runners.settings import (AWSBackendSettings, AWSSettings, LocalSettings, S3Settings,
@@ -62,6 +63,14 @@ class SelectionSettings(Section):
     control_every: Optional[int] = Field(None, ge=1)
 
 
+# keys that lost their meaning, and what replaces them (a silent ignore would hide a changed behaviour)
+RETIRED_LLM_KEYS = {
+    "unreachable_after_s": "the SDK's retries are the only retry layer now; an unanswered call gives up after "
+                           "about (llm.max_retries + 1) x llm.timeout_s and the heuristic takes the round: "
+                           "set llm.max_retries and llm.timeout_s instead",
+}
+
+
 class LLMSettings(Section):
     # claude-sonnet-5-5: the current Sonnet in the SDK's model list (claude-sonnet-4-5 is deprecated there)
     model: str = "claude-sonnet-5-5"
@@ -74,19 +83,66 @@ class LLMSettings(Section):
     max_repairs: int = Field(2, ge=0)          # is_error tool_result rounds per call
     max_concurrent_calls: int = Field(4, ge=1)
     usd_cap: float = Field(5.0, gt=0)          # LLM dollars per run; past it the heuristic takes over
+    # The one retry layer is the SDK's: a request gets timeout_s, and up to max_retries more tries
+    # (connection errors, timeouts, 408/409/429/5xx, honouring retry-after). A call that still fails
+    # hands the round to the heuristic, so an API that never answers costs ~(max_retries+1) x timeout_s.
     timeout_s: float = Field(120.0, gt=0)
     max_retries: int = Field(4, ge=0)
-    unreachable_after_s: float = Field(300.0, gt=0)  # then fall back to the heuristic proposer
+    # Answer room in tokens; each call's max_tokens adds room for its effort's thinking
+    # (agent/llm_models.THINKING_ROOM), because thinking counts toward max_tokens.
+    # (max_tokens above is that answer room.)
+    # Effort per strategy: small edits need little reasoning, bold ones more. Sent as
+    # output_config.effort to models that take it (thinking is adaptive, and billed as output).
+    effort: dict[str, Literal["low", "medium", "high", "xhigh", "max"]] = Field(default_factory=lambda: {
+        "conservative": "low", "moderate": "medium", "aggressive": "high", "crossover": "medium"})
+    # A change of effort spoils cached prefixes (every level, on the strict reading of the docs), so
+    # per-strategy efforts mean one prefix write per distinct effort. benchmarks/bench_llm_cost.py
+    # part 3, generation of 10: one effort per round (the round's highest) $0.176, per strategy
+    # $0.198. true: every call of a round uses the highest effort among its strategies.
+    one_effort_per_round: bool = True
+    # prompt-cache lifetime of the shared prefix: auto = 1h when rounds are more than 5 minutes apart
+    # (measured, or foreseen from the preset's time budget), else 5m. A 1h write costs 2x input, 5m 1.25x.
+    cache_ttl: Literal["auto", "5m", "1h"] = "auto"
+    # a max_tokens-0 request that writes the round's shared prefix before the strategy calls read it
+    # (a sibling cannot read an entry still being written); off: the calls run at once and each writes it
+    warm_up: bool = True
     digest_token_budget: int = Field(6000, ge=200)
     # USD per million tokens; cache writes/reads per Anthropic's pricing page
     prices: dict[str, dict[str, float]] = Field(default_factory=lambda: {
-        "claude-sonnet-5-5": {"input": 2.0, "output": 10.0, "cache_write": 2.50, "cache_read": 0.20},
-        "claude-opus-5-5": {"input": 4.0, "output": 20.0, "cache_write": 5.00, "cache_read": 0.20},
-        "claude-haiku-5-5": {"input": 0.10, "output": 0.50, "cache_write": 0.125, "cache_read": 0.01},
-        "claude-sonnet-4-5": {"input": 3.0, "output": 15.0, "cache_write": 3.75, "cache_read": 0.30},
-        "claude-opus-4-1": {"input": 15.0, "output": 75.0, "cache_write": 18.75, "cache_read": 1.50},
-        "claude-haiku-4-5": {"input": 1.0, "output": 5.0, "cache_write": 1.25, "cache_read": 0.10},
+        "claude-sonnet-5-5": {"input": 2.0, "output": 10.0, "cache_write": 2.50, "cache_write_1h": 4.0,
+                              "cache_read": 0.20},
+        "claude-opus-5-5": {"input": 4.0, "output": 20.0, "cache_write": 5.00, "cache_write_1h": 8.0,
+                            "cache_read": 0.20},
+        "claude-haiku-5-5": {"input": 0.10, "output": 0.50, "cache_write": 0.125, "cache_write_1h": 0.20,
+                             "cache_read": 0.01},
+        "claude-sonnet-4-5": {"input": 3.0, "output": 15.0, "cache_write": 3.75, "cache_write_1h": 6.0,
+                              "cache_read": 0.30},
+        "claude-opus-4-1": {"input": 15.0, "output": 75.0, "cache_write": 18.75, "cache_write_1h": 30.0,
+                            "cache_read": 1.50},
+        "claude-haiku-4-5": {"input": 1.0, "output": 5.0, "cache_write": 1.25, "cache_write_1h": 2.0,
+                             "cache_read": 0.10},
     })
+
+    @model_validator(mode="before")
+    @classmethod
+    def _retired_keys(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            for key, replacement in RETIRED_LLM_KEYS.items():
+                if key in data:
+                    raise ValueError(f"llm.{key} was removed: {replacement}")
+        return data
+
+    @model_validator(mode="after")
+    def _what_the_model_refuses(self):
+        from agent.llm_models import refusals
+        problems = refusals(self.model, temperature=self.temperature, tool_choice=self.tool_choice,
+                            efforts=self.effort, efforts_set="effort" in self.model_fields_set)
+        if problems:
+            raise ValueError("; ".join(f"llm.{key}: {why}" for key, why in problems))
+        unknown = sorted(set(self.effort) - set(STRATEGIES))
+        if unknown:
+            raise ValueError(f"llm.effort: unknown strategies {unknown}; expected some of {list(STRATEGIES)}")
+        return self
 
 
 class PipelineSettings(Section):
@@ -112,6 +168,10 @@ class Settings(Section):
     sagemaker: SageMakerSettings = Field(default_factory=SageMakerSettings)
     simulated: SimulatedSettings = Field(default_factory=SimulatedSettings)
     early_stop: EarlyStopSettings = Field(default_factory=EarlyStopSettings)
+    novelty: NoveltySettings = Field(default_factory=NoveltySettings)   # near-duplicate rejection
+    notebook: NotebookSettings = Field(default_factory=NotebookSettings)  # lessons after each generation
+    allocation: AllocationSettings = Field(default_factory=AllocationSettings)  # slots follow gain per compute
+    exploration: ExplorationSettings = Field(default_factory=ExplorationSettings)  # branch and repair slots
     pipeline: PipelineSettings = Field(default_factory=PipelineSettings)
     # USD per instance-hour, on-demand; per region with a "default" fallback (see agent/ledger.py)
     instance_prices: dict[str, dict[str, float]] = Field(default_factory=dict)

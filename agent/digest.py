@@ -12,12 +12,18 @@ same text: no timestamps, every ordering has a tie-breaker) and bounded by a
 token budget estimated at ~4 characters per token. Sections come in order of
 how much they help the next proposal:
 
+  0. the experiment: budget seconds, preset, sequence length, vocabulary, hardware and memory
   1. measured noise (and so the bar a change must clear)
   2. the incumbent's lineage with its diffs
-  3. the best results not in the lineage, with their hypotheses
+  3. the best results not in the lineage, with their hypotheses; the middle ones summarised
   4. rejected and crashed attempts with their reasons (so they are not repeated)
-  5. the worst results
-  6. per-strategy outcomes
+  5. the last lines of the newest crashes' logs (the traceback)
+  6. the worst results
+  7. per-strategy outcomes
+
+Every run shown carries its execution figures (steps, tokens/s, MFU, peak memory, training
+seconds) and a loss-curve summary. One sign convention throughout: "dval" is the change in
+val_bpb against the parent, negative = better (val_bpb is lower-is-better).
 
 Each section first gets a share of the budget, then what is left goes to the
 sections in that order; inside a section the most informative items go first
@@ -44,15 +50,21 @@ MAX_TEXT = 300               # characters of a hypothesis or failure reason
 MAX_LINE = 160               # characters of one diff line
 NOTE_RESERVE = 48            # room kept per section for its "N more not shown" line
 
+CRASH_LOG_LINES = 30         # the tail of a crash's log shown (the traceback sits at the end)
+CURVE_POINTS = (10, 25, 50, 75, 100)   # % of the budget at which the loss curve is summarised
+
 # (key, title, share of the budget in the first pass)
 SECTIONS = (
-    ("noise", "Measured noise", 0.06),
-    ("lineage", "Incumbent lineage (baseline first; each step's changes)", 0.34),
-    ("best", "Best other results", 0.20),
-    ("failures", "Rejected and crashed attempts (do not repeat these)", 0.20),
-    ("worst", "Worst results", 0.10),
-    ("strategies", "Outcomes per strategy", 0.10),
+    ("experiment", "Experiment", 0.05),
+    ("noise", "Measured noise", 0.05),
+    ("lineage", "Incumbent lineage (baseline first; each step's changes)", 0.28),
+    ("best", "Best other results", 0.18),
+    ("failures", "Rejected and crashed attempts (do not repeat these)", 0.14),
+    ("crashlogs", "Crash logs (last lines of the newest crashes)", 0.14),
+    ("worst", "Worst results", 0.08),
+    ("strategies", "Outcomes per strategy", 0.08),
 )
+SIGNS = "Signs: dval = val_bpb change vs parent; negative = better.\n"
 
 
 def estimate_tokens(text: str) -> int:
@@ -145,7 +157,9 @@ def candidate_results(memory: "Memory") -> list[dict]:
             entry["val_bpbs"].append(row["val_bpb"])
         elif row["status"] != OK:
             entry["failures"].append({"status": row["status"], "failure_reason": row["failure_reason"]})
+    stats = run_stats(memory)
     for c in candidates:
+        c["stats"] = stats.get(c["id"])
         c["mean_val_bpb"] = _mean(c["val_bpbs"])
         c["runs"] = len(c["val_bpbs"])
         parent = by_id.get(c["parents"][0]) if c["parents"] else None
@@ -154,6 +168,30 @@ def candidate_results(memory: "Memory") -> list[dict]:
         c["delta_vs_parent"] = (parent_mean - c["mean_val_bpb"]
                                 if parent_mean is not None and c["mean_val_bpb"] is not None else None)
     return candidates
+
+
+def run_stats(memory: "Memory") -> dict[str, dict]:
+    """candidate id -> the execution figures of its latest finished run (ok runs preferred):
+    steps, tokens/s, MFU, peak memory, training seconds, the loss curve, and for a crash the
+    tail of its log. Replays are skipped (they re-measure old code on purpose)."""
+    out: dict[str, dict] = {}
+    for row in memory.executions():
+        if row["kind"] == "replay" or row["status"] not in RESULT_STATUSES:
+            continue
+        current = out.get(row["candidate_id"])
+        if current is not None and current["status"] == OK and row["status"] != OK:
+            continue
+        result = row.get("result") if isinstance(row.get("result"), dict) else {}
+        tps = result.get("tokens_per_second")
+        if tps is None and row.get("total_tokens_M") and row.get("training_seconds"):
+            tps = row["total_tokens_M"] * 1e6 / row["training_seconds"]
+        out[row["candidate_id"]] = {
+            "status": row["status"], "steps": row.get("num_steps"), "tokens_per_s": tps,
+            "mfu": row.get("mfu_percent"), "peak_mb": row.get("peak_vram_mb"),
+            "training_s": row.get("training_seconds"), "curve": result.get("curve") or [],
+            "log_tail": result.get("log_tail") or "", "failure": row.get("failure_reason") or "",
+        }
+    return out
 
 
 def lineage(memory: "Memory", results: list[dict] | None = None) -> list[dict]:
@@ -232,20 +270,25 @@ def early_stop_savings(executions: list[dict]) -> dict:
 
 
 # --------------------------------------------------------------------------------- the digest text
-def build_digest(memory: "Memory", token_budget: int = 6000) -> str:
+def build_digest(memory: "Memory", token_budget: int = 6000, experiment: dict | None = None,
+                 notebook: list[str] | None = None) -> str:
+    """`experiment`: facts of the set-up (agent/experiment_facts.py); `notebook`: the lab
+    notebook's latest lessons, newest first (shown right after the experiment)."""
     budget = max(0, int(token_budget)) * CHARS_PER_TOKEN
     results = candidate_results(memory)
     sections = [_Section(key, title, share) for key, title, share in SECTIONS]
     by_key = {s.key: s for s in sections}
+    _experiment_items(experiment or {}, notebook or [], by_key["experiment"])
     _noise_items(memory, results, by_key["noise"])
     lineage_ids = _lineage_items(memory, results, by_key["lineage"])
     _ranked_result_items(results, lineage_ids, by_key["best"], by_key["worst"])
     _failure_items(results, by_key["failures"])
+    _crash_log_items(results, by_key["crashlogs"], int(by_key["crashlogs"].share * budget))
     _strategy_items(memory, results, by_key["strategies"])
 
     ran = sum(1 for c in results if c["finished"])
     title = (f"# Run history: {len(results)} candidates, {ran} trained, "
-             f"{sum(c['finished'] for c in results)} finished runs\n\n")
+             f"{sum(c['finished'] for c in results)} finished runs\n{SIGNS}\n")
     return _fit(title, sections, budget)
 
 
@@ -282,6 +325,25 @@ def _fit(title: str, sections: list[_Section], budget: int) -> str:
 
 
 # --------------------------------------------------------------------------------- section content
+def _experiment_items(facts: dict, notebook: list[str], section: _Section) -> None:
+    if facts:
+        parts = [f"preset {facts.get('preset', '?')}"]
+        if facts.get("budget_seconds") is not None:
+            clock = facts.get("clock")
+            parts.append(f"time budget {facts['budget_seconds']:g} s of training"
+                         + (f" ({clock} clock)" if clock else ""))
+        for key, label in (("max_seq_len", "sequence length"), ("vocab_size", "vocabulary")):
+            if facts.get(key) is not None:
+                parts.append(f"{label} {facts[key]}")
+        text = "- " + ", ".join(parts) + "\n"
+        if facts.get("hardware"):
+            text += f"- hardware: {facts['hardware']}\n"
+        section.items.append(_Item(text, 0, 0))
+    if notebook:
+        lines = "".join(f"  - {_clip(line, MAX_TEXT)}\n" for line in notebook)
+        section.items.append(_Item(f"- lab notebook (lessons so far, newest first):\n{lines}", 1, 1))
+
+
 def _noise_items(memory: "Memory", results: list[dict], section: _Section) -> None:
     stats = noise_stats(memory)
     selection = _selection_settings(memory)
@@ -315,6 +377,7 @@ def _lineage_items(memory: "Memory", results: list[dict], section: _Section) -> 
         label = "unmodified baseline" if step["origin"] == "baseline" else _label(step)
         text = f"- {step['id']} {label}: {_score(step)}"
         text += " <- current incumbent\n" if position == last else "\n"
+        text += _figures(step)
         if not is_root:
             text += _hypothesis(step) + _changes(step["diff"])
         # the incumbent first, then the baseline (the reference point), then newer steps before older
@@ -336,11 +399,24 @@ def _ranked_result_items(results: list[dict], lineage_ids: set[str], best: _Sect
     scored.sort(key=lambda c: (c["mean_val_bpb"], c["id"]))
     top, rest = scored[:BEST_RESULTS], scored[BEST_RESULTS:]
     bottom = sorted(rest, key=lambda c: (-c["mean_val_bpb"], c["id"]))[:WORST_RESULTS]
+    bottom_ids = {c["id"] for c in bottom}
+    middle = [c for c in rest if c["id"] not in bottom_ids]
     for section, chosen in ((best, top), (worst, bottom)):
         for rank, c in enumerate(chosen):
             verdict = f" [verdict: {c['verdict']}]" if c.get("verdict") else ""
-            text = f"- {c['id']} {_label(c)}: {_score(c)}{verdict}\n" + _hypothesis(c) + _changes(c["diff"])
+            text = (f"- {c['id']} {_label(c)}: {_score(c)}{verdict}\n" + _figures(c) + _hypothesis(c)
+                    + _changes(c["diff"]))
             section.items.append(_Item(text, rank, rank))
+    if middle:
+        # the results between the best and the worst, one compact line rather than nothing
+        values = [c["mean_val_bpb"] for c in middle]
+        by_strategy: dict[str, int] = {}
+        for c in middle:
+            by_strategy[c["strategy"]] = by_strategy.get(c["strategy"], 0) + 1
+        titles = "; ".join(f"{c['id']} \"{_clip(c['title'], 40)}\" {c['mean_val_bpb']:.4f}" for c in middle)
+        text = (f"- {len(middle)} results between these and the worst: val_bpb {min(values):.6f}..{max(values):.6f}"
+                f" ({', '.join(f'{k} {v}' for k, v in sorted(by_strategy.items()))}): {_clip(titles, 600)}\n")
+        best.items.append(_Item(text, len(top), len(top)))
 
 
 def _failure_items(results: list[dict], section: _Section) -> None:
@@ -366,11 +442,26 @@ def _failure_items(results: list[dict], section: _Section) -> None:
         section.items.append(_Item(text, rank, rank))
 
 
+def _crash_log_items(results: list[dict], section: _Section, room: int) -> None:
+    """The last CRASH_LOG_LINES lines of each crashed candidate's log, newest first, each cut to
+    what the section's first-pass share can hold (the end of a log, where the traceback is, kept)."""
+    crashed = [c for c in results if c["finished"] and not c["val_bpbs"] and c.get("stats")
+               and c["stats"]["status"] not in (OK, STOPPED_EARLY) and c["stats"].get("log_tail")]
+    crashed.sort(key=lambda c: (-c["generation"], -c["index"], c["id"]))
+    limit = max(200, room - len(section.header) - NOTE_RESERVE - 1)
+    for rank, c in enumerate(crashed):
+        head = f"- {c['id']} {_label(c)}: {c['stats']['status']}\n"
+        lines = [f"    | {_cut(line)}\n" for line in c["stats"]["log_tail"].splitlines()[-CRASH_LOG_LINES:]]
+        while lines and len(head) + sum(map(len, lines)) > limit:
+            lines.pop(0)
+        section.items.append(_Item(head + "".join(lines), rank, rank))
+
+
 def _strategy_items(memory: "Memory", results: list[dict], section: _Section) -> None:
     for rank, (strategy, o) in enumerate(strategy_outcomes(memory, results).items()):
-        best = "n/a" if o["best_delta"] is None else f"{o['best_delta']:+.6f}"
+        best = "n/a" if o["best_delta"] is None else f"{-o['best_delta']:+.6f}"
         text = (f"- {strategy}: proposed {o['proposed']}, rejected {o['rejected']}, ran {o['ran']}, "
-                f"crashed {o['crashed']}, kept {o['kept']}, best gain vs parent {best}\n")
+                f"crashed {o['crashed']}, kept {o['kept']}, best dval {best}\n")
         section.items.append(_Item(text, rank, rank))
 
 
@@ -393,8 +484,48 @@ def _score(c: dict) -> str:
         return "no ok run"
     text = f"val_bpb {c['mean_val_bpb']:.6f} ({c['runs']} run{'s' if c['runs'] != 1 else ''}"
     if c.get("delta_vs_parent") is not None:
-        text += f", {-c['delta_vs_parent']:+.6f} vs parent"
+        text += f", dval {-c['delta_vs_parent']:+.6f}"
     return text + ")"
+
+
+def _figures(c: dict) -> str:
+    """One line of the run's execution figures and its loss curve, when it ran."""
+    st = c.get("stats")
+    if not st:
+        return ""
+    parts = []
+    if st.get("steps") is not None:
+        parts.append(f"{st['steps']} steps")
+    if st.get("tokens_per_s"):
+        parts.append(f"{st['tokens_per_s']:,.0f} tok/s")
+    if st.get("mfu") is not None:
+        parts.append(f"MFU {st['mfu']:.1f}%")
+    if st.get("peak_mb") is not None:
+        parts.append(f"peak mem {st['peak_mb']:,.0f} MiB")
+    if st.get("training_s") is not None:
+        parts.append(f"{st['training_s']:.1f} s training")
+    curve = _curve_summary(st.get("curve") or [])
+    if curve:
+        parts.append(curve)
+    return f"  run: {', '.join(parts)}\n" if parts else ""
+
+
+def _curve_summary(curve: list) -> str:
+    """Train loss at fixed fractions of the budget (nearest recorded point at or before each)."""
+    points = [(float(p), float(v)) for p, v in curve if isinstance(p, (int, float)) and isinstance(v, (int, float))]
+    if len(points) < 2:
+        return ""
+    shown = []
+    for pct in CURVE_POINTS:
+        before = [v for p, v in points if p <= pct]
+        if before:
+            shown.append(f"{pct}%:{before[-1]:.3f}")
+    low = min(v for _, v in points)
+    return f"loss {' '.join(shown)} (min {low:.3f})"
+
+
+def _cut(line: str) -> str:
+    return line if len(line) <= MAX_LINE else line[:MAX_LINE - 3] + "..."
 
 
 def _hypothesis(c: dict) -> str:

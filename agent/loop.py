@@ -65,6 +65,7 @@ from agent.generations import run_generations
 from agent.layout import new_run_tag
 from agent.live import emit_json
 from agent.memory import MemoryStoreError
+from agent.proposing import write_notebook
 from agent.recovery import recover_unfinished
 from agent.results_tsv import write_run_results
 from agent.run_context import Limits, require_comparable
@@ -131,6 +132,8 @@ def _drive(ctx, scheduler, generations: int, population: int) -> tuple[int, str]
         ctx.say(f"resume: {len(recovered['lost'])} execution(s) lost with the previous process (re-run as new "
                 f"attempts), {len(recovered['reattached'])} re-attached", "yellow")
     stop = SCHEDULES[ctx.settings.run.schedule](ctx, scheduler, generations, population)
+    if not ctx.dry_run:      # the last generation's lessons (earlier ones were written before each round)
+        write_notebook(ctx, max((c["generation"] for c in ctx.memory.candidates()), default=0), force=True)
     if stop is not None:
         return STOP_EXITS[stop.kind], stop.reason
     if ctx.memory.incumbent_id() is None:

@@ -12,27 +12,16 @@ from one invocation to the next), so slots idle while the loop proposes there to
 """
 from __future__ import annotations
 
-import math
-
+from agent import notebook
+from agent.allocation import allocate, strategy_slots
 from agent.baseline import add_baseline
-from agent.digest import build_digest, recent_results
+from agent.digest import build_digest, lineage, recent_results
+from agent.experiment_facts import experiment_facts
+from agent.novelty import NoveltyIndex
 from agent.phases import LAUNCHED, PROPOSED, PROPOSING, SELECTED, get_phase, set_phase
-from agent.proposers.base import STRATEGIES, ProposalRequest
+from agent.proposers.base import ProposalRequest
 
 SEED_STRIDE = 100_003       # a prime: run seeds and generations never collide
-
-
-def strategy_slots(mix: dict[str, int], population: int) -> dict[str, int]:
-    """Scale the strategy weights to `population` slots: floors first, then the largest remainders
-    (ties in STRATEGIES order), so the result is deterministic and sums to `population`."""
-    total = sum(mix.values())
-    order = [s for s in STRATEGIES if mix.get(s, 0) > 0]
-    exact = {s: population * mix[s] / total for s in order}
-    slots = {s: math.floor(exact[s]) for s in order}
-    left = population - sum(slots.values())
-    for s in sorted(order, key=lambda s: (-(exact[s] - slots[s]), STRATEGIES.index(s)))[:left]:
-        slots[s] += 1
-    return {s: n for s, n in slots.items() if n > 0}
 
 
 def request_for(ctx, generation: int, incumbent: dict, slots: dict[str, int]) -> ProposalRequest:
@@ -40,15 +29,39 @@ def request_for(ctx, generation: int, incumbent: dict, slots: dict[str, int]) ->
     return ProposalRequest(
         incumbent_source=incumbent["source"], incumbent_id=incumbent["id"],
         program_md=program.read_text() if program.is_file() else "",
-        digest=build_digest(ctx.memory, ctx.settings.llm.digest_token_budget), slots=slots, preset=ctx.preset,
+        digest=build_digest(ctx.memory, ctx.settings.llm.digest_token_budget, experiment=experiment_facts(ctx),
+                            notebook=notebook.prompt_lines(ctx.memory)),
+        slots=slots, preset=ctx.preset,
         generation=generation, seed=ctx.settings.run.seed * SEED_STRIDE + generation,
-        recent=recent_results(ctx.memory), seen_fingerprints=ctx.memory.fingerprints())
+        recent=recent_results(ctx.memory), seen_fingerprints=ctx.memory.fingerprints(),
+        budget_seconds=_budget_seconds(ctx), novelty=tried_index(ctx),
+        lineage_ids={c["id"] for c in lineage(ctx.memory)})
+
+
+def tried_index(ctx) -> NoveltyIndex:
+    """The run's accepted sources (the baseline included), for near-duplicate rejection."""
+    index = NoveltyIndex(ctx.settings.novelty)
+    for c in ctx.memory.candidates(check_status="accepted"):
+        if c.get("source"):
+            index.add(c["id"], c["source"])
+    return index
+
+
+def _budget_seconds(ctx) -> float | None:
+    """One training run's budget in seconds (prepare.py's preset table, or its override)."""
+    from sandbox.presets import time_budget
+    try:
+        return time_budget(ctx.preset, ctx.layout.prepare_py)
+    except Exception:   # an unreadable prepare.py is reported where it is run; here it only tunes caching
+        return None
 
 
 def _crossover_needs_parents(request: ProposalRequest) -> None:
-    """Crossover needs two finished parents besides the incumbent; until then its slots go to moderate."""
+    """Crossover needs two finished parents outside the incumbent's lineage; until then its slots
+    go to moderate."""
     slots = request.slots
-    parents = [r for r in request.recent if r.candidate_id != request.incumbent_id]
+    parents = [r for r in request.recent
+               if r.candidate_id != request.incumbent_id and r.candidate_id not in request.lineage_ids]
     if slots.get("crossover") and len(parents) < 2:
         slots["moderate"] = slots.get("moderate", 0) + slots.pop("crossover")
 
@@ -77,20 +90,29 @@ def propose_round(ctx, generation: int, population: int, *, incumbent_id: str | 
     incumbent = get_phase(mem, generation).get("incumbent") or incumbent_id or mem.incumbent_id() \
         or add_baseline(ctx)
     set_phase(mem, generation, phase=PROPOSING, incumbent=incumbent)
-    request = request_for(ctx, generation, mem.candidate(incumbent),
-                          strategy_slots(ctx.settings.strategy_mix, population))
+    write_notebook(ctx, generation - 1)
+    # the slots that do not start from the incumbent go first, so that whatever they fail to fill
+    # the main round fills (a silent LLM never loses a slot)
+    side = _side_proposals(ctx, generation, incumbent, population)
+    main = population - sum(1 for p in side if p.accepted)
+    request = request_for(ctx, generation, mem.candidate(incumbent), allocate(ctx, generation, main))
     _crossover_needs_parents(request)
     slots = request.slots
-    proposals = ctx.proposer.propose(request)
+    proposals = side + ctx.proposer.propose(request)
     if ctx.simulated:
         ctx.clock.advance(ctx.settings.simulated.proposal_latency_s)
     seen = set(request.seen_fingerprints)
+    tried = request.novelty.fork() if request.novelty is not None else None
     preflight = _preflight_enabled(ctx)
     ids, listing = [], []
     for p in proposals:
         accepted, rule, reason = p.accepted, p.rule, p.reason
+        twin = None
         if accepted and p.fingerprint in seen:   # belt and braces: never train identical code twice
             accepted, rule, reason = False, "duplicate", "identical to a candidate already tried in this run"
+        elif accepted and tried is not None and p.source and (twin := tried.twin(p.source)) is not None:
+            # whoever proposed it (the LLM checks within its round too), a near twin gets no slot
+            accepted, rule, reason = False, "near-duplicate", twin.reason(ctx.settings.novelty.knob_tolerance)
         if accepted and preflight:
             accepted, rule, reason = _preflight(ctx, p)
         if accepted:
@@ -102,6 +124,11 @@ def propose_round(ctx, generation: int, population: int, *, incumbent_id: str | 
                                 check_status="accepted" if accepted else "rejected", rule=rule, reason=reason,
                                 proposer=p.proposer or getattr(ctx.proposer, "name", ""), origin="proposed",
                                 attempts=p.attempts or 1)
+        if accepted and tried is not None and p.source:
+            tried.add(cid, p.source)
+        if twin is not None:
+            mem.log_event("near_duplicate", {"candidate": cid, "twin": twin.other, "distance": twin.distance,
+                                             "detail": twin.detail}, generation)
         ids.append(cid)
         listing.append({"id": cid, "strategy": p.strategy, "title": p.title, "accepted": accepted, "rule": rule})
     set_phase(mem, generation, phase=PROPOSED, incumbent=incumbent)
@@ -115,6 +142,48 @@ def propose_round(ctx, generation: int, population: int, *, incumbent_id: str | 
             if not x["accepted"]:
                 ctx.say(f"  rejected {x['id']} [{x['strategy']}] {x['title']}: {x['rule']}", "dim")
     return ids
+
+
+def _side_proposals(ctx, generation: int, incumbent: str, population: int) -> list:
+    """A repair of a promising crash (one slot, proposers that take an idea) and the branch share
+    from a promising non-incumbent (agent/exploration.py); [] when there is nothing promising or
+    the population leaves no room beside the main round."""
+    from agent import exploration
+    settings = ctx.settings.exploration
+    out: list = []
+    room = population - 1                       # the main round keeps at least one slot
+    if settings.repair_crashes and room >= 1 and hasattr(ctx.proposer, "propose_from_idea"):
+        crash = exploration.promising_crash(ctx)
+        if crash is not None:
+            candidate, execution = crash
+            request = request_for(ctx, generation, candidate, {"moderate": 1})
+            proposal = ctx.proposer.propose_from_idea(exploration.repair_idea(candidate, execution), request)
+            if not str(proposal.title).startswith("repair:"):
+                proposal.title = f"repair: {proposal.title}"   # how later rounds know it was repaired
+            out.append(proposal)
+            room -= 1
+    n = int(population * settings.branch_share)
+    branch = exploration.promising_branch(ctx, incumbent) if n >= 1 and room >= n else None
+    if branch is not None:
+        mix = {s: w for s, w in ctx.settings.strategy_mix.items() if s != "crossover" and w > 0} \
+            or {"moderate": 1}
+        request = request_for(ctx, generation, branch, strategy_slots(mix, n))
+        ctx.memory.log_event("branch", {"from": branch["id"], "slots": request.slots}, generation)
+        out.extend(ctx.proposer.propose(request))
+    return out
+
+
+def write_notebook(ctx, through_generation: int, *, force: bool = False) -> None:
+    """The lab notebook's entry for what finished so far, when one is due; never stops the run."""
+    try:
+        entry = notebook.update(ctx, through_generation, force=force)
+    except Exception as exc:   # lessons are a help, not a condition of the run
+        ctx.say(f"lab notebook: could not write an entry ({exc})", "yellow")
+        return
+    if entry is not None and not ctx.json_mode:
+        ctx.say(f"lab notebook ({entry['author']}), through generation {through_generation}:", "dim")
+        for line in entry["lines"]:
+            ctx.say(f"  - {line}", "dim")
 
 
 def ensure_proposed(ctx, generation: int, population: int, *, incumbent_id: str | None = None) -> None:

@@ -321,6 +321,43 @@ def _strategy_section(memory) -> str:
     return "## Strategy outcomes\n\n" + body + "\n\n(best delta: the largest val_bpb gain of one candidate over its parent's mean; positive is better)"
 
 
+def _allocation_section(memory) -> str:
+    """Slots per strategy in each round: the mix, or the mix blended with the measured rates."""
+    from agent.allocation import EVENT
+    from agent.proposers.base import STRATEGIES
+    events = memory.events(EVENT)
+    if not events:
+        return ""
+    rows = []
+    for e in events:
+        p = e.get("payload") or {}
+        slots, measured = p.get("slots") or {}, p.get("rates") or {}
+        unit = p.get("unit", "s")
+        rates = ", ".join(f"{s} {r:.3g}" for s, r in sorted(measured.items()) if r) or "-"
+        rows.append([e.get("generation"), *[slots.get(s, 0) for s in STRATEGIES],
+                     "learned" if p.get("learned") else "strategy_mix", f"{rates} (val_bpb/{unit})"])
+    return ("## Strategy allocation\n\n" + markdown_table(["generation", *STRATEGIES, "basis", "gain per compute"], rows)
+            + "\n\n(allocation: strategy_mix blended with each class's confirmed val_bpb gain per compute; "
+              "`allocation.enabled: false` keeps the mix)")
+
+
+def _notebook_section(memory) -> str:
+    """The lab notebook's entries, oldest first; a run without one gets the heuristic's reading
+    of its figures now (marked as such)."""
+    from agent import notebook
+    lines = ["## Lab notebook", ""]
+    entries = notebook.entries(memory)
+    for entry in entries:
+        lines.append(f"**Through generation {entry['generation']}** ({entry['author']}"
+                     + (f"; {entry['note']}" if entry.get("note") else "") + ")")
+        lines.extend(f"- {_cell(line)}" for line in entry["lines"])
+        lines.append("")
+    if not entries:
+        lines.append("_No entry was written during the run; read off the figures now (heuristic):_")
+        lines.extend(f"- {_cell(line)}" for line in notebook.heuristic_lessons(memory))
+    return "\n".join(lines).rstrip()
+
+
 def _noise_section(memory) -> str:
     rejected = noise_rejections(memory)
     lines = ["## Wins rejected as noise", ""]
@@ -443,6 +480,8 @@ def render_report(memory, run_dir: Path, png_name: str = "progress.png") -> str:
         f"![progress]({png_name})",
         _lineage_section(memory),
         _strategy_section(memory),
+        _allocation_section(memory),
+        _notebook_section(memory),
         _noise_section(memory),
         _spend_section(memory),
         _early_stop_section(executions),

@@ -86,3 +86,32 @@ def test_cli_reports_a_broken_config_with_exit_2(tmp_path):
                          cwd=tmp_path, capture_output=True, text=True, timeout=60)
     assert out.returncode == 2
     assert "config.yaml" in out.stderr + out.stdout and "run.population" in out.stderr + out.stdout
+
+
+def test_retired_llm_keys_are_refused_naming_what_replaces_them(tmp_path):
+    cfg = tmp_path / "config.yaml"
+    cfg.write_text("llm:\n  unreachable_after_s: 300\n")
+    with pytest.raises(ConfigError) as err:
+        load_settings(cfg)
+    text = str(err.value)
+    assert str(cfg) in text and "llm.unreachable_after_s was removed" in text
+    assert "llm.max_retries" in text and "llm.timeout_s" in text
+
+
+@pytest.mark.parametrize("yaml_text,key", [
+    ("llm:\n  tool_choice: any\n", "llm.tool_choice"),
+    ("llm:\n  temperature: 0.5\n", "llm.temperature"),
+    ("llm:\n  model: claude-sonnet-4-5\n  effort: {moderate: high}\n", "llm.effort"),
+    ("llm:\n  effort: {moderate: extreme}\n", "llm.effort"),
+])
+def test_config_refuses_what_the_model_would_refuse_naming_the_key(tmp_path, yaml_text, key):
+    cfg = tmp_path / "config.yaml"
+    cfg.write_text(yaml_text)
+    with pytest.raises(ConfigError, match=key.split(".")[1]):
+        load_settings(cfg)
+
+
+def test_a_model_that_takes_forced_tools_and_temperature_loads(tmp_path):
+    cfg = tmp_path / "config.yaml"
+    cfg.write_text("llm:\n  model: claude-sonnet-4-5\n  tool_choice: tool\n  temperature: 0.5\n")
+    assert load_settings(cfg).llm.tool_choice == "tool"

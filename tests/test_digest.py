@@ -267,3 +267,66 @@ def test_strategy_outcomes(memory: Memory):
                                         "kept": 1, "best_delta": pytest.approx(0.1)}
     assert outcomes["aggressive"] == {"proposed": 2, "rejected": 1, "ran": 1, "crashed": 1, "stopped": 0,
                                       "kept": 0, "best_delta": None}
+
+
+# --------------------------------------------------------------------------------- execution feedback
+TRACEBACK = ["step 3 loss 6.1", "Traceback (most recent call last):", '  File "train.py", line 88, in <module>',
+             "    x = model(idx)", "RuntimeError: mat1 and mat2 shapes cannot be multiplied (64x128 and 256x512)"]
+
+
+def feedback_memory(run_dir: Path) -> Memory:
+    memory = Memory.open(run_dir)
+    memory.ensure_run(run_dir.name, "micro", "local", "llm", {}, "/proj")
+    b = memory.add_candidate(generation=0, strategy="baseline", title="baseline", fingerprint="base", source=KNOBS,
+                             check_status="accepted", origin="baseline")
+    memory.set_state("incumbent", b)
+    ok = memory.add_candidate(generation=1, strategy="moderate", title="lr up", parents=[b], fingerprint="ok",
+                              source="s", check_status="accepted", diff="-MATRIX_LR = 0.04\n+MATRIX_LR = 0.05\n")
+    boom = memory.add_candidate(generation=1, strategy="aggressive", title="wider mlp", parents=[b],
+                                fingerprint="boom", source="s", check_status="accepted")
+    for cid, status, extra in ((b, "ok", {"val_bpb": 2.0}), (ok, "ok", {"val_bpb": 1.99}),
+                               (boom, "crash", {"failure_reason": "train.py exited 1: FAIL (RuntimeError)"})):
+        eid = memory.add_execution(candidate_id=cid, generation=1, kind="candidate", backend="local", preset="micro",
+                                   workspace="/ws")
+        figures = {"num_steps": 412, "training_seconds": 4.01, "total_tokens_M": 0.842, "mfu_percent": 1.7,
+                   "peak_vram_mb": 312.0, "curve": [[10, 6.2], [50, 4.1], [100, 3.6]],
+                   "log_tail": "\n".join(["noise line"] * 40 + TRACEBACK)} if status == "ok" or cid == boom else {}
+        if status != "ok":
+            figures = {"num_steps": 3, "log_tail": "\n".join(["noise line"] * 40 + TRACEBACK)}
+        memory.finish_execution(eid, result={"status": status, **extra, **figures})
+    return memory
+
+
+def test_digest_carries_experiment_facts_run_figures_curves_and_crash_tracebacks(tmp_path: Path):
+    memory = feedback_memory(tmp_path / "fb")
+    facts = {"preset": "micro", "budget_seconds": 4.0, "clock": "cpu", "max_seq_len": 64, "vocab_size": 512,
+             "hardware": "this machine, 2 CPU core(s)"}
+    text = build_digest(memory, 6000, experiment=facts)
+    assert "time budget 4 s of training (cpu clock)" in text and "sequence length 64" in text
+    assert "vocabulary 512" in text and "hardware: this machine, 2 CPU core(s)" in text
+    assert "412 steps" in text and "209,975 tok/s" in text and "MFU 1.7%" in text
+    assert "peak mem 312 MiB" in text and "4.0 s training" in text and "loss 10%:6.200" in text
+    # the crash's log tail, traceback included, at most CRASH_LOG_LINES lines of it
+    assert all(line.strip() in text for line in TRACEBACK)
+    crash_block = text.split("## Crash logs")[1].split("##")[0]
+    assert 0 < crash_block.count("    | ") <= 30
+    # one sign convention: dval, negative = better
+    assert "dval -0.010000" in text and "vs parent)" not in text
+
+
+def test_middle_results_are_summarised_not_dropped(history: Memory):
+    text = build_digest(history, 20000)
+    assert "results between these and the worst" in text
+
+
+def test_experiment_facts_come_from_prepare_py_and_the_backend():
+    from types import SimpleNamespace
+
+    from agent.config import Settings
+    from agent.experiment_facts import experiment_facts
+    root = Path(__file__).resolve().parents[1]
+    ctx = SimpleNamespace(preset="micro", backend="sagemaker", settings=Settings(),
+                          layout=SimpleNamespace(prepare_py=root / "prepare.py"))
+    facts = experiment_facts(ctx)
+    assert facts["max_seq_len"] == 64 and facts["vocab_size"] == 512 and facts["clock"] == "cpu"
+    assert facts["budget_seconds"] > 0 and facts["hardware"] == "SageMaker ml.g5.xlarge (NVIDIA A10G, 24 GB per GPU)"

@@ -40,7 +40,7 @@ def api_env(fake_anthropic, monkeypatch):
 
 
 def settings(**overrides) -> LLMSettings:
-    base = dict(max_retries=2, timeout_s=20, max_repairs=2, usd_cap=5.0, unreachable_after_s=5)
+    base = dict(max_retries=2, timeout_s=20, max_repairs=2, usd_cap=5.0)
     return LLMSettings(**{**base, **overrides})
 
 
@@ -218,7 +218,7 @@ def test_no_key_falls_back_to_the_heuristic_with_a_plain_message(monkeypatch, fa
     assert "No ANTHROPIC_API_KEY is set: using the heuristic proposer for this generation." in out.getvalue()
 
 
-def test_unreachable_api_falls_back_after_the_configured_time(monkeypatch):
+def test_unreachable_api_falls_back_after_the_sdks_retries_and_says_so(monkeypatch):
     with socket.socket() as sock:   # a port with nothing listening
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
@@ -226,16 +226,16 @@ def test_unreachable_api_falls_back_after_the_configured_time(monkeypatch):
     monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-test-dummy")
     calls = []
     con, out = console()
-    prop = proposer(settings(max_retries=0, unreachable_after_s=0.4), console=con,
-                    record_call=lambda **c: calls.append(c))
+    prop = proposer(settings(max_retries=0), console=con, record_call=lambda **c: calls.append(c))
     started = time.monotonic()
     proposals = prop.propose(request({"moderate": 1, "aggressive": 1}))
     assert time.monotonic() - started < 5
     assert len(proposals) == 2 and all(p.proposer == "heuristic" for p in proposals)
-    assert re.search(r"LLM unreachable since \d\d:\d\d:\d\d .*: using the heuristic proposer for this generation",
-                     out.getvalue())
-    assert calls and {c["outcome"] for c in calls} == {"unreachable"}
-    # the next generation tries once, and falls back at once while it stays unreachable
+    assert re.search(r"LLM unreachable since \d\d:\d\d:\d\d: connection failed .*1 attempt\(s\).*: using the "
+                     r"heuristic proposer for this generation", out.getvalue())
+    # a refused connection was never processed: booked, at $0
+    assert calls and {c["outcome"] for c in calls} == {"unreachable"} and sum(c["cost_usd"] for c in calls) == 0
+    # the next generation tries again, and falls back at once while it stays unreachable
     started = time.monotonic()
     assert all(p.proposer == "heuristic" for p in prop.propose(request({"moderate": 1}, generation=2)))
     assert time.monotonic() - started < 2
@@ -269,8 +269,11 @@ def test_usage_and_cost_are_recorded_in_memory_with_cache_tokens(api_env, tmp_pa
 def test_groups_run_concurrently_and_fill_every_slot_without_duplicates(api_env):
     slots = {"conservative": 3, "moderate": 4, "aggressive": 2}
     proposals = proposer(settings(max_concurrent_calls=2)).propose(request(slots))
-    reqs = api_env.message_requests()
-    assert len(reqs) == 3
+    warm_up, *reqs = api_env.message_requests()
+    # one max_tokens-0 warm-up writes the shared prefix before the three strategy calls read it
+    assert warm_up.body["max_tokens"] == 0 and "with strategy" not in warm_up.text
+    assert len(reqs) == 3 and all(r.cache.read > 0 for r in reqs) and api_env.write_conflicts() == []
+    assert min(r.at for r in reqs) >= warm_up.answered_at
     asked = sorted(re.search(r'with strategy "(\w+)"', r.text).group(1) for r in reqs)
     assert asked == ["aggressive", "conservative", "moderate"]
     assert all(p.accepted and p.proposer == "llm" for p in proposals)
@@ -331,14 +334,15 @@ def test_auth_error_disables_the_llm_for_the_rest_of_the_run(api_env):
     assert "authentication_error" in out.getvalue()
 
 
-def test_forced_tool_choice_and_temperature_follow_the_config(api_env):
-    proposals = proposer(settings(tool_choice="tool", temperature=0.7)).propose(request({"moderate": 1}))
+def test_forced_tool_choice_and_temperature_follow_the_config_on_a_model_that_takes_them(api_env):
+    # claude-sonnet-4-5 thinks only when asked, so it takes a forced tool and a temperature;
+    # claude-sonnet-5-5 refuses both, and config refuses them for it (test_llm_proposer_strict_api.py)
+    llm = settings(model="claude-sonnet-4-5", tool_choice="tool", temperature=0.7)
+    proposals = proposer(llm).propose(request({"moderate": 1}))
     [req] = api_env.message_requests()
     assert req.body["tool_choice"] == {"type": "tool", "name": TOOL_NAME, "disable_parallel_tool_use": True}
-    assert req.body["temperature"] == 0.7
-    # claude-sonnet-5-5 refuses both with a 400 and the slot silently goes to the heuristic; issue 11
-    # makes config refuse them at load time (tests/test_llm_proposer_strict_api.py)
-    assert req.status == 400 and [p.proposer for p in proposals] == ["heuristic"]
+    assert req.body["temperature"] == 0.7 and "output_config" not in req.body   # 4.5 takes no effort
+    assert req.status == 200 and [p.proposer for p in proposals] == ["llm"]
 
 
 def test_factory_picks_the_proposer_and_says_which(monkeypatch, fake_anthropic, tmp_path):

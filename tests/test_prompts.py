@@ -25,6 +25,7 @@ EXPECTED = {
     "repair_item": {"label", "rule", "message"},
     "idea": {"idea", "strategy"},
     "tool": set(),
+    "notebook": {"generation", "digest", "figures"},
 }
 
 

@@ -38,6 +38,10 @@ class ProposalRequest:
     seed: int
     recent: list[PastCandidate] = field(default_factory=list)   # best first, distinct, for crossover
     seen_fingerprints: set[str] = field(default_factory=set)    # everything already tried this run
+    budget_seconds: float | None = None   # one training run's time budget (the cache TTL choice)
+    # agent.novelty.NoveltyIndex of the run's tried sources (near-duplicate rejection); None = off
+    novelty: object | None = None
+    lineage_ids: set[str] = field(default_factory=set)          # the incumbent and its ancestors
 
 
 @dataclass

@@ -448,6 +448,7 @@ class Context:
     setting: Setting
     seen: set[str]                                          # fingerprints: the run's and this request's
     drafted: set[tuple] = field(default_factory=set)        # effective signatures already drafted
+    novelty: object | None = None                           # agent.novelty.NoveltyIndex: near twins skipped
 
     def values(self, changes: dict[str, object] | None = None) -> dict[str, object]:
         values = self.knobs.values()
@@ -835,7 +836,9 @@ def usable_parents(request: ProposalRequest) -> list[PastCandidate]:
     out, ids = [], set()
     for p in sorted(request.recent, key=lambda p: (p.val_bpb if p.val_bpb is not None else math.inf,
                                                    p.candidate_id)):
-        if p.edits and p.val_bpb is not None and p.candidate_id != request.incumbent_id and p.candidate_id not in ids:
+        # never an ancestor of the incumbent: its changes are in the incumbent already
+        if p.edits and p.val_bpb is not None and p.candidate_id != request.incumbent_id and p.candidate_id not in ids \
+                and p.candidate_id not in request.lineage_ids:
             out.append(p)
             ids.add(p.candidate_id)
     return out[:MAX_PARENTS]
@@ -863,7 +866,8 @@ class HeuristicProposer:
 
     def propose(self, request: ProposalRequest) -> list[Proposal]:
         ctx = Context(request, knob_block(request.incumbent_source, request.preset), self.setting(request.preset),
-                      set(request.seen_fingerprints))
+                      set(request.seen_fingerprints),
+                      novelty=request.novelty.fork() if request.novelty is not None else None)
         ctx.drafted.add((effective_signature(ctx.values(), ctx.setting), ()))   # the incumbent itself
         proposals: list[Proposal] = []
         wanted = 0
@@ -936,6 +940,9 @@ class HeuristicProposer:
                 self._fingerprints.clear()
             self._fingerprints[key] = check.fingerprint
         if not check.ok:
+            return None
+        # a near twin of something tried (or drafted this round) would be refused before it runs: draw again
+        if ctx.novelty is not None and ctx.novelty.claim(f"this round's {draft.title!r}", check.source) is not None:
             return None
         return Proposal(strategy=draft.strategy, title=draft.title, hypothesis=draft.hypothesis, edits=edits,
                         parents=draft.parents, accepted=True, source=check.source, diff=check.diff,
