@@ -37,6 +37,8 @@ from moto.moto_server.threaded_moto_server import ThreadedMotoServer
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
 from werkzeug.serving import make_server
 
+from tests.strict_aws import strict_aws, strict_aws_everywhere  # noqa: F401,E402  (strict AWS)
+
 ACCOUNT = "123456789012"
 REGION = "us-east-1"
 LOG_GROUP = "/aws/sagemaker/TrainingJobs"

@@ -379,7 +379,7 @@ def test_packed_job_runs_each_candidate_through_the_harness(aws, sim, bucket, tm
     assert names == {"ar-t1-e1-a1"}
     (request,) = created(aws)
     assert request["StoppingCondition"]["MaxRuntimeInSeconds"] == 1800   # 3 candidates on 4 GPUs: one round
-    assert {t["Key"]: t["Value"] for t in request["Tags"]}["candidate"] == "c-e1,c-e2,c-e3"
+    assert {t["Key"]: t["Value"] for t in request["Tags"]}["candidate"] == "c-e1 c-e2 c-e3"
     proc = sim.run_container("ar-t1-e1-a1", billable=300, gpus=2)
     assert proc.returncode == 1   # one crash fails the job ...
     done = finished(drain(runner))

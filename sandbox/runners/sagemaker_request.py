@@ -50,7 +50,11 @@ INSTANCE_GPUS = {
     "ml.g6e.12xlarge": 4, "ml.g6e.24xlarge": 4, "ml.g6e.48xlarge": 8,
     "ml.p4d.24xlarge": 8, "ml.p4de.24xlarge": 8, "ml.p5.48xlarge": 8,
 }
-MAX_RUNTIME_CAP_S = 5 * 24 * 3600  # SageMaker's limit for MaxRuntimeInSeconds
+# StoppingCondition documentation: "The maximum value is 28 days" for MaxRuntimeInSeconds (and a
+# spot job's MaxWaitTimeInSeconds, which must be >= it, is held to the same cap here).
+MAX_RUNTIME_CAP_S = 28 * 24 * 3600
+HYPERPARAMETER_MAX = 256   # CreateTrainingJob documentation: each hyperparameter value <= 256 characters
+RUN_FOLDER_MAX = 40        # the run's S3 folder name; longer tags are cut and given a short hash
 
 _SECRET_KEY = re.compile(r"(SECRET|TOKEN|PASSWORD|PASSWD|CREDENTIAL|PRIVATE|API_?KEY|ACCESS_?KEY|SESSION)",
                          re.IGNORECASE)
@@ -119,15 +123,24 @@ def data_channel_uris(settings: AWSBackendSettings, preset: str) -> dict[str, st
     return {name: f"s3://{bucket}/{data_prefix}/{preset}/{name}/" for name in CHANNELS}
 
 
+def run_folder(run_tag: str) -> str:
+    """The run's folder in S3: its slug, cut with a hash when long so that the source URI (a
+    hyperparameter, at most 256 characters) stays short whatever the tag."""
+    name = slug(run_tag)
+    if len(name) > RUN_FOLDER_MAX:
+        name = f"{name[:RUN_FOLDER_MAX - 9].rstrip('-')}-{hashlib.sha1(run_tag.encode()).hexdigest()[:8]}"
+    return name
+
+
 def job_layout(settings: AWSBackendSettings, run_tag: str, base: str) -> JobLayout:
     bucket = require_bucket(settings)
     _, runs_prefix = s3_prefixes(settings)
-    root = f"s3://{bucket}/{runs_prefix}/{slug(run_tag)}/{base}"
+    root = f"s3://{bucket}/{runs_prefix}/{run_folder(run_tag)}/{base}"
     ckpt = settings.sagemaker.checkpoint_s3_uri
     return JobLayout(
         source_uri=f"{root}/source/sourcedir.tar.gz",
         output_path=f"{root}/output",
-        checkpoint_uri=f"{ckpt.rstrip('/')}/{slug(run_tag)}/{base}/" if ckpt else None,
+        checkpoint_uri=f"{ckpt.rstrip('/')}/{run_folder(run_tag)}/{base}/" if ckpt else None,
         stop_prefix=f"{root}/stop/",
     )
 
@@ -249,7 +262,7 @@ def stopping_condition(settings: AWSBackendSettings, n_candidates: int) -> dict[
     max_run = min(sm.max_run * rounds, MAX_RUNTIME_CAP_S)
     cond = {"MaxRuntimeInSeconds": max_run}
     if sm.use_spot:
-        cond["MaxWaitTimeInSeconds"] = max(max_run, sm.max_wait + sm.max_run * (rounds - 1))
+        cond["MaxWaitTimeInSeconds"] = max(max_run, min(sm.max_wait + sm.max_run * (rounds - 1), MAX_RUNTIME_CAP_S))
     return cond
 
 
@@ -280,6 +293,11 @@ def build_create_request(specs: Sequence[ExecutionSpec], settings: AWSBackendSet
         "sagemaker_region": json.dumps(region),
         "sagemaker_container_log_level": "20",
     }
+    for key, value in hyper.items():
+        if len(value) > HYPERPARAMETER_MAX:
+            raise AWSConfigError(
+                f"hyperparameter {key} of job {name} is {len(value)} characters ({value}); CreateTrainingJob allows "
+                f"{HYPERPARAMETER_MAX}: shorten s3.bucket, s3.prefix or s3.output_prefix in config.yaml")
     channels = data_channel_uris(settings, specs[0].preset)
     request: dict = {
         "TrainingJobName": name,
@@ -314,12 +332,32 @@ def build_create_request(specs: Sequence[ExecutionSpec], settings: AWSBackendSet
     return request
 
 
-def job_tags(specs: Sequence[ExecutionSpec], run_tag: str) -> list[dict[str, str]]:
-    def joined(key: str) -> str:
-        values = list(dict.fromkeys(s.tags.get(key, "") for s in specs if s.tags.get(key)))
-        return ",".join(values)[:256]
+# Tag values must match `[\p{L}\p{Z}\p{N}_.:/=+\-@]*` (botocore's TagValue shape): no comma, so the
+# ids of a packed job are joined with a space, and any other character becomes "_".
+TAG_SEPARATOR = " "
+TAG_VALUE_MAX = 256
 
-    tags = {"run": run_tag[:256],
-            "generation": joined("generation"), "candidate": joined("candidate"),
-            "execution": ",".join(s.execution_id for s in specs)[:256], "tool": "autoresearch"}
+
+def tag_value(text: str) -> str:
+    """`text` with every character TagValue refuses replaced by "_" (str.isalnum is Unicode letters
+    and numbers, the pattern's \\p{L}\\p{N}; of \\p{Z} only the ASCII space is kept)."""
+    return "".join(ch if (ch.isalnum() or ch in " _.:/=+-@") else "_" for ch in text)
+
+
+def joined_tag(values: Sequence[str]) -> str:
+    """Distinct values joined by TAG_SEPARATOR, cut at a whole value so none is half kept."""
+    out = ""
+    for value in dict.fromkeys(tag_value(v) for v in values if v):
+        candidate = f"{out}{TAG_SEPARATOR}{value}" if out else value
+        if len(candidate) > TAG_VALUE_MAX:
+            break
+        out = candidate
+    return out
+
+
+def job_tags(specs: Sequence[ExecutionSpec], run_tag: str) -> list[dict[str, str]]:
+    tags = {"run": tag_value(run_tag)[:TAG_VALUE_MAX],
+            "generation": joined_tag([s.tags.get("generation", "") for s in specs]),
+            "candidate": joined_tag([s.tags.get("candidate", "") for s in specs]),
+            "execution": joined_tag([s.execution_id for s in specs]), "tool": "autoresearch"}
     return [{"Key": k, "Value": v} for k, v in tags.items() if v]

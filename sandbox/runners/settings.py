@@ -8,9 +8,10 @@ everywhere in config.yaml.
 """
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Optional
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
 class Section(BaseModel):
@@ -40,6 +41,15 @@ class S3Settings(Section):
     output_prefix: Optional[str] = None        # serverless pipeline key; default <prefix>/runs
 
 
+@lru_cache(maxsize=1)
+def training_instance_types() -> tuple[str, ...]:
+    """The values CreateTrainingJob accepts for ResourceConfig.InstanceType: the enum of botocore's
+    shipped SageMaker model (the same list AWS validates against; newer types arrive with botocore)."""
+    import botocore.session
+    model = botocore.session.get_session().get_service_model("sagemaker")
+    return tuple(model.shape_for("TrainingInstanceType").enum)
+
+
 class SageMakerSettings(Section):
     instance_type: str = "ml.g5.xlarge"
     use_spot: bool = True
@@ -67,6 +77,18 @@ class SageMakerSettings(Section):
     # estimates only (agent/ledger.py): start-up per job, and billable/training for spot jobs
     startup_estimate_s: float = Field(180.0, ge=0)
     spot_billable_fraction: float = Field(0.35, gt=0, le=1)
+
+    @field_validator("instance_type")
+    @classmethod
+    def _known_instance_type(cls, value: str) -> str:
+        known = training_instance_types()
+        if value not in known:
+            close = [t for t in known if t.split(".")[1:2] == value.split(".")[1:2]][:8] \
+                or [t for t in known if t.startswith("ml.g")][:8]
+            raise ValueError(f"sagemaker.instance_type {value!r} is not a SageMaker training instance type "
+                             f"(botocore's TrainingInstanceType: {len(known)} types, e.g. {', '.join(close)}); "
+                             "upgrade boto3 if the type is new")
+        return value
 
     @model_validator(mode="after")
     def _wait_covers_run(self):
