@@ -103,7 +103,7 @@ def _requests(ctx, planned: list) -> list[Path]:
         ensure_workspace(ctx, row, candidate)
         specs.append(spec_for(ctx, row, candidate))
     try:
-        return write_dry_run_requests(specs, ctx.settings.aws_backend, run_tag=ctx.tag)
+        return write_dry_run_requests(specs, ctx.settings.aws_backend, run_tag=ctx.tag, run_id=ctx.run_id or None)
     except Exception as exc:   # e.g. no bucket configured: say so, the plan is still useful
         ctx.say(f"could not write the SageMaker requests: {exc}", "yellow")
         ctx.memory.log_event("dry_run_requests_failed", {"error": str(exc)})

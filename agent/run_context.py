@@ -29,11 +29,12 @@ from agent.live import emit_json
 from agent.memory import BASELINE_ID, Memory, MemoryStoreError
 from sandbox.presets import measurement_version
 from sandbox.runners import make_runner
-from sandbox.runners.base import Clock, WallClock
+from sandbox.runners.base import Clock, WallClock, new_run_id
 from sandbox.statuses import CANDIDATE
 
 PACKAGE_PROMPTS = Path(__file__).resolve().parents[1] / "prompts"
 SIMULATED = "simulated"
+RUN_ID_KEY = "run_id"      # memory state: made once per run, names its cloud jobs (base.new_run_id)
 
 
 class MeasurementVersionError(MemoryStoreError):
@@ -63,6 +64,7 @@ class RunContext:
     json_mode: bool = False
     dry_run: bool = False
     limits: Limits = field(default_factory=Limits)
+    run_id: str = ""             # this run's id (memory state "run_id"): in its SageMaker job names
 
     @property
     def project_dir(self) -> Path:
@@ -114,8 +116,8 @@ def prompts_dir_for(project_dir: Path) -> Path:
     return own if own.is_dir() else PACKAGE_PROMPTS
 
 
-def build_runner(settings: Settings, backend: str, tag: str, layout: RunLayout):
-    return make_runner(backend, run_tag=tag, local=settings.local, aws=settings.aws_backend,
+def build_runner(settings: Settings, backend: str, tag: str, layout: RunLayout, run_id: str | None = None):
+    return make_runner(backend, run_tag=tag, run_id=run_id, local=settings.local, aws=settings.aws_backend,
                        simulated=settings.simulated,
                        baseline_source=layout.train_py.read_text() if layout.train_py.is_file() else None)
 
@@ -169,7 +171,12 @@ def open_run(settings: Settings, tag: str, project_dir: Path, *, backend: str | 
                                     f"folder (the one holding train.py and prepare.py)")
         memory.ensure_run(tag, resolved, backend, proposer_kind, settings.model_dump(mode="json"),
                           str(layout.project_dir))
-        runner = None if dry_run else build_runner(settings, backend, tag, layout)
+        run_id = memory.get_state(RUN_ID_KEY)
+        if not run_id:
+            # made once, with the run: a resumed run (or its dry run) names its jobs the same way
+            run_id = new_run_id()
+            memory.set_state(RUN_ID_KEY, run_id)
+        runner = None if dry_run else build_runner(settings, backend, tag, layout, run_id)
         from agent.proposers.factory import make_proposer
         proposer_obj = make_proposer(proposer_kind, settings, memory=memory, console=console,
                                      prompts_dir=prompts_dir_for(layout.project_dir))
@@ -179,7 +186,7 @@ def open_run(settings: Settings, tag: str, project_dir: Path, *, backend: str | 
     return RunContext(tag=tag, settings=settings, layout=layout, memory=memory, runner=runner,
                       proposer=proposer_obj, console=console, preset=resolved, backend=backend,
                       repo=_run_repo(layout, tag, backend), json_mode=json_mode, dry_run=dry_run,
-                      limits=limits or Limits())
+                      limits=limits or Limits(), run_id=run_id)
 
 
 def require_comparable(ctx: RunContext) -> None:

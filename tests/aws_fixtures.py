@@ -79,10 +79,24 @@ class _Middleware:
             start_response(f"{status} {'OK' if status < 400 else 'Error'}", headers)
             return [data]
         if (service, operation) == ("sagemaker", "CreateTrainingJob"):
+            name = params.get("TrainingJobName")
+            if name in sagemaker_backend().training_jobs:
+                # moto overwrites the job; SageMaker refuses: names are unique per account and
+                # region, forever (training jobs cannot be deleted)
+                return _error(start_response, "ResourceInUse",
+                              f"Training job names must be unique within an AWS account and region, and a "
+                              f"training job with this name already exists ({self.server.job_arn(name)})")
             out = self.app(environ, start_response)
             self.server.after_create(params)
             return out
         return self.app(environ, start_response)
+
+
+def _error(start_response: Callable, code: str, message: str, status: int = 400) -> list[bytes]:
+    data = json.dumps({"__type": code, "message": message}).encode()
+    start_response(f"{status} Error", [("Content-Type", "application/x-amz-json-1.1"),
+                                       ("Content-Length", str(len(data))), ("x-amzn-ErrorType", code)])
+    return [data]
 
 
 def _identify(environ: dict, body: bytes) -> tuple[str, str, dict]:
@@ -151,6 +165,9 @@ class FakeAWSServer(ThreadedMotoServer):
         service, name = op.split(".", 1)
         with self.lock:
             return [c for c in self.calls if c.service == service and c.operation == name]
+
+    def job_arn(self, name: str) -> str:
+        return f"arn:aws:sagemaker:{REGION}:{ACCOUNT}:training-job/{name}"
 
     def after_create(self, params: dict) -> None:
         if self.jobs_start_in_progress:

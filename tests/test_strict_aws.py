@@ -370,7 +370,7 @@ def test_packed_eight_with_odd_ids_and_a_long_tag_satisfy_the_model(tmp_path):
         ws = build_workspace(tmp_path / f"w{i}", source, PROJECT, {"execution_id": eid})
         specs.append(ExecutionSpec(eid, ws, "gpu", label=eid, tags={"run": tag, "generation": "1",
                                                                     "candidate": f"g001-c{i:02d}"}))
-    request = req.build_create_request(specs, settings, run_tag=tag, region=REGION)
+    request = req.build_create_request(specs, settings, run_tag=tag, run_id="0a1b2c3d", region=REGION)
     assert [str(v) for v in validate_request("sagemaker", "CreateTrainingJob", request)] == []
     tags = {t["Key"]: t["Value"] for t in request["Tags"]}
     assert tags["candidate"].split(" ") == [f"g001-c{i:02d}" for i in range(8)]
@@ -390,7 +390,8 @@ def test_a_source_uri_over_the_hyperparameter_limit_is_refused_naming_the_keys(t
         "sagemaker": {"image_uri": good_training_job()["AlgorithmSpecification"]["TrainingImage"]}})
     ws = build_workspace(tmp_path / "w", (PROJECT / "train.py").read_text(), PROJECT, {"execution_id": "e1"})
     with pytest.raises(AWSConfigError, match=r"sagemaker_submit_directory .* allows 256: shorten s3.bucket, s3.prefix"):
-        req.build_create_request([ExecutionSpec("e1", ws, "gpu")], settings, run_tag="t", region=REGION)
+        req.build_create_request([ExecutionSpec("e1", ws, "gpu")], settings, run_tag="t", run_id="0a1b2c3d",
+                                 region=REGION)
 
 
 def test_instance_type_is_checked_against_the_model_enum_at_config_load():

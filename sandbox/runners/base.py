@@ -6,6 +6,7 @@ thing locally and on SageMaker. Runners never decide keep/discard; they report.
 """
 from __future__ import annotations
 
+import secrets
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -64,6 +65,13 @@ class Requeued:
 
 
 RunnerEvent = Union[Progress, Finished, Requeued]
+
+
+def new_run_id() -> str:
+    """A fresh id for one run: 8 hex digits, made once when the run is created and kept in its
+    memory (agent/run_context.py), so a resumed run names and recognises its jobs again while
+    another run -- even one with the same tag in another folder -- never shares a name."""
+    return secrets.token_hex(4)
 
 
 class BackendError(RuntimeError):

@@ -47,7 +47,7 @@ from sandbox.runners.aws_clients import (
     as_setup_error, call_with_retry, error_code, error_message, is_retryable, make_client, make_session,
     region_of,
 )
-from sandbox.runners.base import ExecutionSpec, Finished, Progress, Requeued, RunnerEvent
+from sandbox.runners.base import ExecutionSpec, Finished, Progress, Requeued, RunnerEvent, new_run_id
 from sandbox.statuses import CRASH, HARNESS_STATUSES, INTERRUPTED, KILLED, STOPPED_EARLY, TIMEOUT
 
 LOG_GROUP = "/aws/sagemaker/TrainingJobs"
@@ -60,6 +60,10 @@ TRANSIENT_PATTERNS = (
 _PREFIXED = re.compile(r"^\[([^\]\s]+)\] ?(.*)$")
 _RESULT_RECORD = re.compile(r"AUTORESEARCH_RESULT (\S+) (\{.*\})\s*$")
 _MAX_OUTPUT_BYTES = 64 * 1024 * 1024
+
+
+class ForeignJobError(req.AWSConfigError):
+    """A training job under one of our names belongs to another run (or nobody can tell)."""
 
 
 @dataclass
@@ -122,7 +126,9 @@ class SageMakerRunner:
     """Runner protocol over SageMaker training jobs (see module docstring).
 
     `session` is a boto3.Session (default: from settings.aws); `run_tag` names the run in job
-    names, S3 keys and the `run` tag (default: the `run` tag of the first spec, else "adhoc").
+    names, S3 keys and the `run` tag (default: the `run` tag of the first spec, else "adhoc");
+    `run_id` (kept in the run's memory, so a resumed run passes the same one; default: a fresh
+    one) makes job names unique to this run and is the `run-id` tag that proves a job is ours.
     `dry_run` writes each CreateTrainingJob request to `<workspace>/create_training_job.json`,
     makes no AWS call at all, and ends each execution with a non-ok `killed` result marked
     `dry_run: true`. `clock`/`sleep` exist so tests need no real waiting.
@@ -131,12 +137,13 @@ class SageMakerRunner:
     name = "sagemaker"
     simulated = False
 
-    def __init__(self, settings: AWSBackendSettings, *, run_tag: str | None = None, session: Any = None,
-                 dry_run: bool = False, image_uri: str | None = None,
+    def __init__(self, settings: AWSBackendSettings, *, run_tag: str | None = None, run_id: str | None = None,
+                 session: Any = None, dry_run: bool = False, image_uri: str | None = None,
                  clock: Callable[[], float] = time.time, sleep: Callable[[float], None] = time.sleep):
         self.settings = settings
         self.sm = settings.sagemaker
         self.run_tag = run_tag
+        self.run_id = run_id or new_run_id()
         self.dry_run = dry_run
         self._clock, self._sleep = clock, sleep
         self.clock = _CallableClock(clock)
@@ -221,7 +228,7 @@ class SageMakerRunner:
             self._flush_buffer()   # one job runs one preset
             buf = None
         if buf is None:
-            buf = _Job(base=req.job_base_name(self.run_tag, spec.execution_id), specs=[])
+            buf = _Job(base=req.job_base_name(self.run_tag, self.run_id, spec.execution_id), specs=[])
             self._buffer = buf
             self._jobs[buf.base] = buf
         buf.specs.append(spec)
@@ -298,11 +305,13 @@ class SageMakerRunner:
         desc = self._describe(job_id)
         if desc is None:
             return False
+        self._require_owned(base, desc)
         # A requeue may have made later attempts since the orchestrator stopped: follow the newest.
         for later in range(attempt + 1, attempt + self.sm.max_spot_requeues + self.sm.transient_retries + 2):
             newer = self._describe(req.job_name(base, later))
             if newer is None:
                 break
+            self._require_owned(base, newer)
             desc, attempt = newer, later
         job = _Job(base=base, specs=[spec], state="running", attempt=attempt, name=req.job_name(base, attempt),
                    uploaded=True, started_at=_ts(desc.get("TrainingStartTime")) or _ts(desc.get("CreationTime")))
@@ -356,7 +365,7 @@ class SageMakerRunner:
 
     def build_request(self, job: _Job) -> dict:
         return req.build_create_request(job.specs, self.settings, run_tag=self.run_tag or "adhoc",
-                                        region=self.region, attempt=job.attempt, image_uri=self.image_uri(),
+                                        run_id=self.run_id, region=self.region, attempt=job.attempt, image_uri=self.image_uri(),
                                         role_arn=self._role_arn() or None)
 
     def _launch_pending(self) -> None:
@@ -402,7 +411,13 @@ class SageMakerRunner:
                 # a request SageMaker refuses (role, image, limits) fails every candidate alike:
                 # stop the run with the reason rather than record N fake crashes
                 raise req.AWSConfigError(f"CreateTrainingJob {job.name} refused: {code}: {message}") from None
-            # else our earlier (e.g. timed-out) request created it: follow that job
+            # The name is taken. Follow that job only if its tags prove it is ours (our earlier,
+            # e.g. timed-out, request created it); another run's job would hand us its score.
+            desc = self._describe(job.name)
+            if desc is None:
+                raise req.AWSConfigError(f"CreateTrainingJob {job.name}: {code} ({message}) but the job cannot be "
+                                         "described; try again later") from None
+            self._require_owned(job.base, desc)
         job.quota_waiting = False
         job.state = "running"
         job.started_at = self._clock()
@@ -418,6 +433,25 @@ class SageMakerRunner:
             if error_code(exc) != "ValidationException":   # already finished: the poll will tell
                 raise
         self._next_poll = 0.0
+
+    def _require_owned(self, base: str, desc: dict) -> None:
+        """Raise ForeignJobError unless the job `desc` carries this run's tags for `base`."""
+        name = desc.get("TrainingJobName", base)
+        arn = desc.get("TrainingJobArn")
+        tags: dict[str, str] = {}
+        kwargs: dict[str, Any] = {"ResourceArn": arn, "MaxResults": 100}
+        while arn:
+            page = self._call("sagemaker", "list_tags", **kwargs)
+            tags.update({t["Key"]: t["Value"] for t in page.get("Tags", [])})
+            if not page.get("NextToken"):
+                break
+            kwargs["NextToken"] = page["NextToken"]
+        if not req.proves_ownership(tags, run_tag=self.run_tag or "adhoc", run_id=self.run_id, base=base):
+            raise ForeignJobError(
+                f"training job {name} exists but is not this run's (its tags: run={tags.get('run')!r}, "
+                f"{req.RUN_ID_TAG}={tags.get(req.RUN_ID_TAG)!r}, {req.EXECUTION_TAG}={tags.get(req.EXECUTION_TAG)!r}; "
+                f"this run: run={self.run_tag!r}, {req.RUN_ID_TAG}={self.run_id!r}). It is never followed and its "
+                "output never read; training jobs cannot be deleted, so start this run under another --run tag")
 
     # ----- observation ------------------------------------------------------------------------
     def _describe(self, name: str) -> dict | None:
@@ -446,7 +480,8 @@ class SageMakerRunner:
         found: dict[str, dict] = {}
         kwargs: dict[str, Any] = {
             "Resource": "TrainingJob", "MaxResults": 100,
-            "SearchExpression": {"Filters": [{"Name": "Tags.run", "Operator": "Equals", "Value": self.run_tag}]},
+            "SearchExpression": {"Filters": [{"Name": f"Tags.{req.RUN_ID_TAG}", "Operator": "Equals",
+                                              "Value": self.run_id}]},
         }
         while True:
             page = self._call("sagemaker", "search", **kwargs)
@@ -653,9 +688,9 @@ class SageMakerRunner:
 
 
 def write_dry_run_requests(specs: list[ExecutionSpec], settings: AWSBackendSettings, *, run_tag: str,
-                           image_uri: str | None = None) -> list[Path]:
+                           run_id: str | None = None, image_uri: str | None = None) -> list[Path]:
     """`--dry-run`: write every CreateTrainingJob request next to its candidate; no AWS call."""
-    runner = SageMakerRunner(settings, run_tag=run_tag, dry_run=True, image_uri=image_uri)
+    runner = SageMakerRunner(settings, run_tag=run_tag, run_id=run_id, dry_run=True, image_uri=image_uri)
     for spec in specs:
         runner.submit(spec)
     runner.poll(0)

@@ -83,9 +83,18 @@ def slug(text: str) -> str:
     return re.sub(r"-+", "-", re.sub(r"[^a-z0-9]", "-", text.lower())).strip("-") or "x"
 
 
-def job_base_name(run_tag: str, first_execution_id: str) -> str:
-    """Stable per packed job, so a resumed orchestrator finds the same names again."""
-    base = f"ar-{slug(run_tag)}-{slug(first_execution_id)}"
+RUN_ID_TAG = "run-id"          # the tag that proves a job is this run's (see SageMakerRunner._owned)
+EXECUTION_TAG = "execution"
+
+
+def job_base_name(run_tag: str, run_id: str, first_execution_id: str) -> str:
+    """Stable per packed job, so a resumed orchestrator finds the same names again; the run id
+    (base.new_run_id, kept in the run's memory) makes it unique to this run: tags that slug alike
+    (`exp_1`, `exp-1`, `EXP.1`) or one tag re-used in another folder get other names. Training jobs
+    can never be deleted, so a shared name would be a permanent collision."""
+    if not re.fullmatch(r"[a-z0-9]{1,16}", run_id or ""):
+        raise ValueError(f"run id {run_id!r}: expected 1-16 lowercase letters or digits")
+    base = f"ar-{slug(run_tag)}-{run_id}-{slug(first_execution_id)}"
     if len(base) > 56:   # leave room for "-aNN"; keep it unique with a short hash of the whole
         digest = hashlib.sha1(base.encode()).hexdigest()[:8]
         base = f"{base[:47].rstrip('-')}-{digest}"
@@ -266,8 +275,9 @@ def stopping_condition(settings: AWSBackendSettings, n_candidates: int) -> dict[
     return cond
 
 
-def build_create_request(specs: Sequence[ExecutionSpec], settings: AWSBackendSettings, *, run_tag: str, region: str,
-                         attempt: int = 1, image_uri: str | None = None, role_arn: str | None = None) -> dict:
+def build_create_request(specs: Sequence[ExecutionSpec], settings: AWSBackendSettings, *, run_tag: str, run_id: str,
+                         region: str, attempt: int = 1, image_uri: str | None = None,
+                         role_arn: str | None = None) -> dict:
     """The CreateTrainingJob request for one job running `specs` (one or several candidates).
 
     Pure: no AWS call. `image_uri`/`role_arn` default to the resolved image and `aws.role_arn`.
@@ -279,7 +289,7 @@ def build_create_request(specs: Sequence[ExecutionSpec], settings: AWSBackendSet
     if not role:
         raise AWSConfigError("aws.role_arn is not set: run `autoresearch aws setup` (it prints the role ARN) "
                              "and put it in config.yaml under aws.role_arn")
-    base = job_base_name(run_tag, specs[0].execution_id)
+    base = job_base_name(run_tag, run_id, specs[0].execution_id)
     name = job_name(base, attempt)
     layout = job_layout(settings, run_tag, base)
     env = job_environment(specs)
@@ -319,7 +329,7 @@ def build_create_request(specs: Sequence[ExecutionSpec], settings: AWSBackendSet
         "StoppingCondition": stopping_condition(settings, len(specs)),
         "EnableManagedSpotTraining": bool(sm.use_spot),
         "Environment": env,
-        "Tags": job_tags(specs, run_tag),
+        "Tags": job_tags(specs, run_tag, run_id),
     }
     if layout.checkpoint_uri:
         request["CheckpointConfig"] = {"S3Uri": layout.checkpoint_uri, "LocalPath": CHECKPOINT_LOCAL_PATH}
@@ -355,9 +365,19 @@ def joined_tag(values: Sequence[str]) -> str:
     return out
 
 
-def job_tags(specs: Sequence[ExecutionSpec], run_tag: str) -> list[dict[str, str]]:
-    tags = {"run": tag_value(run_tag)[:TAG_VALUE_MAX],
+def job_tags(specs: Sequence[ExecutionSpec], run_tag: str, run_id: str) -> list[dict[str, str]]:
+    tags = {"run": tag_value(run_tag)[:TAG_VALUE_MAX], RUN_ID_TAG: run_id,
             "generation": joined_tag([s.tags.get("generation", "") for s in specs]),
             "candidate": joined_tag([s.tags.get("candidate", "") for s in specs]),
-            "execution": joined_tag([s.execution_id for s in specs]), "tool": "autoresearch"}
+            EXECUTION_TAG: joined_tag([s.execution_id for s in specs]), "tool": "autoresearch"}
     return [{"Key": k, "Value": v} for k, v in tags.items() if v]
+
+
+def proves_ownership(tags: dict[str, str], *, run_tag: str, run_id: str, base: str) -> bool:
+    """Whether a job's tags say it is this run's job `base`: the run id matches, and the first id
+    in its `execution` tag (the one its name is made from) gives that very name. A name alone
+    proves nothing (see job_base_name)."""
+    if tags.get(RUN_ID_TAG) != run_id:
+        return False
+    first = tags.get(EXECUTION_TAG, "").split(TAG_SEPARATOR)[0]
+    return bool(first) and job_base_name(run_tag, run_id, first) == base
