@@ -17,6 +17,7 @@ from typing import Any, Callable
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
 from agent.config import Settings
+from sandbox.runners import sagemaker_quota
 from sandbox.runners import sagemaker_request as req
 from sandbox.runners.aws_clients import (
     AWSConfigError, as_setup_error, call_with_retry, error_code, error_message, make_client, make_session,
@@ -229,43 +230,28 @@ def _guard(name: str, fn: Callable[[], Check], fix: str) -> Check:
 
 
 def spot_quota_name(instance_type: str, spot: bool = True) -> str:
-    return f"{instance_type} for {'spot ' if spot else ''}training job usage"
+    return sagemaker_quota.quota_name(instance_type, spot)
 
 
 def _quota_check(settings: Settings, client: Callable[[str], Any]) -> Check:
+    """The applied quota, else the AWS default (a never-raised quota is not listed as applied:
+    reading only that said SKIP for exactly the new accounts whose GPU spot quota is 0)."""
     sm = settings.sagemaker
-    wanted = spot_quota_name(sm.instance_type, sm.use_spot)
     name = "spot quota" if sm.use_spot else "quota"
-    quotas = client("service-quotas")
-    try:
-        found = None
-        kwargs: dict[str, Any] = {"ServiceCode": "sagemaker"}
-        while found is None:
-            page = _call(quotas, "list_service_quotas", **kwargs)
-            found = next((q for q in page.get("Quotas", []) if q.get("QuotaName") == wanted), None)
-            if found is not None or not page.get("NextToken"):
-                break
-            kwargs["NextToken"] = page["NextToken"]
-    except ClientError as exc:
-        code, message = error_code(exc), error_message(exc)
-        if message.lstrip().startswith("<"):   # an HTML error page: the endpoint lacks this API
-            message = "the endpoint does not offer ListServiceQuotas"
-        return Check(name, None, f"could not check {wanted!r}: {code or 'error'}: {message[:160]}",
+    q = sagemaker_quota.lookup(lambda service, op, **kw: _call(client(service), op, **kw), sm.instance_type,
+                               sm.use_spot, region_of(settings, make_session(settings)))
+    if q.value is None:
+        return Check(name, None, f"could not check {q.name!r}: {q.note}",
                      "see Service Quotas -> Amazon SageMaker in the AWS console")
-    except BotoCoreError as exc:
-        return Check(name, None, f"could not check {wanted!r}: {exc}", "see Service Quotas in the AWS console")
-    if found is None:
-        return Check(name, None, f"quota {wanted!r} not listed for this account/region",
-                     "see Service Quotas -> Amazon SageMaker in the AWS console")
-    value = float(found.get("Value", 0))
     want = max(1, sm.max_concurrent_jobs)
-    fix = (f"aws service-quotas request-service-quota-increase --service-code sagemaker "
-           f"--quota-code {found.get('QuotaCode')} --desired-value {want}")
-    if value < 1:
-        return Check(name, False, f"{wanted} = 0: no job can start", fix)
-    if value < want:
-        return Check(name, True, f"{wanted} = {value:g} (< sagemaker.max_concurrent_jobs {want}: jobs will queue)", fix)
-    return Check(name, True, f"{wanted} = {value:g}")
+    fix = q.increase_command(want)
+    if q.value < 1:
+        return Check(name, False, f"{q.name} = 0 ({q.source} value): no job can start; request an increase of "
+                                  f"{q.name} ({q.code}) in {q.region}", fix)
+    if q.value < want:
+        return Check(name, True, f"{q.name} = {q.value:g} (< sagemaker.max_concurrent_jobs {want}: at most "
+                                 f"{q.value:g} jobs at once)", fix)
+    return Check(name, True, f"{q.name} = {q.value:g}" + ("" if q.source == "applied" else f" ({q.source} value)"))
 
 
 def doctor(settings: Settings, preset: str | None = None) -> list[Check]:

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from agent.layout import DB_NAME
-from sandbox.statuses import EXECUTION_KINDS, HARNESS_STATUSES, RESULT_STATUSES, TERMINAL_STATUSES
+from sandbox.statuses import EXECUTION_KINDS, HARNESS_STATUSES, NOT_ADMITTED, RESULT_STATUSES, TERMINAL_STATUSES
 
 BUSY_TIMEOUT_MS = 30_000
 
@@ -453,8 +453,10 @@ class Memory:
         if not isinstance(result, dict):
             raise MemoryStoreError(f"finish_execution({execution_id}): result must be a dict, got {type(result).__name__}")
         status = result.get("status")
-        _require(status in HARNESS_STATUSES,
-                 f"finish_execution({execution_id}): result status must be one of {HARNESS_STATUSES}, got {status!r}")
+        # not_admitted: a backend's capacity said no for too long (SageMaker's quota wait)
+        _require(status in HARNESS_STATUSES + (NOT_ADMITTED,),
+                 f"finish_execution({execution_id}): result status must be one of "
+                 f"{HARNESS_STATUSES + (NOT_ADMITTED,)}, got {status!r}")
         version = _int_or_none(result.get("measurement_version"))
         if version is None and status in RESULT_STATUSES:
             version = LEGACY_MEASUREMENT_VERSION

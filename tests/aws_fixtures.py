@@ -176,6 +176,38 @@ class FakeAWSServer(ThreadedMotoServer):
                 set_job(job.training_job_name, status="InProgress", secondary="Starting", end=None)
 
 
+class QuotaStandIn:
+    """Service Quotas for SageMaker, which moto lacks (it knows only vpc): the two listings the
+    runner and `doctor` read, as AWS answers them -- ListServiceQuotas lists APPLIED values only
+    (a quota never raised is absent), ListAWSDefaultServiceQuotas lists every quota's default;
+    pages of at most MaxResults (1..100, default 100) with a NextToken; an unknown ServiceCode
+    is NoSuchResourceException. `filler` unrelated quotas come first so paging is exercised."""
+
+    def __init__(self, server: "FakeAWSServer", *, defaults: dict[str, tuple[str, float]],
+                 applied: dict[str, float] | None = None, filler: int = 150):
+        self.quotas = [(f"ml.fill{i}.xlarge for training job usage", f"L-F{i:05d}", 2.0) for i in range(filler)]
+        self.quotas += [(name, code, value) for name, (code, value) in defaults.items()]
+        self.applied = dict(applied or {})
+        server.handle("service-quotas.ListServiceQuotas", lambda p: self._page(p, applied_only=True))
+        server.handle("service-quotas.ListAWSDefaultServiceQuotas", lambda p: self._page(p, applied_only=False))
+
+    def _page(self, params: dict, *, applied_only: bool) -> tuple[int, dict]:
+        if params.get("ServiceCode") != "sagemaker":
+            return 400, {"__type": "NoSuchResourceException", "message": "The request failed because the specified "
+                         "service does not exist."}
+        rows = [(n, c, self.applied[c] if applied_only else v) for n, c, v in self.quotas
+                if not applied_only or c in self.applied]
+        start = int(params.get("NextToken") or 0)
+        size = int(params.get("MaxResults", 100))
+        chunk = rows[start:start + size]
+        page: dict = {"Quotas": [{"ServiceCode": "sagemaker", "ServiceName": "Amazon SageMaker", "QuotaCode": c,
+                                  "QuotaName": n, "Value": v, "Unit": "None", "Adjustable": True,
+                                  "GlobalQuota": False} for n, c, v in chunk]}
+        if start + size < len(rows):
+            page["NextToken"] = str(start + size)
+        return 200, page
+
+
 def sagemaker_backend() -> Any:
     from moto.sagemaker.models import sagemaker_backends
     return sagemaker_backends[ACCOUNT][REGION]

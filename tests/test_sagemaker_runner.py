@@ -23,7 +23,7 @@ from sandbox.runners.aws_clients import AWSConfigError  # noqa: E402
 from sandbox.runners.base import ExecutionSpec, Finished, Progress, Requeued  # noqa: E402
 from sandbox.runners.sagemaker import SageMakerRunner, write_dry_run_requests  # noqa: E402
 from sandbox.workspace import build_workspace  # noqa: E402
-from tests.aws_fixtures import REGION, hide_sagemaker_package, set_job  # noqa: E402
+from tests.aws_fixtures import REGION, QuotaStandIn, hide_sagemaker_package, set_job  # noqa: E402
 from tests.standins import make_fake_cache, make_project  # noqa: E402
 
 pytest_plugins = ("tests.aws_fixtures",)   # fixtures: aws_server, aws, sim
@@ -470,6 +470,50 @@ def test_resume_reattaches_to_running_jobs_by_name(aws, sim, bucket, tmp_path):
     done = finished(drain(second))["e1"]
     assert done.result["status"] == "ok" and done.job_id == "ar-t1-rid1-e1-a2"
     assert len(created(aws)) == 2                   # re-attaching created nothing
+
+
+# ----- the account's quota ---------------------------------------------------------------------------
+SPOT_G5 = "ml.g5.xlarge for spot training job usage"
+
+
+def test_a_quota_of_zero_stops_with_the_quotas_name_code_region_and_fix(aws, bucket, tmp_path):
+    """A new account: the spot quota was never raised, so ListServiceQuotas does not list it at
+    all; its AWS default is 0. Nothing is created and nothing waits."""
+    QuotaStandIn(aws, defaults={SPOT_G5: ("L-SPOT", 0.0), "ml.g5.xlarge for training job usage": ("L-OD", 2.0)})
+    runner, _ = make_runner()
+    with pytest.raises(AWSConfigError, match=r"request an increase of ml\.g5\.xlarge for spot training job usage "
+                                             r"\(L-SPOT\) in us-east-1: aws service-quotas request-service-quota-"
+                                             r"increase --service-code sagemaker --quota-code L-SPOT"):
+        runner.submit(make_spec(tmp_path, "e1"))
+    assert created(aws) == [] and len(aws.calls_of("service-quotas.ListAWSDefaultServiceQuotas")) == 2   # 2 pages
+
+
+def test_an_applied_quota_wins_over_the_default_and_caps_the_concurrent_jobs(aws, sim, bucket, tmp_path):
+    QuotaStandIn(aws, defaults={SPOT_G5: ("L-SPOT", 0.0)}, applied={"L-SPOT": 2.0})
+    runner, _ = make_runner(max_concurrent_jobs=4)
+    assert runner.free_slots() == 2
+    assert runner.quota.source == "applied" and runner.quota.value == 2
+    for i in range(3):
+        runner.submit(make_spec(tmp_path, f"e{i}"))
+    drain(runner, 2)
+    assert len(created(aws)) == 2 and runner.free_slots() == 0
+    assert aws.calls_of("service-quotas.ListAWSDefaultServiceQuotas") == []
+
+
+def test_capacity_waits_are_visible_and_end_not_admitted_after_the_configured_minutes(aws, sim, bucket, tmp_path):
+    runner, clock = make_runner(quota_retry_s=30, quota_wait_minutes=2)
+    aws.fail("sagemaker.CreateTrainingJob", "ResourceLimitExceeded",
+             "The account-level service limit 'ml.g5.xlarge for spot training job usage' is 1 Instances, with "
+             "current utilization of 1 Instances", times=100)
+    runner.submit(make_spec(tmp_path, "e1"))
+    (ev,) = runner.poll(0)
+    assert isinstance(ev, Requeued) and "waiting for quota" in ev.reason and "after 2 min" in ev.reason
+    clock.sleep(61)
+    assert runner.waiting_for_capacity() == {"e1": pytest.approx(61)} and runner.poll(0) == []
+    done = finished(runner.poll(timeout=90))["e1"]
+    assert done.result["status"] == "not_admitted" and "capacity for 2 min" in done.result["failure_reason"]
+    assert "current utilization of 1" in done.result["failure_reason"] and done.billable_seconds is None
+    assert runner.active() == [] and sim.job_names() == []
 
 
 # ----- job names: this run's, and only this run's ---------------------------------------------------

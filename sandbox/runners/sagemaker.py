@@ -4,7 +4,9 @@ Lifecycle of one job (one candidate, or several packed together when
 `sagemaker.candidates_per_job` > 1):
 
     buffered -> pending -> running -> done
-                  ^   \\__ ResourceLimitExceeded: wait quota_retry_s, try again (not a failure)
+                  ^   \\__ ResourceLimitExceeded: wait quota_retry_s, try again (not a failure);
+                  |        after quota_wait_minutes of that: not_admitted, with the reason
+                  |   (before the first job: the quota is read; 0 stops the run, N caps the jobs)
                   \\______ spot interruption / MaxWait expiry / transient error: new attempt, new name
 
 What decides an execution's result (never a regex over the log):
@@ -42,13 +44,14 @@ from botocore.exceptions import ClientError
 
 from sandbox.runners.settings import AWSBackendSettings
 from sandbox.progress import parse_progress_line
+from sandbox.runners import sagemaker_quota as quota
 from sandbox.runners import sagemaker_request as req
 from sandbox.runners.aws_clients import (
     as_setup_error, call_with_retry, error_code, error_message, is_retryable, make_client, make_session,
     region_of,
 )
 from sandbox.runners.base import ExecutionSpec, Finished, Progress, Requeued, RunnerEvent, new_run_id
-from sandbox.statuses import CRASH, HARNESS_STATUSES, INTERRUPTED, KILLED, STOPPED_EARLY, TIMEOUT
+from sandbox.statuses import CRASH, HARNESS_STATUSES, INTERRUPTED, KILLED, NOT_ADMITTED, STOPPED_EARLY, TIMEOUT
 
 LOG_GROUP = "/aws/sagemaker/TrainingJobs"
 LOG_TAIL_LINES = 50
@@ -78,6 +81,8 @@ class _Job:
     stop_requested: bool = False
     early_stops: dict[str, dict] = field(default_factory=dict)   # execution id -> early_stop reason
     quota_waiting: bool = False
+    waiting_since: float | None = None   # first ResourceLimitExceeded of this wait
+    last_refusal: str = ""
     spot_requeues: int = 0
     transient_retries: int = 0
     transitions_seen: int = 0
@@ -157,6 +162,7 @@ class SageMakerRunner:
         self._events: list[RunnerEvent] = []
         self._interval = self.sm.poll_min_s
         self._next_poll = 0.0
+        self.quota: quota.Quota | None = None     # read before the first job (sagemaker_quota)
         if not dry_run:
             req.require_bucket(settings)
 
@@ -206,12 +212,33 @@ class SageMakerRunner:
         self.settings.aws.role_arn = arn
         return arn
 
+    def job_cap(self) -> int:
+        """How many of our jobs may run at once: max_concurrent_jobs, lowered to the account's
+        quota once it is known (other runs of the account may still take some of it)."""
+        cap = self.sm.max_concurrent_jobs
+        if self.quota is not None and self.quota.value is not None:
+            cap = min(cap, max(1, int(self.quota.value)))
+        return cap
+
+    def _ensure_quota(self) -> None:
+        if self.quota is None and not self.dry_run:
+            self.quota = quota.lookup(self._call, self.sm.instance_type, self.sm.use_spot, self.region)
+            quota.require_positive(self.quota, self.sm.max_concurrent_jobs)   # 0: stop now, with the quota's name and the fix
+
     # ----- Runner protocol ------------------------------------------------------------------
     def free_slots(self) -> int:
+        self._ensure_quota()
         cpj = self.sm.candidates_per_job
         jobs = sum(1 for j in self._jobs.values() if j.state in ("pending", "running"))
         buffered = len(self._buffer.specs) if self._buffer else 0
-        return max(0, (self.sm.max_concurrent_jobs - jobs) * cpj - buffered)
+        return max(0, (self.job_cap() - jobs) * cpj - buffered)
+
+    def waiting_for_capacity(self) -> dict[str, float]:
+        """Executions whose job AWS refused for capacity (ResourceLimitExceeded), with the
+        seconds they have waited: the live view shows them as a queue, not as running."""
+        now = self._clock()
+        return {s.execution_id: now - j.waiting_since for j in self._jobs.values()
+                if j.state == "pending" and j.waiting_since is not None for s in j.open_specs()}
 
     def active(self) -> list[str]:
         return [s.execution_id for j in self._jobs.values() if j.state != "done" for s in j.open_specs()]
@@ -369,9 +396,12 @@ class SageMakerRunner:
                                         role_arn=self._role_arn() or None)
 
     def _launch_pending(self) -> None:
+        self._end_long_waits()
+        if any(j.state == "pending" for j in self._jobs.values()):
+            self._ensure_quota()
         running = sum(1 for j in self._jobs.values() if j.state == "running")
         for job in list(self._jobs.values()):
-            if running >= self.sm.max_concurrent_jobs:
+            if running >= self.job_cap():
                 return
             if job.state != "pending" or job.not_before > self._clock():
                 continue
@@ -400,8 +430,12 @@ class SageMakerRunner:
                 job.not_before = self._clock() + self.sm.quota_retry_s
                 if not job.quota_waiting:
                     job.quota_waiting = True
+                    job.waiting_since = self._clock()
+                    limit = f"; not admitted after {self.sm.quota_wait_minutes:g} min of this"
                     for spec in job.specs:
-                        self._events.append(Requeued(spec.execution_id, f"waiting for quota: {message}", job.attempt))
+                        self._events.append(Requeued(spec.execution_id, f"waiting for quota: {message}{limit}",
+                                                     job.attempt))
+                job.last_refusal = message
                 return "quota"
             if is_retryable(exc):
                 # still throttled after every backoff: not the candidate's fault, try again later
@@ -418,12 +452,26 @@ class SageMakerRunner:
                 raise req.AWSConfigError(f"CreateTrainingJob {job.name}: {code} ({message}) but the job cannot be "
                                          "described; try again later") from None
             self._require_owned(job.base, desc)
-        job.quota_waiting = False
+        job.quota_waiting, job.waiting_since = False, None
         job.state = "running"
         job.started_at = self._clock()
         job.transitions_seen, job.last_state, job.log_tokens, job.log_streams = 0, (), {}, []
         self._next_poll = min(self._next_poll, self._clock() + self.sm.poll_min_s)
         return "running"
+
+    def _end_long_waits(self) -> None:
+        """Executions refused for capacity for longer than quota_wait_minutes end `not_admitted`
+        with the reason, rather than wait on a quota that other jobs of the account hold."""
+        limit = self.sm.quota_wait_minutes * 60
+        for job in self._jobs.values():
+            if job.state != "pending" or job.waiting_since is None or self._clock() - job.waiting_since < limit:
+                continue
+            waited = (self._clock() - job.waiting_since) / 60
+            why = (f"not admitted: AWS refused the job for capacity for {waited:.0f} min "
+                   f"(sagemaker.quota_wait_minutes = {self.sm.quota_wait_minutes:g}): {job.last_refusal}")
+            if self.quota is not None:
+                why += f"; quota {self.quota.describe()}"
+            self._finish_all(job, {}, {}, missing=why, status=NOT_ADMITTED)
 
     def _stop(self, job: _Job) -> None:
         job.stop_requested = True
@@ -583,7 +631,7 @@ class SageMakerRunner:
     def _finish(self, job: _Job, execution_id: str, result: dict, desc: dict) -> None:
         job.closed.add(execution_id)
         result = dict(result)
-        if result.get("status") not in HARNESS_STATUSES:
+        if result.get("status") not in HARNESS_STATUSES + (NOT_ADMITTED,):
             result = _crash(f"result.json has no valid status: {result.get('status')!r}", result.get("log_tail", ""))
         billable = desc.get("BillableTimeInSeconds")
         n = max(1, len(job.specs))
