@@ -184,9 +184,11 @@ class Pricing:
     machine that is already paid for; simulated ones run nowhere)."""
 
     def __init__(self, aws: "AWSBackendSettings", instance_prices: Mapping[str, Mapping[str, float]],
-                 prepare_path: Path):
+                 prepare_path: Path, region: str | None = None):
         self.sm = aws.sagemaker
-        self.region = aws.aws.region
+        # the region boto3 resolved (config, env, profile), else aws.region: a profile's region
+        # must not be priced as us-east-1
+        self.region = region or aws.aws.region
         self.prices = merged_prices(instance_prices)
         self.prepare_path = Path(prepare_path)
 

@@ -20,7 +20,7 @@ pytest.register_assert_rewrite("tests.aws_fixtures")   # imported below before p
 from agent.config import Settings  # noqa: E402
 from sandbox.runners import sagemaker_request as req  # noqa: E402
 from sandbox.runners.aws_clients import AWSConfigError  # noqa: E402
-from sandbox.runners.base import ExecutionSpec, Finished, Progress, Requeued  # noqa: E402
+from sandbox.runners.base import Charge, ExecutionSpec, Finished, Progress, Requeued  # noqa: E402
 from sandbox.runners.sagemaker import SageMakerRunner, write_dry_run_requests  # noqa: E402
 from sandbox.workspace import build_workspace  # noqa: E402
 from tests.aws_fixtures import REGION, QuotaStandIn, hide_sagemaker_package, set_job  # noqa: E402
@@ -386,7 +386,10 @@ def test_packed_job_runs_each_candidate_through_the_harness(aws, sim, bucket, tm
     assert {k: v.result["status"] for k, v in done.items()} == {"e1": "ok", "e2": "crash", "e3": "ok"}
     assert done["e1"].result["val_bpb"] == pytest.approx(1.1) and done["e3"].result["val_bpb"] == pytest.approx(1.3)
     assert "bad init" in done["e2"].result["failure_reason"] + done["e2"].result["log_tail"]
-    assert all(f.billable_seconds == 100 for f in done.values())   # the bill is shared, not tripled
+    # the bill is split by each harness's wall-seconds, not tripled: the parts add up to the job's
+    assert sum(f.billable_seconds for f in done.values()) == pytest.approx(300)
+    walls = {k: v.result["wall_seconds"] for k, v in done.items()}
+    assert all(v.billable_seconds == pytest.approx(300 * walls[k] / sum(walls.values())) for k, v in done.items())
     # one per GPU: two harnesses at a time, pinned to GPUs 0 and 1
     assert set(re.findall(r"\] cuda=(\d)", proc.stdout)) == {"0", "1"}
 
@@ -491,9 +494,10 @@ def test_a_quota_of_zero_stops_with_the_quotas_name_code_region_and_fix(aws, buc
 def test_an_applied_quota_wins_over_the_default_and_caps_the_concurrent_jobs(aws, sim, bucket, tmp_path):
     QuotaStandIn(aws, defaults={SPOT_G5: ("L-SPOT", 0.0)}, applied={"L-SPOT": 2.0})
     runner, _ = make_runner(max_concurrent_jobs=4)
-    assert runner.free_slots() == 2
-    assert runner.quota.source == "applied" and runner.quota.value == 2
-    for i in range(3):
+    assert runner.free_slots() == 4                   # read at the first launch
+    runner.submit(make_spec(tmp_path, "e0"))
+    assert runner.quota.source == "applied" and runner.quota.value == 2 and runner.free_slots() == 1
+    for i in range(1, 3):
         runner.submit(make_spec(tmp_path, f"e{i}"))
     drain(runner, 2)
     assert len(created(aws)) == 2 and runner.free_slots() == 0
@@ -514,6 +518,60 @@ def test_capacity_waits_are_visible_and_end_not_admitted_after_the_configured_mi
     assert done.result["status"] == "not_admitted" and "capacity for 2 min" in done.result["failure_reason"]
     assert "current utilization of 1" in done.result["failure_reason"] and done.billable_seconds is None
     assert runner.active() == [] and sim.job_names() == []
+
+
+# ----- every billed second is charged ---------------------------------------------------------------
+def charges(events: list) -> list[tuple[str, float, str]]:
+    return [(e.execution_id, e.billable_seconds, e.job_id) for e in events if isinstance(e, Charge)]
+
+
+def test_requeued_attempts_are_charged_when_they_end(aws, sim, bucket, tmp_path):
+    runner, _ = make_runner(max_spot_requeues=1, transient_retries=1)
+    name = runner.submit(make_spec(tmp_path, "e1", val=1.0))
+    set_job(name, status="Stopped", secondary="MaxWaitTimeExceeded", billable=40,
+            transitions=["Starting", "Training", "Interrupted", "MaxWaitTimeExceeded"])
+    events = drain(runner, 2)
+    assert charges(events) == [("e1", 40.0, name)]
+    set_job("ar-t1-rid1-e1-a2", status="Failed", secondary="Failed", billable=25,
+            failure_reason="AlgorithmError: CUDA error: unknown error")
+    events = drain(runner, 2)
+    assert charges(events) == [("e1", 25.0, "ar-t1-rid1-e1-a2")] and not finished(events)
+    assert sim.run_container("ar-t1-rid1-e1-a3", billable=100).returncode == 0
+    events = drain(runner)
+    assert finished(events)["e1"].billable_seconds == 100 and charges(events) == []   # 40 + 25 + 100 in all
+
+
+def test_a_cancelled_candidate_of_a_packed_job_is_charged_its_share(aws, sim, bucket, tmp_path):
+    runner, _ = make_runner(candidates_per_job=2, instance_type="ml.g5.12xlarge")
+    name = {runner.submit(make_spec(tmp_path, e)) for e in ("e1", "e2")}.pop()
+    runner.cancel("e2")
+    (gone,) = finished(runner.poll(0)).values()
+    assert gone.execution_id == "e2" and gone.result["status"] == "killed" and gone.billable_seconds is None
+    set_job(name, status="Completed", secondary="Completed", billable=200)
+    sim.put_output(name, {"e1": {"status": "ok", "val_bpb": 1.0, "wall_seconds": 30.0},
+                          "e2": {"status": "ok", "val_bpb": 0.9, "wall_seconds": 10.0}})
+    events = drain(runner)
+    assert finished(events)["e1"].billable_seconds == pytest.approx(150)
+    assert [(e, pytest.approx(s), j) for e, s, j in charges(events)] == [("e2", 50.0, name)]
+
+
+def test_jobs_stopped_at_shutdown_are_settled_at_the_next_start(aws, sim, bucket, tmp_path):
+    """StopTrainingJob leaves the job Stopping (the 120 s SIGTERM grace): its bill is not known at
+    shutdown, so the job is listed as unsettled and charged once it has ended."""
+    aws.handle("sagemaker.StopTrainingJob", lambda p: (set_job(p["TrainingJobName"], status="Stopping",
+                                                               secondary="Stopping"), (200, {}))[1])
+    runner, _ = make_runner()
+    name = runner.submit(make_spec(tmp_path, "e1"))
+    (left,) = runner.shutdown()
+    assert left.result["status"] == "killed" and left.billable_seconds is None
+    entries = runner.unsettled()
+    assert entries == [{"job": name, "executions": ["e1"], "instance_type": "ml.g5.xlarge"}]
+    later, _ = make_runner()
+    assert later.settle(entries) == ([], entries)            # still stopping: kept, nothing charged
+    set_job(name, status="Stopped", secondary="Stopped", billable=130)
+    got, rest = later.settle(entries)
+    assert [(c.execution_id, c.billable_seconds, c.job_id) for c in got] == [("e1", 130.0, name)] and rest == []
+    assert later.settle([{"job": "ar-t1-rid1-never-a1", "executions": ["x"]}]) == ([], [])   # never existed
 
 
 # ----- job names: this run's, and only this run's ---------------------------------------------------

@@ -64,7 +64,21 @@ class Requeued:
     attempt: int
 
 
-RunnerEvent = Union[Progress, Finished, Requeued]
+@dataclass
+class Charge:
+    """Billed seconds of an execution that its Finished does not carry: an earlier attempt of it
+    (requeued after a spot loss or a transient failure), its share of a packed job it left early
+    (cancelled), or a job stopped at the last shutdown that has since ended. Added to the ledger
+    once; the cost is the scheduler's (it knows the prices)."""
+
+    execution_id: str
+    billable_seconds: float
+    job_id: str | None
+    reason: str
+    instance_type: str | None = None
+
+
+RunnerEvent = Union[Progress, Finished, Requeued, Charge]
 
 
 def new_run_id() -> str:

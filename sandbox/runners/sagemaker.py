@@ -50,7 +50,7 @@ from sandbox.runners.aws_clients import (
     as_setup_error, call_with_retry, error_code, error_message, is_retryable, make_client, make_session,
     region_of,
 )
-from sandbox.runners.base import ExecutionSpec, Finished, Progress, Requeued, RunnerEvent, new_run_id
+from sandbox.runners.base import Charge, ExecutionSpec, Finished, Progress, Requeued, RunnerEvent, new_run_id
 from sandbox.statuses import CRASH, HARNESS_STATUSES, INTERRUPTED, KILLED, NOT_ADMITTED, STOPPED_EARLY, TIMEOUT
 
 LOG_GROUP = "/aws/sagemaker/TrainingJobs"
@@ -94,6 +94,7 @@ class _Job:
     tails: dict[str, deque] = field(default_factory=dict)
     log_results: dict[str, dict] = field(default_factory=dict)
     last_step: dict[str, int] = field(default_factory=dict)
+    shares: dict[str, float] = field(default_factory=dict)   # execution id -> its part of this attempt's bill
 
     def open_specs(self) -> list[ExecutionSpec]:
         return [s for s in self.specs if s.execution_id not in self.closed]
@@ -163,6 +164,7 @@ class SageMakerRunner:
         self._interval = self.sm.poll_min_s
         self._next_poll = 0.0
         self.quota: quota.Quota | None = None     # read before the first job (sagemaker_quota)
+        self._unsettled: list[dict] = []           # jobs stopped by shutdown(), bill not known yet
         if not dry_run:
             req.require_bucket(settings)
 
@@ -227,7 +229,8 @@ class SageMakerRunner:
 
     # ----- Runner protocol ------------------------------------------------------------------
     def free_slots(self) -> int:
-        self._ensure_quota()
+        # the quota is read at the first launch (not here: the scheduler asks before anything is
+        # recorded, and an unreachable AWS must leave the run's executions pending)
         cpj = self.sm.candidates_per_job
         jobs = sum(1 for j in self._jobs.values() if j.state in ("pending", "running"))
         buffered = len(self._buffer.specs) if self._buffer else 0
@@ -348,6 +351,9 @@ class SageMakerRunner:
         return True
 
     def shutdown(self) -> list[Finished]:
+        """Stop every job and end its executions `killed`. A stopped job is still billed (up to
+        its end, the 120 s SIGTERM grace included) but its bill is known only once SageMaker says
+        Stopped: each such job is listed in `unsettled()`, for the next start to `settle()`."""
         finished: list[Finished] = []
         for job in list(self._jobs.values()):
             if job.state == "done":
@@ -356,7 +362,9 @@ class SageMakerRunner:
                 try:
                     self._call("sagemaker", "stop_training_job", TrainingJobName=job.name)
                 except ClientError:
-                    pass   # already ending; nothing more we can do on the way out
+                    pass   # already ending; its bill is settled all the same
+                self._unsettled.append({"job": job.name, "executions": [s.execution_id for s in job.specs],
+                                        "instance_type": self.sm.instance_type})
             for spec in job.open_specs():
                 job.closed.add(spec.execution_id)
                 finished.append(Finished(spec.execution_id, _crash("runner shut down", status=KILLED),
@@ -365,6 +373,31 @@ class SageMakerRunner:
             job.state = "done"
         self._buffer = None
         return finished
+
+    def unsettled(self) -> list[dict]:
+        """Jobs stopped by shutdown() whose bill is not known yet (JSON-able, for the run's memory)."""
+        return [dict(e) for e in self._unsettled]
+
+    def settle(self, entries: list[dict]) -> tuple[list[Charge], list[dict]]:
+        """For jobs an earlier shutdown() stopped: the Charges of those that have ended since
+        (their BillableTimeInSeconds split as a packed job's bill is), and the entries still
+        stopping. A job that does not exist was never billed."""
+        charges: list[Charge] = []
+        left: list[dict] = []
+        for entry in entries:
+            desc = self._describe(entry["job"])
+            if desc is None:
+                continue
+            if desc.get("TrainingJobStatus") not in ("Completed", "Failed", "Stopped"):
+                left.append(entry)
+                continue
+            ids = list(entry["executions"])
+            outputs = self._read_output_at(desc, entry["job"], ids) if len(ids) > 1 else {}
+            billable = float(desc.get("BillableTimeInSeconds") or 0)
+            for eid, share in _split(ids, outputs).items():
+                charges.append(Charge(eid, billable * share, entry["job"], "stopped at the last shutdown: billed "
+                                      "until it ended", entry.get("instance_type")))
+        return charges, left
 
     # ----- submission -------------------------------------------------------------------------
     def _flush_buffer(self) -> None:
@@ -569,8 +602,20 @@ class SageMakerRunner:
         statuses = {t.get("Status") for t in transitions} | {secondary}
         last = transitions[-1].get("Status") if transitions else secondary
         reason = desc.get("FailureReason") or ""
+        outputs = self._read_output(job, desc)
+        # The attempt's bill, split by each candidate's harness wall-seconds; who left the job
+        # early (cancelled) gets its share as a Charge, the others with their Finished.
+        job.shares = _split([s.execution_id for s in job.specs], {**job.log_results, **outputs})
+        requeue = self._requeue_reason(job, status, statuses, last, secondary, reason, outputs)
+        for spec in job.specs:
+            if spec.execution_id in job.closed or requeue:
+                self._charge(job, desc, spec.execution_id,
+                             requeue or "its packed job ran on after it was cancelled")
+        if requeue:
+            self._requeue(job, requeue)
+            return
         if status == "Completed":
-            self._finish_all(job, desc, self._read_output(job, desc), missing="job completed without a result.json")
+            self._finish_all(job, desc, outputs, missing="job completed without a result.json")
             return
         if status == "Stopped" and job.stop_requested:
             for spec in job.open_specs():
@@ -584,33 +629,59 @@ class SageMakerRunner:
             job.state = "done"
             return
         if "MaxRuntimeExceeded" in statuses:
-            self._finish_all(job, desc, self._read_output(job, desc),
+            self._finish_all(job, desc, outputs,
                              missing=f"job exceeded MaxRuntimeInSeconds {reason}".rstrip(), status=TIMEOUT)
             return
-        outputs = self._read_output(job, desc)
-        if all(s.execution_id in outputs or s.execution_id in job.log_results for s in job.open_specs()):
+        if self._all_reported(job, outputs):
             self._finish_all(job, desc, outputs, missing="")   # every harness finished: its verdict stands
             return
-        spot_lost = "MaxWaitTimeExceeded" in statuses or "Interrupted" in (last, secondary)
-        if spot_lost and self.sm.use_spot:
-            why = "spot capacity: MaxWaitTimeInSeconds expired" if "MaxWaitTimeExceeded" in statuses \
-                else f"spot interruption ({reason or status})"
-            if job.spot_requeues < self.sm.max_spot_requeues:
-                job.spot_requeues += 1
-                self._requeue(job, why)
-            else:
-                self._finish_all(job, desc, outputs, missing=f"{why}; gave up after {job.spot_requeues} requeues",
-                                 status=INTERRUPTED)
+        if self._spot_lost(statuses, last, secondary) and self.sm.use_spot:
+            self._finish_all(job, desc, outputs, missing=f"{self._spot_why(statuses, reason, status)}; gave up "
+                             f"after {job.spot_requeues} requeues", status=INTERRUPTED)
             return
         if status == "Stopped":
             self._finish_all(job, desc, outputs, missing="job was stopped outside autoresearch", status=KILLED)
             return
-        if not outputs and not job.log_results and any(p in reason.lower() for p in TRANSIENT_PATTERNS) \
+        self._finish_all(job, desc, outputs, missing=f"job failed: {reason or 'no FailureReason given'}")
+
+    def _all_reported(self, job: _Job, outputs: dict) -> bool:
+        return all(s.execution_id in outputs or s.execution_id in job.log_results for s in job.open_specs())
+
+    @staticmethod
+    def _spot_lost(statuses: set, last: str, secondary: str) -> bool:
+        return "MaxWaitTimeExceeded" in statuses or "Interrupted" in (last, secondary)
+
+    @staticmethod
+    def _spot_why(statuses: set, reason: str, status: str) -> str:
+        return "spot capacity: MaxWaitTimeInSeconds expired" if "MaxWaitTimeExceeded" in statuses \
+            else f"spot interruption ({reason or status})"
+
+    def _requeue_reason(self, job: _Job, status: str, statuses: set, last: str, secondary: str, reason: str,
+                        outputs: dict) -> str:
+        """Why this ended attempt is run again ("" if it is not): spot capacity lost, or an
+        infrastructure fault, while requeues are left. Counts the requeue."""
+        if status == "Completed" or (status == "Stopped" and job.stop_requested) or "MaxRuntimeExceeded" in statuses:
+            return ""
+        if self._all_reported(job, outputs) or not job.open_specs():
+            return ""
+        if self._spot_lost(statuses, last, secondary) and self.sm.use_spot:
+            if job.spot_requeues < self.sm.max_spot_requeues:
+                job.spot_requeues += 1
+                return self._spot_why(statuses, reason, status)
+            return ""
+        if status == "Failed" and not outputs and not job.log_results \
+                and any(p in reason.lower() for p in TRANSIENT_PATTERNS) \
                 and job.transient_retries < self.sm.transient_retries:
             job.transient_retries += 1
-            self._requeue(job, f"transient infrastructure error: {reason[:300]}")
+            return f"transient infrastructure error: {reason[:300]}"
+        return ""
+
+    def _charge(self, job: _Job, desc: dict, execution_id: str, reason: str) -> None:
+        billable = desc.get("BillableTimeInSeconds")
+        if billable is None:
             return
-        self._finish_all(job, desc, outputs, missing=f"job failed: {reason or 'no FailureReason given'}")
+        self._events.append(Charge(execution_id, float(billable) * job.shares.get(execution_id, 0.0), job.name,
+                                   f"{reason} (attempt {job.attempt}, {job.name})", self.sm.instance_type))
 
     def _requeue(self, job: _Job, reason: str) -> None:
         job.attempt += 1
@@ -635,15 +706,17 @@ class SageMakerRunner:
             result = _crash(f"result.json has no valid status: {result.get('status')!r}", result.get("log_tail", ""))
         billable = desc.get("BillableTimeInSeconds")
         n = max(1, len(job.specs))
+        share = job.shares.get(execution_id, 1.0 / n)
         if "TrainingTimeInSeconds" in desc:
             result["training_time_seconds"] = desc["TrainingTimeInSeconds"]
         if billable is not None:
             result["job_billable_seconds"] = billable
-        result.update({"job_name": job.name or None, "job_attempt": job.attempt, "job_candidates": n})
+        result.update({"job_name": job.name or None, "job_attempt": job.attempt, "job_candidates": n,
+                       "job_bill_share": round(share, 6)})
         self._events.append(Finished(
             execution_id, result, backend=self.name, job_id=job.name or None, instance_type=self.sm.instance_type,
-            # a packed job's bill is shared evenly, so per-candidate costs add up to the job's
-            billable_seconds=(float(billable) / n) if billable is not None else None,
+            # a packed job's bill is split by harness wall-seconds (_split): the parts add up to the job's
+            billable_seconds=(float(billable) * share) if billable is not None else None,
             started_at=_ts(desc.get("TrainingStartTime")) or job.started_at,
             ended_at=_ts(desc.get("TrainingEndTime")) or self._clock()))
 
@@ -708,9 +781,14 @@ class SageMakerRunner:
 
     def _read_output(self, job: _Job, desc: dict) -> dict[str, dict]:
         """result.json per execution from <S3OutputPath>/<job>/output/output.tar.gz ({} if absent)."""
-        out_path = (desc.get("OutputDataConfig") or {}).get("S3OutputPath") \
-            or req.job_layout(self.settings, self.run_tag or "adhoc", job.base).output_path
-        bucket, prefix = req.split_s3_uri(out_path.rstrip("/") + f"/{job.name}/output/output.tar.gz")
+        if not (desc.get("OutputDataConfig") or {}).get("S3OutputPath"):
+            desc = {**desc, "OutputDataConfig": {"S3OutputPath": req.job_layout(
+                self.settings, self.run_tag or "adhoc", job.base).output_path}}
+        return self._read_output_at(desc, job.name, [s.execution_id for s in job.specs])
+
+    def _read_output_at(self, desc: dict, name: str, execution_ids: list[str]) -> dict[str, dict]:
+        out_path = (desc.get("OutputDataConfig") or {}).get("S3OutputPath", "")
+        bucket, prefix = req.split_s3_uri(out_path.rstrip("/") + f"/{name}/output/output.tar.gz")
         try:
             body = self._call("s3", "get_object", Bucket=bucket, Key=prefix)["Body"].read(_MAX_OUTPUT_BYTES)
         except ClientError as exc:
@@ -727,12 +805,28 @@ class SageMakerRunner:
                         try:
                             data = json.loads(fh.read()) if fh else None
                         except ValueError:
-                            data = _crash(f"unreadable result.json in {job.name}'s output")
+                            data = _crash(f"unreadable result.json in {name}'s output")
                         if isinstance(data, dict):
                             results[parts[0]] = data
         except (tarfile.TarError, OSError, EOFError) as exc:
-            return {spec.execution_id: _crash(f"unreadable output.tar.gz of {job.name}: {exc}") for spec in job.specs}
+            return {eid: _crash(f"unreadable output.tar.gz of {name}: {exc}") for eid in execution_ids}
         return results
+
+
+def _split(execution_ids: list[str], results: dict[str, dict]) -> dict[str, float]:
+    """Each execution's part of a job's bill: its harness wall-seconds over all of theirs (the
+    machine was theirs for that long); equal parts when any of them is unknown."""
+    if not execution_ids:
+        return {}
+    walls = {}
+    for eid in execution_ids:
+        r = results.get(eid) or {}
+        w = r.get("wall_seconds") if r.get("wall_seconds") is not None else r.get("total_seconds")
+        walls[eid] = float(w) if isinstance(w, (int, float)) and w >= 0 else None
+    total = sum(w for w in walls.values() if w is not None)
+    if any(w is None for w in walls.values()) or total <= 0:
+        return {eid: 1.0 / len(execution_ids) for eid in execution_ids}
+    return {eid: w / total for eid, w in walls.items()}
 
 
 def write_dry_run_requests(specs: list[ExecutionSpec], settings: AWSBackendSettings, *, run_tag: str,
