@@ -257,7 +257,8 @@ def _quota_check(settings: Settings, client: Callable[[str], Any]) -> Check:
 def doctor(settings: Settings, preset: str | None = None) -> list[Check]:
     """Everything a SageMaker run needs, one Check each, in the order a user would fix them."""
     checks: list[Check] = []
-    preset = preset or (settings.run.preset if settings.run.preset != "auto" else "gpu")
+    from agent.run_context import resolve_preset   # "auto": the preset of the instance type, as a run resolves it
+    preset = preset or resolve_preset(settings.run.preset, "sagemaker", settings.sagemaker.instance_type)
     try:
         _, region, client = _clients(settings)
         checks.append(Check("region", True, region))

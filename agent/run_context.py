@@ -103,9 +103,19 @@ def runner_clock(runner) -> Clock:
     return getattr(runner, "clock", None) or WallClock()
 
 
-def resolve_preset(preset: str) -> str:
+# Instance families with an accelerator train.py's gpu preset runs on (G: NVIDIA A10G/L4/L40S/T4,
+# P: A100/H100/V100); anything else on SageMaker (ml.m5, ml.c5, ...) is a CPU machine.
+GPU_INSTANCE_FAMILIES = ("ml.g", "ml.p")
+
+
+def resolve_preset(preset: str, backend: str | None = None, instance_type: str | None = None) -> str:
+    """"auto" -> the preset of the hardware the executions run on: this machine's for local and
+    simulated runs, the instance type's for SageMaker (a laptop planning ml.g5.xlarge jobs must
+    not send them the cpu preset and cpu data)."""
     if preset != "auto":
         return preset
+    if backend == "sagemaker":
+        return "gpu" if (instance_type or "").startswith(GPU_INSTANCE_FAMILIES) else "cpu"
     from sandbox.runners.local import visible_gpus
     return "gpu" if visible_gpus() else "cpu"
 
@@ -154,15 +164,15 @@ def open_run(settings: Settings, tag: str, project_dir: Path, *, backend: str | 
             existing = memory.run_info()
         except MemoryStoreError:
             existing = None
+        # a resumed run keeps its backend unless told otherwise (its live jobs are there)
+        backend = backend or (existing["backend"] if existing is not None else settings.run.backend)
         if existing is not None and (preset is None or preset == "auto"):
             resolved = existing["preset"]           # a resumed run keeps its preset
         else:
-            resolved = resolve_preset(preset or settings.run.preset)
+            resolved = resolve_preset(preset or settings.run.preset, backend, settings.sagemaker.instance_type)
         if existing is not None and existing["preset"] != resolved:
             raise ValueError(f"run {tag!r} was started with preset {existing['preset']!r}; its results cannot be "
                              f"compared with preset {resolved!r}: use --preset {existing['preset']} or a new --run tag")
-        # a resumed run keeps its backend unless told otherwise (its live jobs are there)
-        backend = backend or (existing["backend"] if existing is not None else settings.run.backend)
         if existing is not None:
             _check_backend(tag, existing["backend"], backend)
         proposer_kind = proposer or settings.run.proposer
