@@ -60,6 +60,14 @@ def _clients(settings: Settings) -> tuple[Any, str, Callable[[str], Any]]:
             made[service] = make_client(session, service, settings, region=region)
         return made[service]
 
+    if settings.s3.bucket == "":     # the SageMaker default bucket: sagemaker-<region>-<account>
+        account = req.account_of_role(settings.aws.role_arn)
+        if account is None:
+            try:
+                account = _call(client("sts"), "get_caller_identity")["Account"]
+            except (ClientError, AWSConfigError):
+                account = None    # the credentials check says why; require_bucket names the fix
+        req.resolve_default_bucket(settings.aws_backend, region, account)
     return session, region, client
 
 
@@ -80,11 +88,13 @@ def role_policy(settings: Settings, account: str, region: str) -> dict:
     logs, pull the training image. Nothing else."""
     bucket = req.require_bucket(settings)
     data_prefix, runs_prefix = req.s3_prefixes(settings)
+    # the serverless layout keeps the tokenizer under its own prefix: the job reads it too
+    read = [data_prefix] + ([settings.s3.tokenizer_prefix.strip("/")] if settings.s3.tokenizer_prefix else [])
     statements = [
         {"Sid": "ListRunBucket", "Effect": "Allow", "Action": ["s3:ListBucket"], "Resource": f"arn:aws:s3:::{bucket}",
-         "Condition": {"StringLike": {"s3:prefix": [f"{data_prefix}/*", f"{runs_prefix}/*"]}}},
+         "Condition": {"StringLike": {"s3:prefix": [f"{p}/*" for p in read] + [f"{runs_prefix}/*"]}}},
         {"Sid": "ReadData", "Effect": "Allow", "Action": ["s3:GetObject"],
-         "Resource": f"arn:aws:s3:::{bucket}/{data_prefix}/*"},
+         "Resource": [f"arn:aws:s3:::{bucket}/{p}/*" for p in read]},
         {"Sid": "ReadWriteRuns", "Effect": "Allow", "Action": ["s3:GetObject", "s3:PutObject"],
          "Resource": f"arn:aws:s3:::{bucket}/{runs_prefix}/*"},
         {"Sid": "TrainingLogs", "Effect": "Allow",

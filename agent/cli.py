@@ -26,10 +26,13 @@ ConfigOpt = typer.Option(None, "--config", help="config.yaml to use (default: ./
 def _settings(config: Optional[Path], overrides: dict | None = None):
     from agent.config import ConfigError, load_settings
     try:
-        return load_settings(config, overrides)
+        settings = load_settings(config, overrides)
     except ConfigError as exc:
         err_console.print(f"[red]{exc}[/red]")
         raise typer.Exit(2)
+    for note in settings.notes:
+        err_console.print(f"config: {note}", style="yellow", highlight=False, markup=False)
+    return settings
 
 
 def _open(run: str, config: Optional[Path], *, create: bool, **overrides):

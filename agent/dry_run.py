@@ -87,6 +87,9 @@ def _print(ctx, shown, rejected, total, over, written) -> None:
         ctx.say(f"rejected {cand['id']} [{cand['strategy']}] {cand['title']}: {cand['rule']} "
                 f"{(cand.get('reason') or '')[:120]}", "dim")
     budget = ctx.limits.budget_usd
+    missing = pricing(ctx).unpriced_note(ctx.backend, ctx.settings.sagemaker.instance_type)
+    if missing:
+        ctx.say(f"no price: {missing}", "yellow")
     ctx.say(f"{len(shown)} execution(s), estimated ${total:.4f}"
             + (f"; budget ${budget:.2f}: {over} would not be admitted" if budget else ""))
     for path in written:

@@ -165,6 +165,10 @@ class SageMakerRunner:
         self._next_poll = 0.0
         self.quota: quota.Quota | None = None     # read before the first job (sagemaker_quota)
         self._unsettled: list[dict] = []           # jobs stopped by shutdown(), bill not known yet
+        if settings.s3.bucket == "":     # the SageMaker default bucket: needs the account
+            account = None if dry_run or req.account_of_role(settings.aws.role_arn) else \
+                self._call("sts", "get_caller_identity")["Account"]
+            req.resolve_default_bucket(settings, self.region, account)
         if not dry_run:
             req.require_bucket(settings)
 

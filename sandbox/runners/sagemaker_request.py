@@ -120,15 +120,40 @@ def s3_prefixes(settings: AWSBackendSettings) -> tuple[str, str]:
 
 
 def require_bucket(settings: AWSBackendSettings) -> str:
+    if settings.s3.bucket == "":
+        raise AWSConfigError("s3.bucket is empty (the SageMaker default bucket, sagemaker-<region>-<account>) and the "
+                             "account is unknown: set aws.role_arn (its account is used) or s3.bucket in config.yaml")
     if not settings.s3.bucket:
         raise AWSConfigError("s3.bucket is not set: set it in config.yaml, then run `autoresearch aws setup`")
     return settings.s3.bucket
 
 
+def account_of_role(role_arn: str | None) -> str | None:
+    m = re.fullmatch(r"arn:aws[a-z-]*:iam::(\d{12}):role/.+", role_arn or "")
+    return m.group(1) if m else None
+
+
+def resolve_default_bucket(settings: AWSBackendSettings, region: str, account: str | None = None) -> None:
+    """s3.bucket "" means the SageMaker default bucket, as the SageMaker SDK names it:
+    sagemaker-<region>-<account> (account: given, else aws.role_arn's). Sets s3.bucket."""
+    if settings.s3.bucket != "":
+        return
+    account = account or account_of_role(settings.aws.role_arn)
+    if account:
+        settings.s3.bucket = f"sagemaker-{region}-{account}"
+
+
 def data_channel_uris(settings: AWSBackendSettings, preset: str) -> dict[str, str]:
-    """S3 prefixes that `autoresearch prepare --upload` fills: <data prefix>/<preset>/{data,tokenizer}/."""
+    """S3 prefixes of the data channels, which `autoresearch prepare --upload` fills. Two layouts:
+      * ours: <data prefix>/<preset>/{data,tokenizer}/;
+      * the serverless pipeline's (s3.tokenizer_prefix set): the gpu preset's files straight under
+        <data_prefix>/ and <tokenizer_prefix>/, other presets in a <preset>/ folder under each."""
     bucket = require_bucket(settings)
     data_prefix, _ = s3_prefixes(settings)
+    tok = settings.s3.tokenizer_prefix
+    if tok:
+        sub = "" if preset == "gpu" else f"{preset}/"
+        return {"data": f"s3://{bucket}/{data_prefix}/{sub}", "tokenizer": f"s3://{bucket}/{tok.strip('/')}/{sub}"}
     return {name: f"s3://{bucket}/{data_prefix}/{preset}/{name}/" for name in CHANNELS}
 
 

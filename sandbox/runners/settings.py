@@ -35,9 +35,14 @@ class AWSSettings(Section):
 
 
 class S3Settings(Section):
+    # "" (the serverless pipeline's "leave empty"): the SageMaker default bucket,
+    # sagemaker-<region>-<account>, resolved when the account is known (sagemaker_request)
     bucket: Optional[str] = None
     prefix: str = "autoresearch"
-    data_prefix: Optional[str] = None          # serverless pipeline key; default <prefix>/data
+    data_prefix: Optional[str] = None          # default <prefix>/data; see data_channel_uris for the layouts
+    # serverless pipeline key: with it, the pipeline's flat layout -- the gpu preset's data files
+    # straight under data_prefix, its tokenizer under tokenizer_prefix (as its prepare_s3.py uploaded them)
+    tokenizer_prefix: Optional[str] = None
     output_prefix: Optional[str] = None        # serverless pipeline key; default <prefix>/runs
 
 
