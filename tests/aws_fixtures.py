@@ -157,8 +157,11 @@ class FakeAWSServer(ThreadedMotoServer):
         with self.lock:
             self.scripts.setdefault(op, []).extend([(status, {"__type": code, "message": message})] * times)
 
-    def handle(self, op: str, fn: Callable[[dict], tuple[int, dict]], times: int = 1_000_000) -> None:
+    def handle(self, op: str, fn: Callable[[dict], tuple[int, dict]], times: int = 1_000_000,
+               replace: bool = False) -> None:
         with self.lock:
+            if replace:
+                self.scripts.pop(op, None)
             self.scripts.setdefault(op, []).extend([fn] * times)
 
     def calls_of(self, op: str) -> list[Call]:
@@ -188,8 +191,10 @@ class QuotaStandIn:
         self.quotas = [(f"ml.fill{i}.xlarge for training job usage", f"L-F{i:05d}", 2.0) for i in range(filler)]
         self.quotas += [(name, code, value) for name, (code, value) in defaults.items()]
         self.applied = dict(applied or {})
-        server.handle("service-quotas.ListServiceQuotas", lambda p: self._page(p, applied_only=True))
-        server.handle("service-quotas.ListAWSDefaultServiceQuotas", lambda p: self._page(p, applied_only=False))
+        # replaces whatever answered before (e.g. the fixture's well-provisioned default account)
+        server.handle("service-quotas.ListServiceQuotas", lambda p: self._page(p, applied_only=True), replace=True)
+        server.handle("service-quotas.ListAWSDefaultServiceQuotas", lambda p: self._page(p, applied_only=False),
+                      replace=True)
 
     def _page(self, params: dict, *, applied_only: bool) -> tuple[int, dict]:
         if params.get("ServiceCode") != "sagemaker":
@@ -364,6 +369,12 @@ def aws(aws_server, monkeypatch, tmp_path):
     monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
     monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
+    # moto has no SageMaker quotas (it answers 500): by default an account whose quotas for the
+    # instance types the tests use were raised to 100; tests of quotas install their own
+    types = ("ml.g5.xlarge", "ml.g5.12xlarge", "ml.g5.48xlarge")
+    names = {f"{t} for {k}training job usage": (f"L-{i:04d}", 0.0)
+             for i, (t, k) in enumerate((t, k) for t in types for k in ("", "spot "))}
+    QuotaStandIn(aws_server, defaults=names, applied={code: 100.0 for code, _ in names.values()}, filler=0)
     yield aws_server
 
 

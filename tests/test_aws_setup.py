@@ -86,8 +86,7 @@ def test_doctor_on_a_fresh_account_names_each_fix(aws):
     assert checks["role"].ok is False and checks["role"].fix == "run `autoresearch aws setup`"
     assert checks["bucket"].ok is False and "autoresearch aws setup" in checks["bucket"].fix
     assert checks["data"].ok is False
-    # moto has no SageMaker quotas: a clear "could not check", not a crash
-    assert checks["spot quota"].ok is None and "could not check" in checks["spot quota"].detail
+    assert checks["spot quota"].ok is True and "= 100" in checks["spot quota"].detail
     assert checks["image"].ok and checks["image"].detail == IMAGE
     text, ok = doctor_report(list(checks.values()))
     assert not ok and "FAIL  role" in text and "fix: run `autoresearch aws setup`" in text
@@ -104,6 +103,13 @@ def test_doctor_after_setup_passes_and_reads_the_spot_quota(aws, cache):
     assert all(c.ok for c in checks.values()), doctor_report(list(checks.values()))[0]
     assert checks["spot quota"].detail == "ml.g5.xlarge for spot training job usage = 4"
     assert checks["data"].detail.startswith("preset micro: 2 data files, 1 tokenizer files")
+
+
+def test_doctor_without_service_quotas_permission_says_it_could_not_check(aws):
+    aws.scripts.pop("service-quotas.ListServiceQuotas")      # the default account's stand-in
+    aws.fail("service-quotas.ListServiceQuotas", "AccessDeniedException", "not authorized", times=10)
+    quota = by_name(doctor(settings()))["spot quota"]
+    assert quota.ok is None and "could not check" in quota.detail and "AccessDeniedException" in quota.detail
 
 
 def test_doctor_reads_the_aws_default_when_the_quota_was_never_raised(aws):

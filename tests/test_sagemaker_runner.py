@@ -574,6 +574,42 @@ def test_jobs_stopped_at_shutdown_are_settled_at_the_next_start(aws, sim, bucket
     assert later.settle([{"job": "ar-t1-rid1-never-a1", "executions": ["x"]}]) == ([], [])   # never existed
 
 
+# ----- smaller: 5xx retried, long result records -----------------------------------------------------
+def test_http_5xx_is_retried_like_throttling(aws, sim, bucket, tmp_path):
+    from botocore.exceptions import ClientError
+
+    from sandbox.runners.aws_clients import is_retryable
+    five = ClientError({"Error": {"Code": "SomethingNew", "Message": "x"},
+                        "ResponseMetadata": {"HTTPStatusCode": 503}}, "DescribeTrainingJob")
+    four = ClientError({"Error": {"Code": "SomethingNew", "Message": "x"},
+                        "ResponseMetadata": {"HTTPStatusCode": 400}}, "DescribeTrainingJob")
+    assert is_retryable(five) and not is_retryable(four)
+    runner, clock = make_runner()
+    name = runner.submit(make_spec(tmp_path, "e1"))
+    aws.fail("sagemaker.DescribeTrainingJob", "InternalDependencyException", "backend down", status=502, times=2)
+    set_job(name, status="Completed", secondary="Completed")
+    sim.put_output(name, {"e1": {"status": "ok", "val_bpb": 1.0}})
+    assert finished(drain(runner))["e1"].result["status"] == "ok" and len(clock.sleeps) >= 2
+
+
+def test_a_long_result_record_split_across_log_events_is_joined(tmp_path):
+    from sandbox.runners.sm_entry import RECORD_CHUNK, result_lines
+    runner, _ = make_runner(candidates_per_job=2, instance_type="ml.g5.12xlarge")
+    specs = [make_spec(tmp_path, "e1"), make_spec(tmp_path, "e2")]
+    result = {"status": "ok", "val_bpb": 0.987, "log_tail": "x" * (5 * RECORD_CHUNK)}
+    lines = result_lines("e2", json.dumps(result, separators=(",", ":"))).splitlines()
+    assert len(lines) > 5 and all(len(line) < 2 * RECORD_CHUNK for line in lines)
+    # the toolkit's reads (or Docker's 16 KiB lines) cut one part into three events
+    events = lines[:2] + [lines[2][:100], lines[2][100:5000], lines[2][5000:]] + lines[3:]
+    from sandbox.runners.sagemaker import _Job
+    job = _Job(base="b", specs=specs)
+    forged = '[e1] AUTORESEARCH_RESULT e1 {"status": "ok", "val_bpb": 0.1}'   # a candidate's own print
+    for message in [forged] + events:
+        runner._on_log_line(job, {}, message)
+    assert job.log_results == {"e2": result}
+    assert "AUTORESEARCH_RESULT" in job.tails["e1"][-1]       # kept as the candidate's log, never a result
+
+
 # ----- job names: this run's, and only this run's ---------------------------------------------------
 def test_tags_that_slug_alike_and_one_tag_in_two_fresh_runs_get_disjoint_names(tmp_path):
     """`exp_1`, `exp-1`, `EXP.1` slug alike; the same tag in two fresh runs (another folder, or

@@ -61,7 +61,12 @@ TRANSIENT_PATTERNS = (
     "cuda error: an illegal memory access was encountered by the driver", "nccl error",
 )
 _PREFIXED = re.compile(r"^\[([^\]\s]+)\] ?(.*)$")
+# Records are written by sm_entry.py unprefixed, at the start of a line (a candidate's own output
+# is always "[<id>] "-prefixed), so they are matched at the start only. A long record comes in
+# parts that say their length (sm_entry.result_lines); a part split into several log events is
+# joined with the events that follow it until it has its length.
 _RESULT_RECORD = re.compile(r"AUTORESEARCH_RESULT (\S+) (\{.*\})\s*$")
+_RESULT_PART = re.compile(r"AUTORESEARCH_RESULT_PART (\S+) (\d+)/(\d+) (\d+) (.*)$", re.S)
 _MAX_OUTPUT_BYTES = 64 * 1024 * 1024
 
 
@@ -93,6 +98,8 @@ class _Job:
     log_streams: list[str] = field(default_factory=list)
     tails: dict[str, deque] = field(default_factory=dict)
     log_results: dict[str, dict] = field(default_factory=dict)
+    record_parts: dict[str, dict[int, str]] = field(default_factory=dict)   # execution id -> part no. -> text
+    open_part: tuple | None = None       # (execution id, part no., parts, length, text so far) of a split part
     last_step: dict[str, int] = field(default_factory=dict)
     shares: dict[str, float] = field(default_factory=dict)   # execution id -> its part of this attempt's bill
 
@@ -691,6 +698,7 @@ class SageMakerRunner:
         job.attempt += 1
         job.state, job.not_before = "pending", self._clock()
         job.log_results, job.tails, job.last_step = {}, {}, {}
+        job.record_parts, job.open_part = {}, None
         for spec in job.open_specs():
             self._events.append(Requeued(spec.execution_id, reason, job.attempt))
 
@@ -761,19 +769,14 @@ class SageMakerRunner:
     def _on_log_line(self, job: _Job, desc: dict, message: str) -> None:
         ids = {s.execution_id for s in job.specs}
         for raw in message.splitlines():
+            if self._take_record(job, raw, ids):
+                continue
             m = _PREFIXED.match(raw)
             if m and m.group(1) in ids:
                 execution_id, line = m.group(1), m.group(2)
             elif len(job.specs) == 1:
                 execution_id, line = job.specs[0].execution_id, raw
             else:
-                continue
-            rec = _RESULT_RECORD.search(raw)
-            if rec and rec.group(1) in ids:
-                try:
-                    job.log_results[rec.group(1)] = json.loads(rec.group(2))
-                except ValueError:
-                    pass
                 continue
             job.tails.setdefault(execution_id, deque(maxlen=LOG_TAIL_LINES)).append(line)
             fields = parse_progress_line(line)
@@ -782,6 +785,46 @@ class SageMakerRunner:
                 start = _ts(desc.get("TrainingStartTime")) or job.started_at or self._clock()
                 self._events.append(Progress(execution_id=execution_id, elapsed_s=max(0.0, self._clock() - start),
                                              **fields))
+
+    def _take_record(self, job: _Job, raw: str, ids: set[str]) -> bool:
+        """A result record (or a part of one, or the rest of a split part): kept, True."""
+        if job.open_part is not None:
+            eid, i, n, want, text = job.open_part
+            text += raw
+            job.open_part = None
+            if len(text) < want:
+                job.open_part = (eid, i, n, want, text)
+            else:
+                self._add_part(job, eid, i, n, text[:want])
+            return True
+        part = _RESULT_PART.match(raw)
+        if part and part.group(1) in ids:
+            eid, i, n, want, text = part.group(1), int(part.group(2)), int(part.group(3)), int(part.group(4)), \
+                part.group(5)
+            if len(text) < want:
+                job.open_part = (eid, i, n, want, text)
+            else:
+                self._add_part(job, eid, i, n, text[:want])
+            return True
+        rec = _RESULT_RECORD.match(raw)
+        if rec and rec.group(1) in ids:
+            try:
+                job.log_results[rec.group(1)] = json.loads(rec.group(2))
+            except ValueError:
+                pass
+            return True
+        return False
+
+    @staticmethod
+    def _add_part(job: _Job, eid: str, i: int, n: int, text: str) -> None:
+        got = job.record_parts.setdefault(eid, {})
+        got[i] = text
+        if len(got) == n:
+            try:
+                job.log_results[eid] = json.loads("".join(got[k] for k in sorted(got)))
+            except ValueError:
+                pass
+            job.record_parts.pop(eid, None)
 
     def _read_output(self, job: _Job, desc: dict) -> dict[str, dict]:
         """result.json per execution from <S3OutputPath>/<job>/output/output.tar.gz ({} if absent)."""
