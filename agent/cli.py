@@ -184,6 +184,23 @@ def aws_setup(
         raise typer.Exit(1)
 
 
+@aws_app.command("build-image")
+def build_image(
+    tag: str = typer.Option("latest", help="Image tag."),
+    repository: str = typer.Option("autoresearch-training", help="ECR repository (created when missing)."),
+    config: Optional[Path] = ConfigOpt,
+):
+    """Build docker/Dockerfile FROM the PyTorch training DLC and push it to ECR (for sagemaker.image_uri)."""
+    from agent.build_image import build_image as _build
+    settings = _settings(config)
+    try:
+        for line in _build(settings, tag=tag, repository=repository):
+            console.print(line, highlight=False)
+    except (RuntimeError, ValueError) as exc:
+        err_console.print(f"[red]{exc}[/red]", highlight=False)
+        raise typer.Exit(1)
+
+
 @app.command()
 def doctor(config: Optional[Path] = ConfigOpt):
     """Check credentials, region, role, bucket, data, spot quota and image URI: one line each."""
