@@ -264,6 +264,20 @@ def _quota_check(settings: Settings, client: Callable[[str], Any]) -> Check:
     return Check(name, True, f"{q.name} = {q.value:g}" + ("" if q.source == "applied" else f" ({q.source} value)"))
 
 
+def _isolation_check(settings: Settings) -> Check:
+    """What candidate code inside a job can reach, said plainly."""
+    sm = settings.sagemaker
+    if sm.isolated:
+        return Check("isolation", True, "jobs run network-isolated with the pre-built image: candidate code cannot "
+                                        "reach AWS or the internet")
+    return Check("isolation", None,
+                 "jobs are NOT network-isolated: candidate code inside a job can use the execution role's credentials "
+                 "(through the container's credential endpoint, not only environment variables) to read or overwrite "
+                 "other jobs' objects under the run bucket's prefixes and write training logs, and can reach the "
+                 "internet",
+                 "run `autoresearch aws build-image`, then set sagemaker.image_uri and sagemaker.prebuilt_image: true")
+
+
 def doctor(settings: Settings, preset: str | None = None) -> list[Check]:
     """Everything a SageMaker run needs, one Check each, in the order a user would fix them."""
     checks: list[Check] = []
@@ -341,6 +355,7 @@ def doctor(settings: Settings, preset: str | None = None) -> list[Check]:
     else:
         checks.append(Check("data", False, "no bucket to look in", "run `autoresearch aws setup` first"))
     checks.append(_quota_check(settings, client))
+    checks.append(_isolation_check(settings))
 
     def image() -> Check:
         return Check("image", True, req.resolve_image_uri(settings, region))

@@ -84,7 +84,8 @@ def build_image(settings: Settings, *, tag: str = "latest", repository: str = DE
                    "-f", str(context / "Dockerfile"), str(context)])
         lines.append(f"built {image}")
         _run(run, [docker, "push", image])
-    lines.append(f"pushed {image}; set in config.yaml -> sagemaker.image_uri: {image}")
+    lines.append(f"pushed {image}; set in config.yaml -> sagemaker.image_uri: {image} and "
+                 "sagemaker.prebuilt_image: true (jobs then run network-isolated)")
     return lines
 
 

@@ -138,3 +138,35 @@ def test_a_dry_run_of_the_serverless_example_plans_ten_candidates_from_its_pipel
         assert channels == {"data": f"s3://{want_bucket}/autoresearch/data/",
                             "tokenizer": f"s3://{want_bucket}/autoresearch/tokenizer/"}
         assert body["StoppingCondition"]["MaxRuntimeInSeconds"] == 900
+
+
+def test_the_prebuilt_image_brings_code_as_a_channel_and_runs_network_isolated(tmp_path):
+    from agent.config import Settings
+    from sandbox.runners import sagemaker_request as req
+    from sandbox.runners.base import ExecutionSpec
+    from sandbox.workspace import build_workspace
+    from tests.strict_aws import validate_request
+
+    project = Path(__file__).resolve().parents[1]
+    ws = build_workspace(tmp_path / "w", (project / "train.py").read_text(), project, {"execution_id": "e1"})
+    base = {"aws": {"region": "us-east-1", "role_arn": "arn:aws:iam::123456789012:role/r"}, "s3": {"bucket": "b"}}
+    image = "123456789012.dkr.ecr.us-east-1.amazonaws.com/autoresearch-training:v1"
+    s = Settings.model_validate({**base, "sagemaker": {"image_uri": image, "prebuilt_image": True}})
+    r = req.build_create_request([ExecutionSpec("e1", ws, "gpu")], s.aws_backend, run_tag="t", run_id="0a1b2c3d",
+                                 region="us-east-1")
+    assert r["EnableNetworkIsolation"] is True
+    channels = {c["ChannelName"]: c["DataSource"]["S3DataSource"]["S3Uri"] for c in r["InputDataConfig"]}
+    assert channels["code"].endswith("/source/sourcedir.tar.gz")
+    assert validate_request("sagemaker", "CreateTrainingJob", r) == []
+    dlc = Settings.model_validate({**base, "sagemaker": {"image_uri": image}})
+    r = req.build_create_request([ExecutionSpec("e1", ws, "gpu")], dlc.aws_backend, run_tag="t", run_id="0a1b2c3d",
+                                 region="us-east-1")
+    assert "EnableNetworkIsolation" not in r and "code" not in {c["ChannelName"] for c in r["InputDataConfig"]}
+
+
+def test_isolation_without_the_prebuilt_image_is_one_setup_error_not_n_crashes():
+    from pydantic import ValidationError
+
+    from sandbox.runners.settings import SageMakerSettings
+    with pytest.raises(ValidationError, match="network_isolation: true needs the pre-built image.*build-image"):
+        SageMakerSettings(network_isolation=True)

@@ -334,6 +334,10 @@ def build_create_request(specs: Sequence[ExecutionSpec], settings: AWSBackendSet
                 f"hyperparameter {key} of job {name} is {len(value)} characters ({value}); CreateTrainingJob allows "
                 f"{HYPERPARAMETER_MAX}: shorten s3.bucket, s3.prefix or s3.output_prefix in config.yaml")
     channels = data_channel_uris(settings, specs[0].preset)
+    if sm.prebuilt_image:
+        # the image's entry (image_entry.py) unpacks this: SageMaker copies it in before start,
+        # so the container itself needs no network
+        channels["code"] = layout.source_uri
     request: dict = {
         "TrainingJobName": name,
         "RoleArn": role,
@@ -362,7 +366,7 @@ def build_create_request(specs: Sequence[ExecutionSpec], settings: AWSBackendSet
         if not (sm.subnets and sm.security_group_ids):
             raise AWSConfigError("sagemaker.subnets and sagemaker.security_group_ids must be set together for a VPC job")
         request["VpcConfig"] = {"Subnets": list(sm.subnets), "SecurityGroupIds": list(sm.security_group_ids)}
-    if sm.network_isolation:
+    if sm.isolated:
         request["EnableNetworkIsolation"] = True
     return request
 

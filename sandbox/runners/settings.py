@@ -69,7 +69,12 @@ class SageMakerSettings(Section):
     checkpoint_s3_uri: Optional[str] = None
     subnets: list[str] = Field(default_factory=list)
     security_group_ids: list[str] = Field(default_factory=list)
-    network_isolation: bool = False
+    # image_uri is the image `autoresearch aws build-image` made (docker/Dockerfile): jobs get their
+    # code as the `code` input channel and install nothing at start, so they can run isolated
+    prebuilt_image: bool = False
+    # None: on with the pre-built image (candidate code then cannot reach AWS or the internet), off
+    # without it (the toolkit downloads the code and pip-installs over the network)
+    network_isolation: Optional[bool] = None
     max_spot_requeues: int = Field(3, ge=0)
     transient_retries: int = Field(1, ge=0)    # re-runs after e.g. "CUDA error: unknown error"
     # polling adapts between these bounds: fast after a change, slower while nothing moves
@@ -97,8 +102,19 @@ class SageMakerSettings(Section):
                              "upgrade boto3 if the type is new")
         return value
 
+    @property
+    def isolated(self) -> bool:
+        return self.prebuilt_image if self.network_isolation is None else self.network_isolation
+
     @model_validator(mode="after")
     def _wait_covers_run(self):
+        if self.prebuilt_image and not self.image_uri:
+            raise ValueError("sagemaker.prebuilt_image needs sagemaker.image_uri (run `autoresearch aws build-image`)")
+        if self.network_isolation and not self.prebuilt_image:
+            raise ValueError("sagemaker.network_isolation: true needs the pre-built image: without it every job "
+                             "downloads its code from S3 and pip-installs requirements.txt, which isolation forbids "
+                             "(every candidate would crash); run `autoresearch aws build-image` and set "
+                             "sagemaker.image_uri and sagemaker.prebuilt_image: true")
         if self.use_spot and self.max_wait < self.max_run:
             raise ValueError(f"max_wait ({self.max_wait}) must be >= max_run ({self.max_run}) for spot jobs")
         if self.poll_max_s < self.poll_min_s:
