@@ -610,6 +610,35 @@ def test_a_long_result_record_split_across_log_events_is_joined(tmp_path):
     assert "AUTORESEARCH_RESULT" in job.tails["e1"][-1]       # kept as the candidate's log, never a result
 
 
+# ----- efficiency figures, long spot starts -------------------------------------------------------------
+def test_each_result_carries_its_jobs_billed_training_and_startup_seconds(aws, sim, bucket, tmp_path):
+    import datetime as dt
+    runner, _ = make_runner()
+    name = runner.submit(make_spec(tmp_path, "e1"))
+    job = sim.job(name)
+    t0 = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
+    job.creation_time, job.training_start_time = t0, t0 + dt.timedelta(seconds=120)
+    set_job(name, status="Completed", secondary="Completed", billable=105, training_time=300,
+            transitions=["Starting", "Downloading", "Training", "Uploading", "Completed"])
+    for tr, offset in zip(job.secondary_status_transitions, (0, 120, 170, 400, 410)):
+        tr["StartTime"] = t0 + dt.timedelta(seconds=offset)
+    sim.put_output(name, {"e1": {"status": "ok", "val_bpb": 1.0, "training_seconds": 240.0}})
+    figures = finished(drain(runner))["e1"].result["job_figures"]
+    assert figures["wait_s"] == 120 and figures["startup_s"] == 50
+    assert (figures["instance_s"], figures["billed_s"], figures["training_s"]) == (300, 105, 240)
+    assert figures["efficiency"] == pytest.approx(0.8) and figures["spot_saving"] == pytest.approx(0.65)
+
+
+def test_a_job_long_in_starting_is_shown_with_how_long_it_has_waited(aws, sim, bucket, tmp_path):
+    runner, clock = make_runner(starting_notice_s=600)
+    runner.submit(make_spec(tmp_path, "e1"))
+    assert runner.poll(0) == []
+    clock.sleep(601)
+    (ev,) = runner.poll(0)
+    assert isinstance(ev, Requeued) and "still Starting after 10 min" in ev.reason and "spot capacity" in ev.reason
+    assert runner.poll(0) == []          # once per interval, not at every poll
+
+
 # ----- job names: this run's, and only this run's ---------------------------------------------------
 def test_tags_that_slug_alike_and_one_tag_in_two_fresh_runs_get_disjoint_names(tmp_path):
     """`exp_1`, `exp-1`, `EXP.1` slug alike; the same tag in two fresh runs (another folder, or

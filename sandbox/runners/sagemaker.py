@@ -46,6 +46,7 @@ from sandbox.runners.settings import AWSBackendSettings
 from sandbox.progress import parse_progress_line
 from sandbox.runners import sagemaker_quota as quota
 from sandbox.runners import sagemaker_request as req
+from sandbox.runners.sagemaker_efficiency import job_figures
 from sandbox.runners.aws_clients import (
     as_setup_error, call_with_retry, error_code, error_message, is_retryable, make_client, make_session,
     region_of,
@@ -88,6 +89,7 @@ class _Job:
     quota_waiting: bool = False
     waiting_since: float | None = None   # first ResourceLimitExceeded of this wait
     last_refusal: str = ""
+    start_notices: int = 0               # "still Starting" notices given (_notice_long_start)
     spot_requeues: int = 0
     transient_retries: int = 0
     transitions_seen: int = 0
@@ -102,6 +104,7 @@ class _Job:
     open_part: tuple | None = None       # (execution id, part no., parts, length, text so far) of a split part
     last_step: dict[str, int] = field(default_factory=dict)
     shares: dict[str, float] = field(default_factory=dict)   # execution id -> its part of this attempt's bill
+    figures: dict = field(default_factory=dict)               # sagemaker_efficiency.job_figures of the attempt
 
     def open_specs(self) -> list[ExecutionSpec]:
         return [s for s in self.specs if s.execution_id not in self.closed]
@@ -503,6 +506,19 @@ class SageMakerRunner:
         self._next_poll = min(self._next_poll, self._clock() + self.sm.poll_min_s)
         return "running"
 
+    def _notice_long_start(self, job: _Job) -> None:
+        """A spot job can sit in Starting for 30+ minutes waiting for capacity: say so, every
+        sagemaker.starting_notice_s, with how long it has waited (MaxWaitTimeInSeconds ends it)."""
+        waited = self._clock() - (job.started_at or self._clock())
+        every = self.sm.starting_notice_s
+        if every <= 0 or waited < every * (job.start_notices + 1):
+            return
+        job.start_notices = int(waited // every)
+        for spec in job.open_specs():
+            self._events.append(Requeued(spec.execution_id, f"still Starting after {waited / 60:.0f} min (waiting for "
+                                         f"{'spot ' if self.sm.use_spot else ''}capacity for {self.sm.instance_type})",
+                                         job.attempt))
+
     def _end_long_waits(self) -> None:
         """Executions refused for capacity for longer than quota_wait_minutes end `not_admitted`
         with the reason, rather than wait on a quota that other jobs of the account hold."""
@@ -600,6 +616,8 @@ class SageMakerRunner:
                                                  f"({tr.get('StatusMessage', '')})".rstrip(" ()"), job.attempt))
         moved_on = len(transitions) > job.transitions_seen
         job.transitions_seen = len(transitions)
+        if status == "InProgress" and secondary == "Starting":
+            self._notice_long_start(job)
         if status in ("InProgress", "Stopping"):
             if secondary in ("Training", "Uploading", "Interrupted", "Restarting") or not secondary:
                 # a new phase (e.g. training again after a restart) may write to a new stream
@@ -614,6 +632,7 @@ class SageMakerRunner:
         last = transitions[-1].get("Status") if transitions else secondary
         reason = desc.get("FailureReason") or ""
         outputs = self._read_output(job, desc)
+        job.figures = job_figures(desc, {**job.log_results, **outputs})
         # The attempt's bill, split by each candidate's harness wall-seconds; who left the job
         # early (cancelled) gets its share as a Charge, the others with their Finished.
         job.shares = _split([s.execution_id for s in job.specs], {**job.log_results, **outputs})
@@ -725,6 +744,8 @@ class SageMakerRunner:
             result["job_billable_seconds"] = billable
         result.update({"job_name": job.name or None, "job_attempt": job.attempt, "job_candidates": n,
                        "job_bill_share": round(share, 6)})
+        if job.figures:
+            result["job_figures"] = dict(job.figures)   # billed vs training vs start-up (sagemaker_efficiency)
         self._events.append(Finished(
             execution_id, result, backend=self.name, job_id=job.name or None, instance_type=self.sm.instance_type,
             # a packed job's bill is split by harness wall-seconds (_split): the parts add up to the job's

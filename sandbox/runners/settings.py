@@ -84,6 +84,7 @@ class SageMakerSettings(Section):
     quota_retry_s: float = Field(120.0, ge=0)  # wait after ResourceLimitExceeded before trying again
     # refused for capacity this long (other jobs hold the account's quota): not_admitted, with the reason
     quota_wait_minutes: float = Field(60.0, ge=0)
+    starting_notice_s: float = Field(600.0, ge=0)   # a job still Starting: a notice this often (0: never)
     api_max_attempts: int = Field(8, ge=1)     # throttled AWS calls are retried this often (jittered backoff)
     api_backoff_s: float = Field(1.0, ge=0)    # first backoff step; grows exponentially up to 30 s
     # estimates only (agent/ledger.py): start-up per job, and billable/training for spot jobs
