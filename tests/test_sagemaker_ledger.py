@@ -93,3 +93,21 @@ def test_prices_use_the_region_boto3_resolved_from_the_profile(tmp_path, monkeyp
         assert price.region == "eu-west-1" and price.hourly("sagemaker", "ml.g5.xlarge") == 1.6
     finally:
         ctx.close()
+
+
+def test_an_execution_not_admitted_for_capacity_is_recorded_with_its_reason(tmp_path):
+    project = make_project(tmp_path / "proj")
+    ctx = open_ctx(project)
+    try:
+        eid = _row(ctx)
+        ctx.memory.mark_started(eid, job_id="j-a1", started_at=0.0)
+        why = "not admitted: AWS refused the job for capacity for 60 min (sagemaker.quota_wait_minutes = 60): limit"
+        runner = BillingRunner(events=[Finished(eid, {"status": "not_admitted", "failure_reason": why},
+                                                backend="sagemaker", job_id="j-a1", instance_type="ml.g5.xlarge")])
+        ctx = dataclasses.replace(ctx, runner=runner)
+        with Scheduler(ctx) as scheduler:
+            scheduler.enqueue([eid])
+            (row,) = scheduler.take_results(0)
+        assert row["status"] == "not_admitted" and row["failure_reason"] == why and row["cost_usd"] == 0
+    finally:
+        ctx.close()
