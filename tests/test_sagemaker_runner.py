@@ -639,6 +639,26 @@ def test_a_job_long_in_starting_is_shown_with_how_long_it_has_waited(aws, sim, b
     assert runner.poll(0) == []          # once per interval, not at every poll
 
 
+def test_opt_in_spot_fallback_resubmits_a_job_stuck_in_starting_on_demand(aws, sim, bucket, tmp_path):
+    aws.handle("sagemaker.StopTrainingJob", lambda p: (set_job(p["TrainingJobName"], status="Stopped",
+                                                               secondary="Stopped", billable=0), (200, {}))[1])
+    runner, clock = make_runner(spot_fallback_minutes=5, starting_notice_s=0)
+    name = runner.submit(make_spec(tmp_path, "e1", val=1.02))
+    clock.sleep(299)
+    assert runner.poll(0) == [] and aws.calls_of("sagemaker.StopTrainingJob") == []
+    clock.sleep(2)
+    runner.poll(0)
+    assert [c.params["TrainingJobName"] for c in aws.calls_of("sagemaker.StopTrainingJob")] == [name]
+    events = drain(runner, 2)
+    (ev,) = [e for e in events if isinstance(e, Requeued)]
+    assert "re-submitted on-demand" in ev.reason and ev.attempt == 2
+    second = created(aws, "ar-t1-rid1-e1-a2")[0]
+    assert second["EnableManagedSpotTraining"] is False and "MaxWaitTimeInSeconds" not in second["StoppingCondition"]
+    assert sim.run_container("ar-t1-rid1-e1-a2").returncode == 0
+    done = finished(drain(runner))["e1"]
+    assert done.result["status"] == "ok" and done.job_id == "ar-t1-rid1-e1-a2"
+
+
 # ----- job names: this run's, and only this run's ---------------------------------------------------
 def test_tags_that_slug_alike_and_one_tag_in_two_fresh_runs_get_disjoint_names(tmp_path):
     """`exp_1`, `exp-1`, `EXP.1` slug alike; the same tag in two fresh runs (another folder, or

@@ -90,6 +90,8 @@ class _Job:
     waiting_since: float | None = None   # first ResourceLimitExceeded of this wait
     last_refusal: str = ""
     start_notices: int = 0               # "still Starting" notices given (_notice_long_start)
+    on_demand: bool = False              # the spot fallback moved this job to on-demand
+    fallback_pending: bool = False       # stopped for the spot fallback; re-submitted once Stopped
     spot_requeues: int = 0
     transient_retries: int = 0
     transitions_seen: int = 0
@@ -439,7 +441,7 @@ class SageMakerRunner:
 
     def build_request(self, job: _Job) -> dict:
         return req.build_create_request(job.specs, self.settings, run_tag=self.run_tag or "adhoc",
-                                        run_id=self.run_id, region=self.region, attempt=job.attempt, image_uri=self.image_uri(),
+                                        run_id=self.run_id, region=self.region, on_demand=job.on_demand, attempt=job.attempt, image_uri=self.image_uri(),
                                         role_arn=self._role_arn() or None)
 
     def _launch_pending(self) -> None:
@@ -508,8 +510,19 @@ class SageMakerRunner:
 
     def _notice_long_start(self, job: _Job) -> None:
         """A spot job can sit in Starting for 30+ minutes waiting for capacity: say so, every
-        sagemaker.starting_notice_s, with how long it has waited (MaxWaitTimeInSeconds ends it)."""
+        sagemaker.starting_notice_s, with how long it has waited (MaxWaitTimeInSeconds ends it);
+        with sagemaker.spot_fallback_minutes, stop it then and re-submit it on-demand."""
         waited = self._clock() - (job.started_at or self._clock())
+        fallback = self.sm.spot_fallback_minutes
+        if fallback and self.sm.use_spot and not job.on_demand and not job.fallback_pending \
+                and not job.stop_requested and waited >= fallback * 60:
+            job.fallback_pending = True
+            try:
+                self._call("sagemaker", "stop_training_job", TrainingJobName=job.name)
+            except ClientError as exc:
+                if error_code(exc) != "ValidationException":   # already ending: the poll will tell
+                    raise
+            return
         every = self.sm.starting_notice_s
         if every <= 0 or waited < every * (job.start_notices + 1):
             return
@@ -690,6 +703,10 @@ class SageMakerRunner:
                         outputs: dict) -> str:
         """Why this ended attempt is run again ("" if it is not): spot capacity lost, or an
         infrastructure fault, while requeues are left. Counts the requeue."""
+        if job.fallback_pending and status in ("Stopped", "Failed") and not job.stop_requested:
+            job.fallback_pending, job.on_demand = False, True
+            return (f"spot capacity: still Starting after {self.sm.spot_fallback_minutes:g} min "
+                    "(sagemaker.spot_fallback_minutes): re-submitted on-demand")
         if status == "Completed" or (status == "Stopped" and job.stop_requested) or "MaxRuntimeExceeded" in statuses:
             return ""
         if self._all_reported(job, outputs) or not job.open_specs():

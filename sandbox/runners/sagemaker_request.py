@@ -289,20 +289,21 @@ def pack_source(specs: Sequence[ExecutionSpec], layout: JobLayout | None = None)
     return buf.getvalue()
 
 
-def stopping_condition(settings: AWSBackendSettings, n_candidates: int) -> dict[str, int]:
+def stopping_condition(settings: AWSBackendSettings, n_candidates: int, spot: bool | None = None) -> dict[str, int]:
     """Candidates run one after another per GPU, so a job of n gets ceil(n/gpus) x the per-job limits."""
     sm = settings.sagemaker
+    spot = sm.use_spot if spot is None else spot
     rounds = -(-n_candidates // gpus_per_instance(sm.instance_type))
     max_run = min(sm.max_run * rounds, MAX_RUNTIME_CAP_S)
     cond = {"MaxRuntimeInSeconds": max_run}
-    if sm.use_spot:
+    if spot:
         cond["MaxWaitTimeInSeconds"] = max(max_run, min(sm.max_wait + sm.max_run * (rounds - 1), MAX_RUNTIME_CAP_S))
     return cond
 
 
 def build_create_request(specs: Sequence[ExecutionSpec], settings: AWSBackendSettings, *, run_tag: str, run_id: str,
                          region: str, attempt: int = 1, image_uri: str | None = None,
-                         role_arn: str | None = None) -> dict:
+                         role_arn: str | None = None, on_demand: bool = False) -> dict:
     """The CreateTrainingJob request for one job running `specs` (one or several candidates).
 
     Pure: no AWS call. `image_uri`/`role_arn` default to the resolved image and `aws.role_arn`.
@@ -355,8 +356,9 @@ def build_create_request(specs: Sequence[ExecutionSpec], settings: AWSBackendSet
         ],
         "OutputDataConfig": {"S3OutputPath": layout.output_path},
         "ResourceConfig": {"InstanceType": sm.instance_type, "InstanceCount": 1, "VolumeSizeInGB": sm.volume_size_gb},
-        "StoppingCondition": stopping_condition(settings, len(specs)),
-        "EnableManagedSpotTraining": bool(sm.use_spot),
+        # on_demand: the spot fallback's attempt (sagemaker.spot_fallback_minutes)
+        "StoppingCondition": stopping_condition(settings, len(specs), spot=sm.use_spot and not on_demand),
+        "EnableManagedSpotTraining": bool(sm.use_spot and not on_demand),
         "Environment": env,
         "Tags": job_tags(specs, run_tag, run_id),
     }

@@ -85,6 +85,9 @@ class SageMakerSettings(Section):
     # refused for capacity this long (other jobs hold the account's quota): not_admitted, with the reason
     quota_wait_minutes: float = Field(60.0, ge=0)
     starting_notice_s: float = Field(600.0, ge=0)   # a job still Starting: a notice this often (0: never)
+    # opt-in: a spot job still Starting (no capacity) after this many minutes is stopped and its
+    # candidates re-submitted on-demand (dearer, but it starts); null: wait up to max_wait
+    spot_fallback_minutes: Optional[float] = Field(None, gt=0)
     api_max_attempts: int = Field(8, ge=1)     # throttled AWS calls are retried this often (jittered backoff)
     api_backoff_s: float = Field(1.0, ge=0)    # first backoff step; grows exponentially up to 30 s
     # estimates only (agent/ledger.py): start-up per job, and billable/training for spot jobs
