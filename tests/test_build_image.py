@@ -84,6 +84,8 @@ def test_the_dockerfile_builds_from_the_dlc_and_installs_no_orchestrator_pins():
     pip = " ".join(line for line in instructions if "pip install" in line or line.startswith("    "))
     assert "numpy" not in pip.split("import")[0] and "torch" not in pip.split("import")[0]
     assert not re.search(r"==", pip) and "rustbpe" not in pip and "requests" not in pip
+    from sandbox.workspace import _JOB_RANGES      # the same ranges a job without the image installs
+    assert all(f'"{d}{_JOB_RANGES[d]}"' in pip for d in ("pyarrow", "tiktoken"))
 
 
 def test_image_entry_unpacks_the_code_channel_and_runs_sm_entry(tmp_path):
