@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -358,7 +359,20 @@ def doctor(settings: Settings, preset: str | None = None) -> list[Check]:
     checks.append(_isolation_check(settings))
 
     def image() -> Check:
-        return Check("image", True, req.resolve_image_uri(settings, region))
+        uri = req.resolve_image_uri(settings, region)
+        m = re.fullmatch(r"(\d{12})\.dkr\.ecr\.([a-z0-9-]+)\.amazonaws\.com/([^:@]+)[:@](.+)", uri)
+        if not settings.sagemaker.prebuilt_image or m is None:
+            return Check("image", True, uri)
+        # the pre-built image must exist where jobs pull it from (`autoresearch aws build-image` pushes it)
+        account, _, repo, ref = m.groups()
+        ident = {"imageDigest": ref} if ref.startswith("sha256:") else {"imageTag": ref}
+        try:
+            _call(client("ecr"), "describe_images", registryId=account, repositoryName=repo, imageIds=[ident])
+        except ClientError as exc:
+            if error_code(exc) in ("RepositoryNotFoundException", "ImageNotFoundException"):
+                return Check("image", False, f"{uri}: {error_code(exc)}", "run `autoresearch aws build-image`")
+            raise
+        return Check("image", True, f"{uri} (pre-built, in ECR)")
 
     checks.append(_guard("image", image, "pip install 'autoresearch-at-scale[aws]' or set sagemaker.image_uri"))
     return checks

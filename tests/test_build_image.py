@@ -106,3 +106,19 @@ def test_image_entry_without_a_tarball_fails_with_a_reason(tmp_path, monkeypatch
     (tmp_path / "empty").mkdir()
     assert image_entry.main(tmp_path / "empty", tmp_path / "code") == 1
     assert "expected one sourcedir .tar.gz" in (tmp_path / "failure").read_text()
+
+
+def test_doctor_checks_the_prebuilt_image_is_in_ecr(aws, tmp_path):
+    from agent.aws_setup import doctor
+    s = settings()
+    uri = boto3.client("ecr", region_name=REGION, endpoint_url=aws.url).create_repository(
+        repositoryName="autoresearch-training")["repository"]["repositoryUri"] + ":v1"
+    s.sagemaker.image_uri, s.sagemaker.prebuilt_image = uri, True
+    image = {c.name: c for c in doctor(s)}["image"]
+    assert image.ok is False and "ImageNotFoundException" in image.detail and "build-image" in image.fix
+    boto3.client("ecr", region_name=REGION, endpoint_url=aws.url).put_image(
+        repositoryName="autoresearch-training", imageTag="v1", imageManifest=json.dumps(
+            {"schemaVersion": 2, "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
+             "config": {"digest": "sha256:" + "0" * 64, "size": 1, "mediaType": "x"}, "layers": []}))
+    image = {c.name: c for c in doctor(s)}["image"]
+    assert image.ok is True and "pre-built, in ECR" in image.detail
