@@ -158,7 +158,8 @@ def main() -> None:
         print(f"{r['per_job']:>8} {r['jobs']:>5} {r['interrupted']:>11} {r['efficiency']:>9.1%} "
               f"{r['instance_s']:>10.0f} {r['billed_s']:>9.0f} {r['makespan_s']:>10.0f}")
     good = [r for r in rows if r["efficiency"] >= 0.9]
-    pick = min(good, key=lambda r: (r["makespan_s"], r["per_job"])) if good else max(rows, key=lambda r: r["efficiency"])
+    pick = min(good, key=lambda r: (r["makespan_s"], r["per_job"])) if good \
+        else max(rows, key=lambda r: r["efficiency"])
     print(f"recommended candidates_per_job: {pick['per_job']} ({pick['efficiency']:.1%} of instance time trains; "
           f"goal >= 90%, the earlier pipeline ~62%)")
 

@@ -401,7 +401,8 @@ def test_partial_pack_is_sent_when_the_loop_polls(aws, bucket, tmp_path):
     assert created(aws) == []
     runner.poll(0)
     (request,) = created(aws)
-    assert json.loads(request["HyperParameters"]["sagemaker_submit_directory"]).endswith("ar-t1-rid1-e1/source/sourcedir.tar.gz")
+    assert json.loads(request["HyperParameters"]["sagemaker_submit_directory"]).endswith(
+        "ar-t1-rid1-e1/source/sourcedir.tar.gz")
 
 
 def test_cancel_stops_the_job_and_reports_killed(aws, sim, bucket, tmp_path):

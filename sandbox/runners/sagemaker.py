@@ -241,7 +241,8 @@ class SageMakerRunner:
     def _ensure_quota(self) -> None:
         if self.quota is None and not self.dry_run:
             self.quota = quota.lookup(self._call, self.sm.instance_type, self.sm.use_spot, self.region)
-            quota.require_positive(self.quota, self.sm.max_concurrent_jobs)   # 0: stop now, with the quota's name and the fix
+            # 0: stop now, with the quota's name and the fix
+            quota.require_positive(self.quota, self.sm.max_concurrent_jobs)
 
     # ----- Runner protocol ------------------------------------------------------------------
     def free_slots(self) -> int:
@@ -441,7 +442,8 @@ class SageMakerRunner:
 
     def build_request(self, job: _Job) -> dict:
         return req.build_create_request(job.specs, self.settings, run_tag=self.run_tag or "adhoc",
-                                        run_id=self.run_id, region=self.region, on_demand=job.on_demand, attempt=job.attempt, image_uri=self.image_uri(),
+                                        run_id=self.run_id, region=self.region, on_demand=job.on_demand,
+                                        attempt=job.attempt, image_uri=self.image_uri(),
                                         role_arn=self._role_arn() or None)
 
     def _launch_pending(self) -> None:
