@@ -111,3 +111,17 @@ def test_an_execution_not_admitted_for_capacity_is_recorded_with_its_reason(tmp_
         assert row["status"] == "not_admitted" and row["failure_reason"] == why and row["cost_usd"] == 0
     finally:
         ctx.close()
+
+
+def test_the_summary_reports_training_seconds_per_billed_second(tmp_path):
+    from agent.summary import summary_data
+    project = make_project(tmp_path / "proj")
+    ctx = open_ctx(project)
+    try:
+        eid = _row(ctx)
+        ctx.memory.mark_started(eid, job_id="j", started_at=0.0)
+        ctx.memory.finish_execution(eid, result={"status": "ok", "val_bpb": 1.0, "training_seconds": 300.0},
+                                    billable_seconds=150.0, cost_usd=0.06)
+        assert summary_data(ctx, 0, "done")["training_per_billed_s"] == pytest.approx(2.0)
+    finally:
+        ctx.close()
