@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -17,6 +18,7 @@ from typing import Any, Callable
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
 from agent.config import Settings
+from sandbox.runners import sagemaker_quota
 from sandbox.runners import sagemaker_request as req
 from sandbox.runners.aws_clients import (
     AWSConfigError, as_setup_error, call_with_retry, error_code, error_message, make_client, make_session,
@@ -59,6 +61,14 @@ def _clients(settings: Settings) -> tuple[Any, str, Callable[[str], Any]]:
             made[service] = make_client(session, service, settings, region=region)
         return made[service]
 
+    if settings.s3.bucket == "":     # the SageMaker default bucket: sagemaker-<region>-<account>
+        account = req.account_of_role(settings.aws.role_arn)
+        if account is None:
+            try:
+                account = _call(client("sts"), "get_caller_identity")["Account"]
+            except (ClientError, AWSConfigError):
+                account = None    # the credentials check says why; require_bucket names the fix
+        req.resolve_default_bucket(settings.aws_backend, region, account)
     return session, region, client
 
 
@@ -79,11 +89,13 @@ def role_policy(settings: Settings, account: str, region: str) -> dict:
     logs, pull the training image. Nothing else."""
     bucket = req.require_bucket(settings)
     data_prefix, runs_prefix = req.s3_prefixes(settings)
+    # the serverless layout keeps the tokenizer under its own prefix: the job reads it too
+    read = [data_prefix] + ([settings.s3.tokenizer_prefix.strip("/")] if settings.s3.tokenizer_prefix else [])
     statements = [
         {"Sid": "ListRunBucket", "Effect": "Allow", "Action": ["s3:ListBucket"], "Resource": f"arn:aws:s3:::{bucket}",
-         "Condition": {"StringLike": {"s3:prefix": [f"{data_prefix}/*", f"{runs_prefix}/*"]}}},
+         "Condition": {"StringLike": {"s3:prefix": [f"{p}/*" for p in read] + [f"{runs_prefix}/*"]}}},
         {"Sid": "ReadData", "Effect": "Allow", "Action": ["s3:GetObject"],
-         "Resource": f"arn:aws:s3:::{bucket}/{data_prefix}/*"},
+         "Resource": [f"arn:aws:s3:::{bucket}/{p}/*" for p in read]},
         {"Sid": "ReadWriteRuns", "Effect": "Allow", "Action": ["s3:GetObject", "s3:PutObject"],
          "Resource": f"arn:aws:s3:::{bucket}/{runs_prefix}/*"},
         {"Sid": "TrainingLogs", "Effect": "Allow",
@@ -229,49 +241,49 @@ def _guard(name: str, fn: Callable[[], Check], fix: str) -> Check:
 
 
 def spot_quota_name(instance_type: str, spot: bool = True) -> str:
-    return f"{instance_type} for {'spot ' if spot else ''}training job usage"
+    return sagemaker_quota.quota_name(instance_type, spot)
 
 
 def _quota_check(settings: Settings, client: Callable[[str], Any]) -> Check:
+    """The applied quota, else the AWS default (a never-raised quota is not listed as applied:
+    reading only that said SKIP for exactly the new accounts whose GPU spot quota is 0)."""
     sm = settings.sagemaker
-    wanted = spot_quota_name(sm.instance_type, sm.use_spot)
     name = "spot quota" if sm.use_spot else "quota"
-    quotas = client("service-quotas")
-    try:
-        found = None
-        kwargs: dict[str, Any] = {"ServiceCode": "sagemaker"}
-        while found is None:
-            page = _call(quotas, "list_service_quotas", **kwargs)
-            found = next((q for q in page.get("Quotas", []) if q.get("QuotaName") == wanted), None)
-            if found is not None or not page.get("NextToken"):
-                break
-            kwargs["NextToken"] = page["NextToken"]
-    except ClientError as exc:
-        code, message = error_code(exc), error_message(exc)
-        if message.lstrip().startswith("<"):   # an HTML error page: the endpoint lacks this API
-            message = "the endpoint does not offer ListServiceQuotas"
-        return Check(name, None, f"could not check {wanted!r}: {code or 'error'}: {message[:160]}",
+    q = sagemaker_quota.lookup(lambda service, op, **kw: _call(client(service), op, **kw), sm.instance_type,
+                               sm.use_spot, region_of(settings, make_session(settings)))
+    if q.value is None:
+        return Check(name, None, f"could not check {q.name!r}: {q.note}",
                      "see Service Quotas -> Amazon SageMaker in the AWS console")
-    except BotoCoreError as exc:
-        return Check(name, None, f"could not check {wanted!r}: {exc}", "see Service Quotas in the AWS console")
-    if found is None:
-        return Check(name, None, f"quota {wanted!r} not listed for this account/region",
-                     "see Service Quotas -> Amazon SageMaker in the AWS console")
-    value = float(found.get("Value", 0))
     want = max(1, sm.max_concurrent_jobs)
-    fix = (f"aws service-quotas request-service-quota-increase --service-code sagemaker "
-           f"--quota-code {found.get('QuotaCode')} --desired-value {want}")
-    if value < 1:
-        return Check(name, False, f"{wanted} = 0: no job can start", fix)
-    if value < want:
-        return Check(name, True, f"{wanted} = {value:g} (< sagemaker.max_concurrent_jobs {want}: jobs will queue)", fix)
-    return Check(name, True, f"{wanted} = {value:g}")
+    fix = q.increase_command(want)
+    if q.value < 1:
+        return Check(name, False, f"{q.name} = 0 ({q.source} value): no job can start; request an increase of "
+                                  f"{q.name} ({q.code}) in {q.region}", fix)
+    if q.value < want:
+        return Check(name, True, f"{q.name} = {q.value:g} (< sagemaker.max_concurrent_jobs {want}: at most "
+                                 f"{q.value:g} jobs at once)", fix)
+    return Check(name, True, f"{q.name} = {q.value:g}" + ("" if q.source == "applied" else f" ({q.source} value)"))
+
+
+def _isolation_check(settings: Settings) -> Check:
+    """What candidate code inside a job can reach, said plainly."""
+    sm = settings.sagemaker
+    if sm.isolated:
+        return Check("isolation", True, "jobs run network-isolated with the pre-built image: candidate code cannot "
+                                        "reach AWS or the internet")
+    return Check("isolation", None,
+                 "jobs are NOT network-isolated: candidate code inside a job can use the execution role's credentials "
+                 "(through the container's credential endpoint, not only environment variables) to read or overwrite "
+                 "other jobs' objects under the run bucket's prefixes and write training logs, and can reach the "
+                 "internet",
+                 "run `autoresearch aws build-image`, then set sagemaker.image_uri and sagemaker.prebuilt_image: true")
 
 
 def doctor(settings: Settings, preset: str | None = None) -> list[Check]:
     """Everything a SageMaker run needs, one Check each, in the order a user would fix them."""
     checks: list[Check] = []
-    preset = preset or (settings.run.preset if settings.run.preset != "auto" else "gpu")
+    from agent.run_context import resolve_preset   # "auto": the preset of the instance type, as a run resolves it
+    preset = preset or resolve_preset(settings.run.preset, "sagemaker", settings.sagemaker.instance_type)
     try:
         _, region, client = _clients(settings)
         checks.append(Check("region", True, region))
@@ -344,9 +356,23 @@ def doctor(settings: Settings, preset: str | None = None) -> list[Check]:
     else:
         checks.append(Check("data", False, "no bucket to look in", "run `autoresearch aws setup` first"))
     checks.append(_quota_check(settings, client))
+    checks.append(_isolation_check(settings))
 
     def image() -> Check:
-        return Check("image", True, req.resolve_image_uri(settings, region))
+        uri = req.resolve_image_uri(settings, region)
+        m = re.fullmatch(r"(\d{12})\.dkr\.ecr\.([a-z0-9-]+)\.amazonaws\.com/([^:@]+)[:@](.+)", uri)
+        if not settings.sagemaker.prebuilt_image or m is None:
+            return Check("image", True, uri)
+        # the pre-built image must exist where jobs pull it from (`autoresearch aws build-image` pushes it)
+        account, _, repo, ref = m.groups()
+        ident = {"imageDigest": ref} if ref.startswith("sha256:") else {"imageTag": ref}
+        try:
+            _call(client("ecr"), "describe_images", registryId=account, repositoryName=repo, imageIds=[ident])
+        except ClientError as exc:
+            if error_code(exc) in ("RepositoryNotFoundException", "ImageNotFoundException"):
+                return Check("image", False, f"{uri}: {error_code(exc)}", "run `autoresearch aws build-image`")
+            raise
+        return Check("image", True, f"{uri} (pre-built, in ECR)")
 
     checks.append(_guard("image", image, "pip install 'autoresearch-at-scale[aws]' or set sagemaker.image_uri"))
     return checks

@@ -26,10 +26,13 @@ ConfigOpt = typer.Option(None, "--config", help="config.yaml to use (default: ./
 def _settings(config: Optional[Path], overrides: dict | None = None):
     from agent.config import ConfigError, load_settings
     try:
-        return load_settings(config, overrides)
+        settings = load_settings(config, overrides)
     except ConfigError as exc:
         err_console.print(f"[red]{exc}[/red]")
         raise typer.Exit(2)
+    for note in settings.notes:
+        err_console.print(f"config: {note}", style="yellow", highlight=False, markup=False)
+    return settings
 
 
 def _open(run: str, config: Optional[Path], *, create: bool, **overrides):
@@ -178,6 +181,23 @@ def aws_setup(
             console.print(line)
     except (RuntimeError, ValueError, FileNotFoundError) as exc:
         err_console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(1)
+
+
+@aws_app.command("build-image")
+def build_image(
+    tag: str = typer.Option("latest", help="Image tag."),
+    repository: str = typer.Option("autoresearch-training", help="ECR repository (created when missing)."),
+    config: Optional[Path] = ConfigOpt,
+):
+    """Build docker/Dockerfile FROM the PyTorch training DLC and push it to ECR (for sagemaker.image_uri)."""
+    from agent.build_image import build_image as _build
+    settings = _settings(config)
+    try:
+        for line in _build(settings, tag=tag, repository=repository):
+            console.print(line, highlight=False)
+    except (RuntimeError, ValueError) as exc:
+        err_console.print(f"[red]{exc}[/red]", highlight=False)
         raise typer.Exit(1)
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Literal, Optional
 
 import yaml
-from pydantic import ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from agent.early_stop import EarlyStopSettings
 from agent.research_settings import AllocationSettings, ExplorationSettings, NotebookSettings, NoveltySettings
@@ -146,17 +146,34 @@ class LLMSettings(Section):
 
 
 class PipelineSettings(Section):
-    """The serverless pipeline's keys, accepted so its config file loads; mapped where they mean
-    the same thing (see Settings._apply_pipeline)."""
+    """The serverless pipeline's `pipeline:` section (its config.yaml.example), so its users can
+    bring their file: each key takes effect where it means the same thing here (see
+    Settings._apply_pipeline); any other key is accepted with a note saying it is ignored."""
     model_config = ConfigDict(extra="allow")
-    generations: Optional[int] = None
-    population: Optional[int] = None
-    population_size: Optional[int] = None
-    max_generations: Optional[int] = None
-    budget_usd: Optional[float] = None
+    generations: Optional[int] = Field(None, ge=1)
+    num_generations: Optional[int] = Field(None, ge=1)     # -> run.generations
+    max_generations: Optional[int] = Field(None, ge=1)
+    population: Optional[int] = Field(None, ge=1)
+    population_size: Optional[int] = Field(None, ge=1)     # -> run.population
+    budget_usd: Optional[float] = Field(None, gt=0)
+    # candidates per strategy in each generation -> strategy_mix (the same four strategies)
+    num_conservative: Optional[int] = Field(None, ge=0)
+    num_moderate: Optional[int] = Field(None, ge=0)
+    num_aggressive: Optional[int] = Field(None, ge=0)
+    num_crossover: Optional[int] = Field(None, ge=0)
+
+
+# The serverless pipeline's `model_defaults:` (depth, device_batch_size, ...) were train.py
+# settings its pipeline wrote into every candidate. Here the baseline is the project's own
+# train.py, which the agent edits: nothing overrides it from config.
+MODEL_DEFAULTS_NOTE = ("model_defaults.{key} is ignored: the baseline is your train.py as it is (the agent edits it); "
+                       "set {key} in train.py itself (its constant {const}) if you want {value!r}")
 
 
 class Settings(Section):
+    # `model_defaults` (a serverless pipeline key) would clash with pydantic's "model_" namespace
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=())
+
     run: RunSettings = Field(default_factory=RunSettings)
     strategy_mix: dict[str, int] = Field(default_factory=lambda: {
         "conservative": 3, "moderate": 4, "aggressive": 2, "crossover": 1})
@@ -173,8 +190,17 @@ class Settings(Section):
     allocation: AllocationSettings = Field(default_factory=AllocationSettings)  # slots follow gain per compute
     exploration: ExplorationSettings = Field(default_factory=ExplorationSettings)  # branch and repair slots
     pipeline: PipelineSettings = Field(default_factory=PipelineSettings)
+    model_defaults: dict[str, Any] = Field(default_factory=dict)   # serverless pipeline key: ignored, with a note
     # USD per instance-hour, on-demand; per region with a "default" fallback (see agent/ledger.py)
     instance_prices: dict[str, dict[str, float]] = Field(default_factory=dict)
+
+    _notes: list[str] = PrivateAttr(default_factory=list)
+
+    @property
+    def notes(self) -> list[str]:
+        """Keys accepted but ignored (or mapped), each saying what it is ignored for and what to
+        use instead; the commands print them once on loading."""
+        return list(self._notes)
 
     @field_validator("strategy_mix")
     @classmethod
@@ -194,7 +220,8 @@ class Settings(Section):
     @model_validator(mode="after")
     def _apply_pipeline(self):
         p = self.pipeline
-        gens = p.generations or p.max_generations
+        notes = self._notes
+        gens = p.generations or p.num_generations or p.max_generations
         pop = p.population or p.population_size
         fields = self.run.model_fields_set
         if gens and "generations" not in fields:
@@ -203,6 +230,35 @@ class Settings(Section):
             self.run.population = pop
         if p.budget_usd and "budget_usd" not in fields:
             self.run.budget_usd = p.budget_usd
+        counts = {name: getattr(p, f"num_{name}") for name in STRATEGIES if getattr(p, f"num_{name}", None) is not None}
+        if counts:
+            if "strategy_mix" in self.model_fields_set:
+                notes.append(f"pipeline.num_{{{','.join(counts)}}} are ignored: strategy_mix is set too, and it wins")
+            elif sum(counts.values()) == 0:
+                raise ValueError("pipeline.num_conservative/num_moderate/num_aggressive/num_crossover are all 0")
+            else:
+                # set without validate_assignment, which would run this validator again
+                self.__dict__["strategy_mix"] = self._known_strategies({n: counts.get(n, 0) for n in STRATEGIES})
+                total = sum(counts.values())
+                if not pop and "population" not in fields:
+                    self.run.population = total   # the pipeline's population is the sum of its allocation
+                elif self.run.population != total:
+                    notes.append(f"pipeline strategy counts add up to {total} but the population is "
+                                 f"{self.run.population}: strategy_mix {self.strategy_mix} is applied as proportions")
+        for key in sorted(p.model_extra or {}):
+            notes.append(f"pipeline.{key} is ignored: this project has no such setting (see config.yaml's run: and "
+                         f"selection: sections for what a run can be told)")
+        consts = {"depth": "DEPTH", "device_batch_size": "DEVICE_BATCH_SIZE", "total_batch_size": "TOTAL_BATCH_SIZE",
+                  "window_pattern": "WINDOW_PATTERN"}
+        for key, value in self.model_defaults.items():
+            notes.append(MODEL_DEFAULTS_NOTE.format(key=key, const=consts.get(key, key.upper()), value=value))
+        if self.s3.bucket == "":
+            notes.append("s3.bucket is empty: the SageMaker default bucket sagemaker-<region>-<account> is used "
+                         "(`autoresearch aws setup` creates it); set s3.bucket to choose another")
+        if self.s3.tokenizer_prefix:
+            notes.append(f"s3.tokenizer_prefix is set: the serverless pipeline's data layout is used -- gpu data "
+                         f"straight under s3.data_prefix ({self.s3.data_prefix}), its tokenizer under "
+                         f"{self.s3.tokenizer_prefix}; `autoresearch prepare --upload` writes that layout too")
         return self
 
 

@@ -87,6 +87,9 @@ def _print(ctx, shown, rejected, total, over, written) -> None:
         ctx.say(f"rejected {cand['id']} [{cand['strategy']}] {cand['title']}: {cand['rule']} "
                 f"{(cand.get('reason') or '')[:120]}", "dim")
     budget = ctx.limits.budget_usd
+    missing = pricing(ctx).unpriced_note(ctx.backend, ctx.settings.sagemaker.instance_type)
+    if missing:
+        ctx.say(f"no price: {missing}", "yellow")
     ctx.say(f"{len(shown)} execution(s), estimated ${total:.4f}"
             + (f"; budget ${budget:.2f}: {over} would not be admitted" if budget else ""))
     for path in written:
@@ -103,7 +106,7 @@ def _requests(ctx, planned: list) -> list[Path]:
         ensure_workspace(ctx, row, candidate)
         specs.append(spec_for(ctx, row, candidate))
     try:
-        return write_dry_run_requests(specs, ctx.settings.aws_backend, run_tag=ctx.tag)
+        return write_dry_run_requests(specs, ctx.settings.aws_backend, run_tag=ctx.tag, run_id=ctx.run_id or None)
     except Exception as exc:   # e.g. no bucket configured: say so, the plan is still useful
         ctx.say(f"could not write the SageMaker requests: {exc}", "yellow")
         ctx.memory.log_event("dry_run_requests_failed", {"error": str(exc)})

@@ -45,7 +45,22 @@ class PlannedExecution:
 
 
 def pricing(ctx) -> Pricing:
-    return Pricing(ctx.settings.aws_backend, ctx.settings.instance_prices, ctx.layout.prepare_py)
+    return Pricing(ctx.settings.aws_backend, ctx.settings.instance_prices, ctx.layout.prepare_py,
+                   region=_billing_region(ctx))
+
+
+def _billing_region(ctx) -> str | None:
+    """The region the jobs run in, as boto3 resolves it (aws.region, AWS_REGION, the profile's)."""
+    if ctx.backend != "sagemaker":
+        return None
+    try:
+        region = getattr(ctx.runner, "region", None)
+        if region:
+            return region
+        from sandbox.runners.aws_clients import make_session, region_of
+        return region_of(ctx.settings.aws_backend, make_session(ctx.settings.aws_backend))
+    except Exception:   # no region anywhere (or a broken profile): prices fall back, price_note says so
+        return None
 
 
 def _instance_type(ctx) -> str | None:

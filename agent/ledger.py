@@ -184,9 +184,11 @@ class Pricing:
     machine that is already paid for; simulated ones run nowhere)."""
 
     def __init__(self, aws: "AWSBackendSettings", instance_prices: Mapping[str, Mapping[str, float]],
-                 prepare_path: Path):
+                 prepare_path: Path, region: str | None = None):
         self.sm = aws.sagemaker
-        self.region = aws.aws.region
+        # the region boto3 resolved (config, env, profile), else aws.region: a profile's region
+        # must not be priced as us-east-1
+        self.region = region or aws.aws.region
         self.prices = merged_prices(instance_prices)
         self.prepare_path = Path(prepare_path)
 
@@ -202,9 +204,21 @@ class Pricing:
         except LedgerError:
             return 0.0
 
+    def unpriced_note(self, backend: str, instance_type: str | None) -> str | None:
+        """What to add to config.yaml when this run's instance has no price (else None)."""
+        if backend in FREE_BACKENDS:
+            return None
+        try:
+            instance_price(instance_type or self.sm.instance_type, self.region, self.prices)
+        except LedgerError as exc:
+            return f"{exc}; until then estimates and costs count it as $0 and --budget-usd cannot limit it"
+        return None
+
     def estimate(self, backend: str, preset: str, instance_type: str | None = None) -> float:
         if backend in FREE_BACKENDS:
             return 0.0
+        if self.unpriced_note(backend, instance_type):
+            return 0.0   # as actual() does: the run goes on, the dry run and doctor say which price is missing
         # start-up is paid once per job and shared by the candidates packed into it
         return estimate_execution_cost(
             backend, instance_type or self.sm.instance_type, self.region, self.expected_seconds(preset),

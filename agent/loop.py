@@ -173,6 +173,8 @@ def autopilot_command(run: str | None = None, generations: int | None = None, po
         settings = load_settings(config or (default_cfg if default_cfg.is_file() else None), overrides)
     except ConfigError as exc:
         return usage_error(str(exc))
+    for note in settings.notes:    # keys of another pipeline's file: what each is ignored for, and the fix
+        err.print(f"config: {note}", style="yellow", highlight=False, markup=False)
     if run is None:      # a new run; the summary (and this line) name it for resuming
         run = new_run_tag(project_dir / settings.run.runs_dir, simulated=settings.run.backend == "simulated")
         err.print(f"new run {run} (resume it with --run {run})", highlight=False)

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from agent.layout import DB_NAME
-from sandbox.statuses import EXECUTION_KINDS, HARNESS_STATUSES, RESULT_STATUSES, TERMINAL_STATUSES
+from sandbox.statuses import EXECUTION_KINDS, HARNESS_STATUSES, NOT_ADMITTED, RESULT_STATUSES, TERMINAL_STATUSES
 
 BUSY_TIMEOUT_MS = 30_000
 
@@ -453,8 +453,10 @@ class Memory:
         if not isinstance(result, dict):
             raise MemoryStoreError(f"finish_execution({execution_id}): result must be a dict, got {type(result).__name__}")
         status = result.get("status")
-        _require(status in HARNESS_STATUSES,
-                 f"finish_execution({execution_id}): result status must be one of {HARNESS_STATUSES}, got {status!r}")
+        # not_admitted: a backend's capacity said no for too long (SageMaker's quota wait)
+        _require(status in HARNESS_STATUSES + (NOT_ADMITTED,),
+                 f"finish_execution({execution_id}): result status must be one of "
+                 f"{HARNESS_STATUSES + (NOT_ADMITTED,)}, got {status!r}")
         version = _int_or_none(result.get("measurement_version"))
         if version is None and status in RESULT_STATUSES:
             version = LEGACY_MEASUREMENT_VERSION
@@ -467,14 +469,38 @@ class Memory:
             conn.execute(
                 "UPDATE executions SET status = ?, val_bpb = ?, peak_vram_mb = ?, training_seconds = ?,"
                 " total_seconds = ?, mfu_percent = ?, num_params_M = ?, total_tokens_M = ?, num_steps = ?,"
-                " failure_reason = ?, result = ?, billable_seconds = ?, cost_usd = ?, ended_at = ?,"
+                " failure_reason = ?, result = ?,"
+                # added, not set: Charges of earlier attempts may already be on the row
+                " billable_seconds = CASE WHEN ? IS NULL THEN billable_seconds"
+                " ELSE COALESCE(billable_seconds, 0) + ? END, cost_usd = cost_usd + ?, ended_at = ?,"
                 " measurement_version = ?, job_id = COALESCE(job_id, ?), instance_type = COALESCE(instance_type, ?),"
                 " started_at = COALESCE(started_at, ?) WHERE id = ?",
                 (status, *(typed[n] for n in RESULT_FLOAT_FIELDS), typed["num_steps"],
-                 None if failure is None else str(failure), _dump(result), billable_seconds, float(cost_usd or 0.0),
+                 None if failure is None else str(failure), _dump(result), billable_seconds, billable_seconds,
+                 float(cost_usd or 0.0),
                  time.time() if ended_at is None else ended_at, version, job_id, instance_type, started_at,
                  execution_id))
         return True
+
+    def add_charges(self, charges: list[dict], *, state: tuple[str, Any] | None = None) -> None:
+        """Add billed seconds and dollars to executions, whatever their status (a requeued
+        attempt, a killed job settled later), each logged as a `charge` event; `state`
+        (key, value) is set in the same transaction, so a settlement list and the charges it
+        led to can never disagree (nothing charged twice, nothing dropped)."""
+        now = time.time()
+        with self._write() as conn:
+            for c in charges:
+                seconds, cost = float(c["billable_seconds"]), float(c.get("cost_usd") or 0.0)
+                _require(seconds >= 0 and cost >= 0, f"add_charges: negative charge {c!r}")
+                cur = conn.execute("UPDATE executions SET billable_seconds = COALESCE(billable_seconds, 0) + ?,"
+                                   " cost_usd = cost_usd + ? WHERE id = ?", (seconds, cost, c["execution_id"]))
+                _require(cur.rowcount == 1, f"add_charges: no execution {c['execution_id']!r}")
+                conn.execute("INSERT INTO events (kind, payload, generation, created_at) VALUES (?, ?, ?, ?)",
+                             ("charge", _dump(c), None, now))
+            if state is not None:
+                conn.execute("INSERT INTO state (key, value, updated_at) VALUES (?, ?, ?) ON CONFLICT (key)"
+                             " DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
+                             (state[0], _dump(state[1]), now))
 
     def mark_lost(self, execution_id: str, reason: str) -> None:
         """The execution died with a killed orchestrator; the row is kept (status "lost")."""

@@ -157,7 +157,8 @@ def run_replay(ctx, *, generations: list[int] | None = None, candidate: str | No
         return 2
     if preset and preset != ctx.preset:
         from agent.run_context import resolve_preset
-        ctx = dataclasses.replace(ctx, preset=resolve_preset(preset))
+        ctx = dataclasses.replace(ctx, preset=resolve_preset(preset, ctx.backend,
+                                                             ctx.settings.sagemaker.instance_type))
     try:
         chosen = select_candidates(ctx.memory, generations=generations, candidate=candidate, lineage=lineage)
     except ReplayError as exc:

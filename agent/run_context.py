@@ -29,11 +29,12 @@ from agent.live import emit_json
 from agent.memory import BASELINE_ID, Memory, MemoryStoreError
 from sandbox.presets import measurement_version
 from sandbox.runners import make_runner
-from sandbox.runners.base import Clock, WallClock
+from sandbox.runners.base import Clock, WallClock, new_run_id
 from sandbox.statuses import CANDIDATE
 
 PACKAGE_PROMPTS = Path(__file__).resolve().parents[1] / "prompts"
 SIMULATED = "simulated"
+RUN_ID_KEY = "run_id"      # memory state: made once per run, names its cloud jobs (base.new_run_id)
 
 
 class MeasurementVersionError(MemoryStoreError):
@@ -63,6 +64,7 @@ class RunContext:
     json_mode: bool = False
     dry_run: bool = False
     limits: Limits = field(default_factory=Limits)
+    run_id: str = ""             # this run's id (memory state "run_id"): in its SageMaker job names
 
     @property
     def project_dir(self) -> Path:
@@ -101,9 +103,19 @@ def runner_clock(runner) -> Clock:
     return getattr(runner, "clock", None) or WallClock()
 
 
-def resolve_preset(preset: str) -> str:
+# Instance families with an accelerator train.py's gpu preset runs on (G: NVIDIA A10G/L4/L40S/T4,
+# P: A100/H100/V100); anything else on SageMaker (ml.m5, ml.c5, ...) is a CPU machine.
+GPU_INSTANCE_FAMILIES = ("ml.g", "ml.p")
+
+
+def resolve_preset(preset: str, backend: str | None = None, instance_type: str | None = None) -> str:
+    """"auto" -> the preset of the hardware the executions run on: this machine's for local and
+    simulated runs, the instance type's for SageMaker (a laptop planning ml.g5.xlarge jobs must
+    not send them the cpu preset and cpu data)."""
     if preset != "auto":
         return preset
+    if backend == "sagemaker":
+        return "gpu" if (instance_type or "").startswith(GPU_INSTANCE_FAMILIES) else "cpu"
     from sandbox.runners.local import visible_gpus
     return "gpu" if visible_gpus() else "cpu"
 
@@ -114,8 +126,8 @@ def prompts_dir_for(project_dir: Path) -> Path:
     return own if own.is_dir() else PACKAGE_PROMPTS
 
 
-def build_runner(settings: Settings, backend: str, tag: str, layout: RunLayout):
-    return make_runner(backend, run_tag=tag, local=settings.local, aws=settings.aws_backend,
+def build_runner(settings: Settings, backend: str, tag: str, layout: RunLayout, run_id: str | None = None):
+    return make_runner(backend, run_tag=tag, run_id=run_id, local=settings.local, aws=settings.aws_backend,
                        simulated=settings.simulated,
                        baseline_source=layout.train_py.read_text() if layout.train_py.is_file() else None)
 
@@ -152,15 +164,15 @@ def open_run(settings: Settings, tag: str, project_dir: Path, *, backend: str | 
             existing = memory.run_info()
         except MemoryStoreError:
             existing = None
+        # a resumed run keeps its backend unless told otherwise (its live jobs are there)
+        backend = backend or (existing["backend"] if existing is not None else settings.run.backend)
         if existing is not None and (preset is None or preset == "auto"):
             resolved = existing["preset"]           # a resumed run keeps its preset
         else:
-            resolved = resolve_preset(preset or settings.run.preset)
+            resolved = resolve_preset(preset or settings.run.preset, backend, settings.sagemaker.instance_type)
         if existing is not None and existing["preset"] != resolved:
             raise ValueError(f"run {tag!r} was started with preset {existing['preset']!r}; its results cannot be "
                              f"compared with preset {resolved!r}: use --preset {existing['preset']} or a new --run tag")
-        # a resumed run keeps its backend unless told otherwise (its live jobs are there)
-        backend = backend or (existing["backend"] if existing is not None else settings.run.backend)
         if existing is not None:
             _check_backend(tag, existing["backend"], backend)
         proposer_kind = proposer or settings.run.proposer
@@ -169,7 +181,12 @@ def open_run(settings: Settings, tag: str, project_dir: Path, *, backend: str | 
                                     f"folder (the one holding train.py and prepare.py)")
         memory.ensure_run(tag, resolved, backend, proposer_kind, settings.model_dump(mode="json"),
                           str(layout.project_dir))
-        runner = None if dry_run else build_runner(settings, backend, tag, layout)
+        run_id = memory.get_state(RUN_ID_KEY)
+        if not run_id:
+            # made once, with the run: a resumed run (or its dry run) names its jobs the same way
+            run_id = new_run_id()
+            memory.set_state(RUN_ID_KEY, run_id)
+        runner = None if dry_run else build_runner(settings, backend, tag, layout, run_id)
         from agent.proposers.factory import make_proposer
         proposer_obj = make_proposer(proposer_kind, settings, memory=memory, console=console,
                                      prompts_dir=prompts_dir_for(layout.project_dir))
@@ -179,7 +196,7 @@ def open_run(settings: Settings, tag: str, project_dir: Path, *, backend: str | 
     return RunContext(tag=tag, settings=settings, layout=layout, memory=memory, runner=runner,
                       proposer=proposer_obj, console=console, preset=resolved, backend=backend,
                       repo=_run_repo(layout, tag, backend), json_mode=json_mode, dry_run=dry_run,
-                      limits=limits or Limits())
+                      limits=limits or Limits(), run_id=run_id)
 
 
 def require_comparable(ctx: RunContext) -> None:

@@ -36,7 +36,7 @@ from agent.live import LiveView
 from agent.results_tsv import write_run_results
 from agent.run_context import runner_clock
 from agent.runlock import RunLock
-from sandbox.runners.base import Finished, Progress, Requeued
+from sandbox.runners.base import Charge, Finished, Progress, Requeued
 from sandbox.statuses import PENDING, RUNNING
 
 POLL_S = 0.25
@@ -46,6 +46,7 @@ POLL_S = 0.25
 TSV_EVERY_S = 1.0
 TSV_COST_FACTOR = 20
 BUDGET, DEADLINE = "budget", "deadline"
+UNSETTLED_KEY = "unsettled_jobs"   # memory state: jobs stopped at a shutdown, bill not known yet
 
 
 @dataclass(frozen=True)
@@ -118,6 +119,7 @@ class Scheduler:
         self._lock.__enter__()
         if self._own_view:
             self.view.__enter__()
+        self._settle_previous()
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
@@ -187,6 +189,8 @@ class Scheduler:
                 self._on_progress(event)
             elif isinstance(event, Requeued):
                 self._on_requeued(event)
+            elif isinstance(event, Charge):
+                self._charge([event])
         if finished:
             self._header()
         return finished
@@ -350,10 +354,43 @@ class Scheduler:
             self._last_tsv = time.monotonic()
             self._tsv_interval = max(TSV_EVERY_S, (self._last_tsv - started) * TSV_COST_FACTOR)
 
+    def _charge(self, charges: list[Charge], *, state: tuple | None = None) -> None:
+        """Billed seconds a Finished does not carry (earlier attempts, a share of a packed job,
+        a job stopped at the last shutdown): into the ledger, priced like any execution."""
+        rows = [{"execution_id": c.execution_id, "billable_seconds": c.billable_seconds, "job_id": c.job_id,
+                 "reason": c.reason, "cost_usd": self.pricing.actual(
+                     "sagemaker" if c.instance_type else (self.rows.get(c.execution_id) or {}).get("backend", ""),
+                     c.instance_type, c.billable_seconds)} for c in charges]
+        self.memory.add_charges(rows, state=state)
+        for row in rows:
+            self.view.emit("charge", execution=row["execution_id"], billable_seconds=row["billable_seconds"],
+                           cost_usd=row["cost_usd"], job_id=row["job_id"], reason=row["reason"])
+
+    def _settle_previous(self) -> None:
+        """Charge the jobs an earlier shutdown stopped (billed until they ended), once each."""
+        entries = self.memory.get_state(UNSETTLED_KEY, []) or []
+        settle = getattr(self.runner, "settle", None)
+        if not entries or settle is None:
+            return
+        try:
+            charges, left = settle(entries)
+        except Exception as exc:   # AWS unreachable now: the entries stay for the next start
+            self.memory.log_event("settle_failed", {"error": str(exc), "jobs": [e.get("job") for e in entries]})
+            self.view.say(f"could not settle {len(entries)} job(s) stopped at the last shutdown: {exc}", style="yellow")
+            return
+        self._charge(charges, state=(UNSETTLED_KEY, left))
+        if left:
+            self.view.say(f"{len(left)} job(s) stopped at the last shutdown are still stopping: their bill is "
+                          "charged at the next start", style="yellow")
+
     def _stop_everything(self) -> None:
         self.view.say(f"stopping: {len(self.running)} running execution(s) are being stopped and recorded",
                       style="yellow")
         for event in self.runner.shutdown():
             self._record(event)
+        unsettled = getattr(self.runner, "unsettled", None)
+        if unsettled is not None and unsettled():
+            # billed until SageMaker says Stopped (the SIGTERM grace included): charged at the next start
+            self.memory.set_state(UNSETTLED_KEY, (self.memory.get_state(UNSETTLED_KEY, []) or []) + unsettled())
         # anything still marked running without a Finished (a backend that could not stop it) is
         # left running in memory; the next start re-attaches it or marks it lost

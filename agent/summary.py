@@ -15,6 +15,7 @@ from rich.table import Table
 from agent.digest import early_stop_savings, noise_sigma
 from agent.memory import BASELINE_ID
 from agent.phases import generations_done
+from sandbox.runners.sagemaker_efficiency import run_efficiency
 from sandbox.statuses import BASELINE, CANDIDATE, CONFIRMATION, PENDING
 
 
@@ -56,6 +57,8 @@ def summary_data(ctx, code: int, reason: str, scheduler=None) -> dict:
             "executions": by_status, "spend": {k: v for k, v in spend.items() if k != "by_generation"},
             "not_admitted": not_admitted, **early_stop_savings(executions),
             "slot_utilization": usage.utilization if usage else None, "slots": usage.capacity if usage else None,
+            # SageMaker: candidates' training seconds per billed second (spot billing is discounted)
+            "training_per_billed_s": run_efficiency([e for e in executions if e.get("backend") == "sagemaker"]),
             "time_to_best_s": _time_to_best(mem, inc, scheduler.started_at if scheduler else None),
             "results_tsv": str(ctx.layout.results_tsv)}
 
@@ -80,6 +83,8 @@ def print_summary(ctx, code: int, reason: str, scheduler=None) -> dict:
         table.add_row("stopped early", f"{data['early_stopped']} (saved {data['compute_saved_s']:.0f} s of training)")
     if data["slot_utilization"] is not None:
         table.add_row("slot utilization", f"{data['slot_utilization']:.1%} of {data['slots']} slot(s)")
+    if data["training_per_billed_s"] is not None:
+        table.add_row("accelerator efficiency", f"{data['training_per_billed_s']:.2f} training s per billed s")
     if data["time_to_best_s"] is not None:
         table.add_row("time to the best result", f"{data['time_to_best_s']:.0f} s")
     s = data["spend"]

@@ -27,13 +27,16 @@ from agent.config import Settings  # noqa: E402
 from sandbox.runners.base import ExecutionSpec, Finished  # noqa: E402
 from sandbox.runners.sagemaker import SageMakerRunner  # noqa: E402
 from sandbox.workspace import build_workspace  # noqa: E402
-from tests.aws_fixtures import REGION, FakeAWSServer, SageMakerSim, set_job  # noqa: E402
+from tests.aws_fixtures import REGION, FakeAWSServer, QuotaStandIn, SageMakerSim, set_job  # noqa: E402
 
 TRAIN = "print('stand-in train.py')\n"
 
 
 def one_round(server: FakeAWSServer, tmp: Path, n: int, per_job: int) -> dict:
     server.reset()
+    # the runner reads the spot quota before its first job; moto has no SageMaker quotas
+    QuotaStandIn(server, defaults={"ml.g5.xlarge for spot training job usage": ("L-SPOT", 0.0)},
+                 applied={"L-SPOT": float(n)}, filler=0)
     boto3.client("s3", region_name=REGION, endpoint_url=server.url).create_bucket(Bucket="bench")
     settings = Settings.model_validate({
         "aws": {"region": REGION, "role_arn": "arn:aws:iam::123456789012:role/bench"}, "s3": {"bucket": "bench"},
@@ -42,7 +45,7 @@ def one_round(server: FakeAWSServer, tmp: Path, n: int, per_job: int) -> dict:
     session = boto3.Session(region_name=REGION)
     counts: collections.Counter = collections.Counter()
     session.events.register("before-call.*.*", lambda model, **_: counts.update([model.name]))
-    runner = SageMakerRunner(settings, run_tag="bench", session=session)
+    runner = SageMakerRunner(settings, run_tag="bench", run_id="bench", session=session)
     specs = []
     for i in range(n):
         ws = build_workspace(tmp / f"ws{i}", TRAIN, ROOT, {"i": i})
@@ -60,7 +63,7 @@ def one_round(server: FakeAWSServer, tmp: Path, n: int, per_job: int) -> dict:
     counts.clear()
     sim = SageMakerSim(server, tmp)
     for k in range(0, n, per_job):   # packs are consecutive submissions, named after their first
-        name = f"ar-bench-{specs[k].execution_id}-a1"
+        name = f"ar-bench-bench-{specs[k].execution_id}-a1"
         set_job(name, status="Completed", secondary="Completed", billable=100, training_time=300)
         sim.put_output(name, {s.execution_id: {"status": "ok", "val_bpb": 1.0} for s in specs[k:k + per_job]})
     t1 = time.perf_counter()

@@ -30,6 +30,15 @@ _NOT_REQUIREMENTS = {"torch", "torchvision", "triton", "prepare", "train", "__fu
                      *(name[:-3] for name in HARNESS_FILES)}
 
 
+# requirements.txt is what the SageMaker training toolkit pip-installs at every job start (and
+# every spot restart). The PyTorch DLC already ships numpy (a pin would replace the DLC's build);
+# prepare.py's download and tokenizer-training imports never run in a job; what is left is named
+# in ranges (pyproject's lower bounds), so pip keeps what the image has when it fits.
+_PROVIDED_BY_IMAGE = {"numpy"}
+_PREPARE_TIME_ONLY = {"requests", "rich", "rustbpe"}
+_JOB_RANGES = {"pyarrow": ">=15", "tiktoken": ">=0.7", "kernels": ">=0.4"}
+
+
 class WorkspaceError(ValueError):
     """A workspace that cannot be built; the message says which file and why."""
 
@@ -57,13 +66,18 @@ def runtime_imports(*sources: str) -> list[str]:
 
 
 def requirements_for(*sources: str) -> str:
-    """requirements.txt text: each import mapped to its distribution, pinned to the local version
-    when installed here (so the container trains with what was tested), unpinned otherwise."""
+    """requirements.txt text: the minimal set a job installs (see _JOB_RANGES), each import mapped
+    to its distribution; an import we do not know is bounded below by the version installed here."""
     lines = []
     for module in runtime_imports(*sources):
+        if module in _PROVIDED_BY_IMAGE or module in _PREPARE_TIME_ONLY:
+            continue
         dist = _DIST_NAMES.get(module, module)
+        if dist in _JOB_RANGES:
+            lines.append(f"{dist}{_JOB_RANGES[dist]}")
+            continue
         try:
-            lines.append(f"{dist}=={metadata.version(dist)}")
+            lines.append(f"{dist}>={metadata.version(dist)}")
         except metadata.PackageNotFoundError:
             lines.append(dist)
     return "".join(f"{line}\n" for line in lines)

@@ -37,6 +37,8 @@ from moto.moto_server.threaded_moto_server import ThreadedMotoServer
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
 from werkzeug.serving import make_server
 
+from tests.strict_aws import strict_aws, strict_aws_everywhere  # noqa: F401,E402  (strict AWS)
+
 ACCOUNT = "123456789012"
 REGION = "us-east-1"
 LOG_GROUP = "/aws/sagemaker/TrainingJobs"
@@ -77,10 +79,24 @@ class _Middleware:
             start_response(f"{status} {'OK' if status < 400 else 'Error'}", headers)
             return [data]
         if (service, operation) == ("sagemaker", "CreateTrainingJob"):
+            name = params.get("TrainingJobName")
+            if name in sagemaker_backend().training_jobs:
+                # moto overwrites the job; SageMaker refuses: names are unique per account and
+                # region, forever (training jobs cannot be deleted)
+                return _error(start_response, "ResourceInUse",
+                              f"Training job names must be unique within an AWS account and region, and a "
+                              f"training job with this name already exists ({self.server.job_arn(name)})")
             out = self.app(environ, start_response)
             self.server.after_create(params)
             return out
         return self.app(environ, start_response)
+
+
+def _error(start_response: Callable, code: str, message: str, status: int = 400) -> list[bytes]:
+    data = json.dumps({"__type": code, "message": message}).encode()
+    start_response(f"{status} Error", [("Content-Type", "application/x-amz-json-1.1"),
+                                       ("Content-Length", str(len(data))), ("x-amzn-ErrorType", code)])
+    return [data]
 
 
 def _identify(environ: dict, body: bytes) -> tuple[str, str, dict]:
@@ -141,8 +157,11 @@ class FakeAWSServer(ThreadedMotoServer):
         with self.lock:
             self.scripts.setdefault(op, []).extend([(status, {"__type": code, "message": message})] * times)
 
-    def handle(self, op: str, fn: Callable[[dict], tuple[int, dict]], times: int = 1_000_000) -> None:
+    def handle(self, op: str, fn: Callable[[dict], tuple[int, dict]], times: int = 1_000_000,
+               replace: bool = False) -> None:
         with self.lock:
+            if replace:
+                self.scripts.pop(op, None)
             self.scripts.setdefault(op, []).extend([fn] * times)
 
     def calls_of(self, op: str) -> list[Call]:
@@ -150,11 +169,48 @@ class FakeAWSServer(ThreadedMotoServer):
         with self.lock:
             return [c for c in self.calls if c.service == service and c.operation == name]
 
+    def job_arn(self, name: str) -> str:
+        return f"arn:aws:sagemaker:{REGION}:{ACCOUNT}:training-job/{name}"
+
     def after_create(self, params: dict) -> None:
         if self.jobs_start_in_progress:
             job = sagemaker_backend().training_jobs.get(params.get("TrainingJobName"))
             if job is not None:
                 set_job(job.training_job_name, status="InProgress", secondary="Starting", end=None)
+
+
+class QuotaStandIn:
+    """Service Quotas for SageMaker, which moto lacks (it knows only vpc): the two listings the
+    runner and `doctor` read, as AWS answers them -- ListServiceQuotas lists APPLIED values only
+    (a quota never raised is absent), ListAWSDefaultServiceQuotas lists every quota's default;
+    pages of at most MaxResults (1..100, default 100) with a NextToken; an unknown ServiceCode
+    is NoSuchResourceException. `filler` unrelated quotas come first so paging is exercised."""
+
+    def __init__(self, server: "FakeAWSServer", *, defaults: dict[str, tuple[str, float]],
+                 applied: dict[str, float] | None = None, filler: int = 150):
+        self.quotas = [(f"ml.fill{i}.xlarge for training job usage", f"L-F{i:05d}", 2.0) for i in range(filler)]
+        self.quotas += [(name, code, value) for name, (code, value) in defaults.items()]
+        self.applied = dict(applied or {})
+        # replaces whatever answered before (e.g. the fixture's well-provisioned default account)
+        server.handle("service-quotas.ListServiceQuotas", lambda p: self._page(p, applied_only=True), replace=True)
+        server.handle("service-quotas.ListAWSDefaultServiceQuotas", lambda p: self._page(p, applied_only=False),
+                      replace=True)
+
+    def _page(self, params: dict, *, applied_only: bool) -> tuple[int, dict]:
+        if params.get("ServiceCode") != "sagemaker":
+            return 400, {"__type": "NoSuchResourceException", "message": "The request failed because the specified "
+                         "service does not exist."}
+        rows = [(n, c, self.applied[c] if applied_only else v) for n, c, v in self.quotas
+                if not applied_only or c in self.applied]
+        start = int(params.get("NextToken") or 0)
+        size = int(params.get("MaxResults", 100))
+        chunk = rows[start:start + size]
+        page: dict = {"Quotas": [{"ServiceCode": "sagemaker", "ServiceName": "Amazon SageMaker", "QuotaCode": c,
+                                  "QuotaName": n, "Value": v, "Unit": "None", "Adjustable": True,
+                                  "GlobalQuota": False} for n, c, v in chunk]}
+        if start + size < len(rows):
+            page["NextToken"] = str(start + size)
+        return 200, page
 
 
 def sagemaker_backend() -> Any:
@@ -313,6 +369,12 @@ def aws(aws_server, monkeypatch, tmp_path):
     monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
     monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
+    # moto has no SageMaker quotas (it answers 500): by default an account whose quotas for the
+    # instance types the tests use were raised to 100; tests of quotas install their own
+    types = ("ml.g5.xlarge", "ml.g5.12xlarge", "ml.g5.48xlarge")
+    names = {f"{t} for {k}training job usage": (f"L-{i:04d}", 0.0)
+             for i, (t, k) in enumerate((t, k) for t in types for k in ("", "spot "))}
+    QuotaStandIn(aws_server, defaults=names, applied={code: 100.0 for code, _ in names.values()}, filler=0)
     yield aws_server
 
 

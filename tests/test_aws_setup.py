@@ -11,7 +11,7 @@ pytest.register_assert_rewrite("tests.aws_fixtures")   # imported below before p
 from agent.aws_setup import aws_setup, doctor, doctor_report, role_policy, upload_prepared  # noqa: E402
 from agent.config import Settings  # noqa: E402
 from sandbox.runners.aws_clients import AWSConfigError  # noqa: E402
-from tests.aws_fixtures import REGION, hide_sagemaker_package  # noqa: E402
+from tests.aws_fixtures import REGION, QuotaStandIn, hide_sagemaker_package  # noqa: E402
 
 pytest_plugins = ("tests.aws_fixtures",)   # fixtures: aws_server, aws, sim
 
@@ -86,8 +86,7 @@ def test_doctor_on_a_fresh_account_names_each_fix(aws):
     assert checks["role"].ok is False and checks["role"].fix == "run `autoresearch aws setup`"
     assert checks["bucket"].ok is False and "autoresearch aws setup" in checks["bucket"].fix
     assert checks["data"].ok is False
-    # moto has no SageMaker quotas: a clear "could not check", not a crash
-    assert checks["spot quota"].ok is None and "could not check" in checks["spot quota"].detail
+    assert checks["spot quota"].ok is True and "= 100" in checks["spot quota"].detail
     assert checks["image"].ok and checks["image"].detail == IMAGE
     text, ok = doctor_report(list(checks.values()))
     assert not ok and "FAIL  role" in text and "fix: run `autoresearch aws setup`" in text
@@ -97,20 +96,31 @@ def test_doctor_after_setup_passes_and_reads_the_spot_quota(aws, cache):
     s = settings()
     aws_setup(s, preset="micro")
 
-    def quotas(value):
-        return lambda params: (200, {"Quotas": [
-            {"QuotaName": "ml.g5.xlarge for training job usage", "QuotaCode": "L-AAAA", "Value": 8.0},
-            {"QuotaName": "ml.g5.xlarge for spot training job usage", "QuotaCode": "L-SPOT", "Value": value}]})
-
-    aws.handle("service-quotas.ListServiceQuotas", quotas(4.0), times=1)
+    QuotaStandIn(aws, defaults={"ml.g5.xlarge for training job usage": ("L-AAAA", 2.0),
+                                "ml.g5.xlarge for spot training job usage": ("L-SPOT", 0.0)},
+                 applied={"L-AAAA": 8.0, "L-SPOT": 4.0})
     checks = by_name(doctor(s))
-    assert all(c.ok for c in checks.values()), doctor_report(list(checks.values()))[0]
+    # isolation is a warning (SKIP) without the pre-built image: it says what a candidate could reach
+    assert all(c.ok for n, c in checks.items() if n != "isolation"), doctor_report(list(checks.values()))[0]
+    assert checks["isolation"].ok is None and "credential endpoint" in checks["isolation"].detail
     assert checks["spot quota"].detail == "ml.g5.xlarge for spot training job usage = 4"
     assert checks["data"].detail.startswith("preset micro: 2 data files, 1 tokenizer files")
 
-    aws.handle("service-quotas.ListServiceQuotas", quotas(0.0), times=1)
-    quota = by_name(doctor(s))["spot quota"]
-    assert quota.ok is False and "--quota-code L-SPOT" in quota.fix and "request-service-quota-increase" in quota.fix
+
+def test_doctor_without_service_quotas_permission_says_it_could_not_check(aws):
+    aws.scripts.pop("service-quotas.ListServiceQuotas")      # the default account's stand-in
+    aws.fail("service-quotas.ListServiceQuotas", "AccessDeniedException", "not authorized", times=10)
+    quota = by_name(doctor(settings()))["spot quota"]
+    assert quota.ok is None and "could not check" in quota.detail and "AccessDeniedException" in quota.detail
+
+
+def test_doctor_reads_the_aws_default_when_the_quota_was_never_raised(aws):
+    """ListServiceQuotas lists applied values only: a new account's GPU spot quota is absent there
+    and 0 by default; doctor says FAIL with the quota's code, not SKIP."""
+    QuotaStandIn(aws, defaults={"ml.g5.xlarge for spot training job usage": ("L-SPOT", 0.0)})
+    quota = by_name(doctor(settings()))["spot quota"]
+    assert quota.ok is False and "default value" in quota.detail and "(L-SPOT) in us-east-1" in quota.detail
+    assert "--quota-code L-SPOT" in quota.fix and "request-service-quota-increase" in quota.fix
 
 
 def test_doctor_without_credentials_says_how_to_get_them(aws, monkeypatch):

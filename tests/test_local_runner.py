@@ -98,8 +98,8 @@ def test_build_workspace_contents_and_idempotence(tmp_path):
     for name in HARNESS_FILES:
         assert (ws / name).read_text() == (REPO / "sandbox" / name).read_text()
     reqs = (ws / "requirements.txt").read_text().splitlines()
-    assert [r.split("==")[0] for r in reqs] == ["numpy", "tiktoken"]  # torch comes from the image
-    assert all("==" in r for r in reqs)  # pinned to what is installed here
+    # torch and numpy come with the training image; the rest in ranges, never the orchestrator's pins
+    assert reqs == ["tiktoken>=0.7"]
     meta = json.loads((ws / "candidate.json").read_text())
     assert meta["title"] == "deeper" and len(meta["train_sha256"]) == 64
     mtimes = {p.name: p.stat().st_mtime_ns for p in ws.iterdir()}

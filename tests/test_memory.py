@@ -398,3 +398,25 @@ def test_events_and_state(memory: Memory):
     memory.set_state("phase", {"g": 2})
     assert memory.get_state("phase") == {"g": 2}
     assert memory.incumbent_id() is None
+
+
+def test_charges_add_to_the_row_before_and_after_its_finish_and_move_the_state_with_them(memory: Memory):
+    """Billed seconds that arrive apart from the Finished (an earlier attempt, a job settled after
+    a shutdown) are added, never overwritten, and a settlement list changes in the same write."""
+    c = add(memory)
+    e = memory.add_execution(candidate_id=c, generation=1, kind="candidate", backend="sagemaker", preset="gpu",
+                             workspace="/ws")
+    memory.add_charges([{"execution_id": e, "billable_seconds": 40.0, "cost_usd": 0.02, "reason": "requeued"}])
+    memory.finish_execution(e, result={"status": "killed", "failure_reason": "runner shut down"},
+                            billable_seconds=None, cost_usd=0.0)
+    row = memory.execution(e)
+    assert row["billable_seconds"] == 40.0 and row["cost_usd"] == pytest.approx(0.02)
+    memory.set_state("unsettled_jobs", [{"job": "j1", "executions": [e]}])
+    memory.add_charges([{"execution_id": e, "billable_seconds": 130.0, "cost_usd": 0.05, "reason": "settled"}],
+                       state=("unsettled_jobs", []))
+    row = memory.execution(e)
+    assert row["billable_seconds"] == 170.0 and row["cost_usd"] == pytest.approx(0.07)
+    assert memory.get_state("unsettled_jobs") == [] and memory.spend()["compute_usd"] == pytest.approx(0.07)
+    assert [ev["payload"]["reason"] for ev in memory.events("charge")] == ["requeued", "settled"]
+    with pytest.raises(Exception, match="no execution"):
+        memory.add_charges([{"execution_id": "nope", "billable_seconds": 1.0}])

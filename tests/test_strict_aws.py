@@ -345,8 +345,70 @@ def test_dry_run_requests_one_candidate_per_job_satisfy_the_model(tmp_path):
     assert [str(v) for r in requests for v in validate_request("sagemaker", "CreateTrainingJob", r)] == []
 
 
-@pytest.mark.xfail(strict=True, reason="issue 10 (4): packed jobs join candidate and execution ids with commas in "
-                                       "tag values, which the TagValue pattern does not allow")
 def test_dry_run_requests_packed_four_per_job_satisfy_the_model(tmp_path):
     (request,) = _dry_run_requests(tmp_path, candidates_per_job=4)
     assert [str(v) for v in validate_request("sagemaker", "CreateTrainingJob", request)] == []
+
+
+def test_packed_eight_with_odd_ids_and_a_long_tag_satisfy_the_model(tmp_path):
+    """Eight candidates per job, ids with characters TagValue refuses, a 120-character run tag:
+    the request still validates, and no id is cut in half in the tags."""
+    from agent.config import Settings
+    from sandbox.runners import sagemaker_request as req
+    from sandbox.runners.base import ExecutionSpec
+    from sandbox.workspace import build_workspace
+
+    settings = Settings.model_validate({
+        "aws": {"region": REGION, "role_arn": ROLE}, "s3": {"bucket": "b" * 63},
+        "sagemaker": {"image_uri": good_training_job()["AlgorithmSpecification"]["TrainingImage"],
+                      "candidates_per_job": 8, "instance_type": "ml.g5.48xlarge"}})
+    source = (PROJECT / "train.py").read_text()
+    tag = "exp_" + "x" * 116
+    specs = []
+    for i in range(8):
+        eid = f"g001-c{i:02d}-candidate-1,{i}"      # a comma, as ids from elsewhere might carry
+        ws = build_workspace(tmp_path / f"w{i}", source, PROJECT, {"execution_id": eid})
+        specs.append(ExecutionSpec(eid, ws, "gpu", label=eid, tags={"run": tag, "generation": "1",
+                                                                    "candidate": f"g001-c{i:02d}"}))
+    request = req.build_create_request(specs, settings, run_tag=tag, run_id="0a1b2c3d", region=REGION)
+    assert [str(v) for v in validate_request("sagemaker", "CreateTrainingJob", request)] == []
+    tags = {t["Key"]: t["Value"] for t in request["Tags"]}
+    assert tags["candidate"].split(" ") == [f"g001-c{i:02d}" for i in range(8)]
+    assert all(v in [f"g001-c{i:02d}-candidate-1_{i}" for i in range(8)] for v in tags["execution"].split(" "))
+    assert len(request["HyperParameters"]["sagemaker_submit_directory"]) <= 256
+
+
+def test_a_source_uri_over_the_hyperparameter_limit_is_refused_naming_the_keys(tmp_path):
+    from agent.config import Settings
+    from sandbox.runners import sagemaker_request as req
+    from sandbox.runners.aws_clients import AWSConfigError
+    from sandbox.runners.base import ExecutionSpec
+    from sandbox.workspace import build_workspace
+
+    settings = Settings.model_validate({
+        "aws": {"region": REGION, "role_arn": ROLE}, "s3": {"bucket": "ar-test", "prefix": "p/" * 130},
+        "sagemaker": {"image_uri": good_training_job()["AlgorithmSpecification"]["TrainingImage"]}})
+    ws = build_workspace(tmp_path / "w", (PROJECT / "train.py").read_text(), PROJECT, {"execution_id": "e1"})
+    with pytest.raises(AWSConfigError, match=r"sagemaker_submit_directory .* allows 256: shorten s3.bucket, s3.prefix"):
+        req.build_create_request([ExecutionSpec("e1", ws, "gpu")], settings, run_tag="t", run_id="0a1b2c3d",
+                                 region=REGION)
+
+
+def test_instance_type_is_checked_against_the_model_enum_at_config_load():
+    from pydantic import ValidationError
+
+    from sandbox.runners.settings import SageMakerSettings
+
+    with pytest.raises(ValidationError, match=r"'g5.xlarge' is not a SageMaker training instance type.*ml.g5.xlarge"):
+        SageMakerSettings(instance_type="g5.xlarge")
+    assert SageMakerSettings(instance_type="ml.g6e.xlarge").instance_type == "ml.g6e.xlarge"
+
+
+def test_stopping_condition_stays_within_28_days():
+    from sandbox.runners.sagemaker_request import stopping_condition
+    from sandbox.runners.settings import AWSBackendSettings
+
+    settings = AWSBackendSettings.model_validate({"sagemaker": {"max_run": 27 * 24 * 3600, "max_wait": 28 * 24 * 3600,
+                                                                "instance_type": "ml.g5.xlarge"}})
+    cond = stopping_condition(settings, 3)
+    assert cond["MaxRuntimeInSeconds"] == cond["MaxWaitTimeInSeconds"] == 28 * 24 * 3600

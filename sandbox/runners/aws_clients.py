@@ -70,8 +70,14 @@ def error_message(exc: BaseException) -> str:
 
 
 def is_retryable(exc: BaseException) -> bool:
+    """Throttling, connection errors and any HTTP 5xx (botocore's own retries are off here, and
+    a 5xx says the service failed, not that the request was wrong)."""
     if isinstance(exc, (EndpointConnectionError, ConnectionClosedError, ReadTimeoutError)):
         return True
+    if isinstance(exc, ClientError):
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        if isinstance(status, int) and 500 <= status <= 599:
+            return True
     return error_code(exc) in THROTTLE_CODES
 
 

@@ -6,6 +6,7 @@ thing locally and on SageMaker. Runners never decide keep/discard; they report.
 """
 from __future__ import annotations
 
+import secrets
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -63,7 +64,28 @@ class Requeued:
     attempt: int
 
 
-RunnerEvent = Union[Progress, Finished, Requeued]
+@dataclass
+class Charge:
+    """Billed seconds of an execution that its Finished does not carry: an earlier attempt of it
+    (requeued after a spot loss or a transient failure), its share of a packed job it left early
+    (cancelled), or a job stopped at the last shutdown that has since ended. Added to the ledger
+    once; the cost is the scheduler's (it knows the prices)."""
+
+    execution_id: str
+    billable_seconds: float
+    job_id: str | None
+    reason: str
+    instance_type: str | None = None
+
+
+RunnerEvent = Union[Progress, Finished, Requeued, Charge]
+
+
+def new_run_id() -> str:
+    """A fresh id for one run: 8 hex digits, made once when the run is created and kept in its
+    memory (agent/run_context.py), so a resumed run names and recognises its jobs again while
+    another run -- even one with the same tag in another folder -- never shares a name."""
+    return secrets.token_hex(4)
 
 
 class BackendError(RuntimeError):

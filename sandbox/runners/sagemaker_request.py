@@ -50,7 +50,11 @@ INSTANCE_GPUS = {
     "ml.g6e.12xlarge": 4, "ml.g6e.24xlarge": 4, "ml.g6e.48xlarge": 8,
     "ml.p4d.24xlarge": 8, "ml.p4de.24xlarge": 8, "ml.p5.48xlarge": 8,
 }
-MAX_RUNTIME_CAP_S = 5 * 24 * 3600  # SageMaker's limit for MaxRuntimeInSeconds
+# StoppingCondition documentation: "The maximum value is 28 days" for MaxRuntimeInSeconds (and a
+# spot job's MaxWaitTimeInSeconds, which must be >= it, is held to the same cap here).
+MAX_RUNTIME_CAP_S = 28 * 24 * 3600
+HYPERPARAMETER_MAX = 256   # CreateTrainingJob documentation: each hyperparameter value <= 256 characters
+RUN_FOLDER_MAX = 40        # the run's S3 folder name; longer tags are cut and given a short hash
 
 _SECRET_KEY = re.compile(r"(SECRET|TOKEN|PASSWORD|PASSWD|CREDENTIAL|PRIVATE|API_?KEY|ACCESS_?KEY|SESSION)",
                          re.IGNORECASE)
@@ -79,9 +83,18 @@ def slug(text: str) -> str:
     return re.sub(r"-+", "-", re.sub(r"[^a-z0-9]", "-", text.lower())).strip("-") or "x"
 
 
-def job_base_name(run_tag: str, first_execution_id: str) -> str:
-    """Stable per packed job, so a resumed orchestrator finds the same names again."""
-    base = f"ar-{slug(run_tag)}-{slug(first_execution_id)}"
+RUN_ID_TAG = "run-id"          # the tag that proves a job is this run's (see SageMakerRunner._owned)
+EXECUTION_TAG = "execution"
+
+
+def job_base_name(run_tag: str, run_id: str, first_execution_id: str) -> str:
+    """Stable per packed job, so a resumed orchestrator finds the same names again; the run id
+    (base.new_run_id, kept in the run's memory) makes it unique to this run: tags that slug alike
+    (`exp_1`, `exp-1`, `EXP.1`) or one tag re-used in another folder get other names. Training jobs
+    can never be deleted, so a shared name would be a permanent collision."""
+    if not re.fullmatch(r"[a-z0-9]{1,16}", run_id or ""):
+        raise ValueError(f"run id {run_id!r}: expected 1-16 lowercase letters or digits")
+    base = f"ar-{slug(run_tag)}-{run_id}-{slug(first_execution_id)}"
     if len(base) > 56:   # leave room for "-aNN"; keep it unique with a short hash of the whole
         digest = hashlib.sha1(base.encode()).hexdigest()[:8]
         base = f"{base[:47].rstrip('-')}-{digest}"
@@ -107,27 +120,61 @@ def s3_prefixes(settings: AWSBackendSettings) -> tuple[str, str]:
 
 
 def require_bucket(settings: AWSBackendSettings) -> str:
+    if settings.s3.bucket == "":
+        raise AWSConfigError("s3.bucket is empty (the SageMaker default bucket, sagemaker-<region>-<account>) and the "
+                             "account is unknown: set aws.role_arn (its account is used) or s3.bucket in config.yaml")
     if not settings.s3.bucket:
         raise AWSConfigError("s3.bucket is not set: set it in config.yaml, then run `autoresearch aws setup`")
     return settings.s3.bucket
 
 
+def account_of_role(role_arn: str | None) -> str | None:
+    m = re.fullmatch(r"arn:aws[a-z-]*:iam::(\d{12}):role/.+", role_arn or "")
+    return m.group(1) if m else None
+
+
+def resolve_default_bucket(settings: AWSBackendSettings, region: str, account: str | None = None) -> None:
+    """s3.bucket "" means the SageMaker default bucket, as the SageMaker SDK names it:
+    sagemaker-<region>-<account> (account: given, else aws.role_arn's). Sets s3.bucket."""
+    if settings.s3.bucket != "":
+        return
+    account = account or account_of_role(settings.aws.role_arn)
+    if account:
+        settings.s3.bucket = f"sagemaker-{region}-{account}"
+
+
 def data_channel_uris(settings: AWSBackendSettings, preset: str) -> dict[str, str]:
-    """S3 prefixes that `autoresearch prepare --upload` fills: <data prefix>/<preset>/{data,tokenizer}/."""
+    """S3 prefixes of the data channels, which `autoresearch prepare --upload` fills. Two layouts:
+      * ours: <data prefix>/<preset>/{data,tokenizer}/;
+      * the serverless pipeline's (s3.tokenizer_prefix set): the gpu preset's files straight under
+        <data_prefix>/ and <tokenizer_prefix>/, other presets in a <preset>/ folder under each."""
     bucket = require_bucket(settings)
     data_prefix, _ = s3_prefixes(settings)
+    tok = settings.s3.tokenizer_prefix
+    if tok:
+        sub = "" if preset == "gpu" else f"{preset}/"
+        return {"data": f"s3://{bucket}/{data_prefix}/{sub}", "tokenizer": f"s3://{bucket}/{tok.strip('/')}/{sub}"}
     return {name: f"s3://{bucket}/{data_prefix}/{preset}/{name}/" for name in CHANNELS}
+
+
+def run_folder(run_tag: str) -> str:
+    """The run's folder in S3: its slug, cut with a hash when long so that the source URI (a
+    hyperparameter, at most 256 characters) stays short whatever the tag."""
+    name = slug(run_tag)
+    if len(name) > RUN_FOLDER_MAX:
+        name = f"{name[:RUN_FOLDER_MAX - 9].rstrip('-')}-{hashlib.sha1(run_tag.encode()).hexdigest()[:8]}"
+    return name
 
 
 def job_layout(settings: AWSBackendSettings, run_tag: str, base: str) -> JobLayout:
     bucket = require_bucket(settings)
     _, runs_prefix = s3_prefixes(settings)
-    root = f"s3://{bucket}/{runs_prefix}/{slug(run_tag)}/{base}"
+    root = f"s3://{bucket}/{runs_prefix}/{run_folder(run_tag)}/{base}"
     ckpt = settings.sagemaker.checkpoint_s3_uri
     return JobLayout(
         source_uri=f"{root}/source/sourcedir.tar.gz",
         output_path=f"{root}/output",
-        checkpoint_uri=f"{ckpt.rstrip('/')}/{slug(run_tag)}/{base}/" if ckpt else None,
+        checkpoint_uri=f"{ckpt.rstrip('/')}/{run_folder(run_tag)}/{base}/" if ckpt else None,
         stop_prefix=f"{root}/stop/",
     )
 
@@ -242,19 +289,21 @@ def pack_source(specs: Sequence[ExecutionSpec], layout: JobLayout | None = None)
     return buf.getvalue()
 
 
-def stopping_condition(settings: AWSBackendSettings, n_candidates: int) -> dict[str, int]:
+def stopping_condition(settings: AWSBackendSettings, n_candidates: int, spot: bool | None = None) -> dict[str, int]:
     """Candidates run one after another per GPU, so a job of n gets ceil(n/gpus) x the per-job limits."""
     sm = settings.sagemaker
+    spot = sm.use_spot if spot is None else spot
     rounds = -(-n_candidates // gpus_per_instance(sm.instance_type))
     max_run = min(sm.max_run * rounds, MAX_RUNTIME_CAP_S)
     cond = {"MaxRuntimeInSeconds": max_run}
-    if sm.use_spot:
-        cond["MaxWaitTimeInSeconds"] = max(max_run, sm.max_wait + sm.max_run * (rounds - 1))
+    if spot:
+        cond["MaxWaitTimeInSeconds"] = max(max_run, min(sm.max_wait + sm.max_run * (rounds - 1), MAX_RUNTIME_CAP_S))
     return cond
 
 
-def build_create_request(specs: Sequence[ExecutionSpec], settings: AWSBackendSettings, *, run_tag: str, region: str,
-                         attempt: int = 1, image_uri: str | None = None, role_arn: str | None = None) -> dict:
+def build_create_request(specs: Sequence[ExecutionSpec], settings: AWSBackendSettings, *, run_tag: str, run_id: str,
+                         region: str, attempt: int = 1, image_uri: str | None = None,
+                         role_arn: str | None = None, on_demand: bool = False) -> dict:
     """The CreateTrainingJob request for one job running `specs` (one or several candidates).
 
     Pure: no AWS call. `image_uri`/`role_arn` default to the resolved image and `aws.role_arn`.
@@ -266,7 +315,7 @@ def build_create_request(specs: Sequence[ExecutionSpec], settings: AWSBackendSet
     if not role:
         raise AWSConfigError("aws.role_arn is not set: run `autoresearch aws setup` (it prints the role ARN) "
                              "and put it in config.yaml under aws.role_arn")
-    base = job_base_name(run_tag, specs[0].execution_id)
+    base = job_base_name(run_tag, run_id, specs[0].execution_id)
     name = job_name(base, attempt)
     layout = job_layout(settings, run_tag, base)
     env = job_environment(specs)
@@ -280,7 +329,16 @@ def build_create_request(specs: Sequence[ExecutionSpec], settings: AWSBackendSet
         "sagemaker_region": json.dumps(region),
         "sagemaker_container_log_level": "20",
     }
+    for key, value in hyper.items():
+        if len(value) > HYPERPARAMETER_MAX:
+            raise AWSConfigError(
+                f"hyperparameter {key} of job {name} is {len(value)} characters ({value}); CreateTrainingJob allows "
+                f"{HYPERPARAMETER_MAX}: shorten s3.bucket, s3.prefix or s3.output_prefix in config.yaml")
     channels = data_channel_uris(settings, specs[0].preset)
+    if sm.prebuilt_image:
+        # the image's entry (image_entry.py) unpacks this: SageMaker copies it in before start,
+        # so the container itself needs no network
+        channels["code"] = layout.source_uri
     request: dict = {
         "TrainingJobName": name,
         "RoleArn": role,
@@ -298,10 +356,11 @@ def build_create_request(specs: Sequence[ExecutionSpec], settings: AWSBackendSet
         ],
         "OutputDataConfig": {"S3OutputPath": layout.output_path},
         "ResourceConfig": {"InstanceType": sm.instance_type, "InstanceCount": 1, "VolumeSizeInGB": sm.volume_size_gb},
-        "StoppingCondition": stopping_condition(settings, len(specs)),
-        "EnableManagedSpotTraining": bool(sm.use_spot),
+        # on_demand: the spot fallback's attempt (sagemaker.spot_fallback_minutes)
+        "StoppingCondition": stopping_condition(settings, len(specs), spot=sm.use_spot and not on_demand),
+        "EnableManagedSpotTraining": bool(sm.use_spot and not on_demand),
         "Environment": env,
-        "Tags": job_tags(specs, run_tag),
+        "Tags": job_tags(specs, run_tag, run_id),
     }
     if layout.checkpoint_uri:
         request["CheckpointConfig"] = {"S3Uri": layout.checkpoint_uri, "LocalPath": CHECKPOINT_LOCAL_PATH}
@@ -309,17 +368,47 @@ def build_create_request(specs: Sequence[ExecutionSpec], settings: AWSBackendSet
         if not (sm.subnets and sm.security_group_ids):
             raise AWSConfigError("sagemaker.subnets and sagemaker.security_group_ids must be set together for a VPC job")
         request["VpcConfig"] = {"Subnets": list(sm.subnets), "SecurityGroupIds": list(sm.security_group_ids)}
-    if sm.network_isolation:
+    if sm.isolated:
         request["EnableNetworkIsolation"] = True
     return request
 
 
-def job_tags(specs: Sequence[ExecutionSpec], run_tag: str) -> list[dict[str, str]]:
-    def joined(key: str) -> str:
-        values = list(dict.fromkeys(s.tags.get(key, "") for s in specs if s.tags.get(key)))
-        return ",".join(values)[:256]
+# Tag values must match `[\p{L}\p{Z}\p{N}_.:/=+\-@]*` (botocore's TagValue shape): no comma, so the
+# ids of a packed job are joined with a space, and any other character becomes "_".
+TAG_SEPARATOR = " "
+TAG_VALUE_MAX = 256
 
-    tags = {"run": run_tag[:256],
-            "generation": joined("generation"), "candidate": joined("candidate"),
-            "execution": ",".join(s.execution_id for s in specs)[:256], "tool": "autoresearch"}
+
+def tag_value(text: str) -> str:
+    """`text` with every character TagValue refuses replaced by "_" (str.isalnum is Unicode letters
+    and numbers, the pattern's \\p{L}\\p{N}; of \\p{Z} only the ASCII space is kept)."""
+    return "".join(ch if (ch.isalnum() or ch in " _.:/=+-@") else "_" for ch in text)
+
+
+def joined_tag(values: Sequence[str]) -> str:
+    """Distinct values joined by TAG_SEPARATOR, cut at a whole value so none is half kept."""
+    out = ""
+    for value in dict.fromkeys(tag_value(v) for v in values if v):
+        candidate = f"{out}{TAG_SEPARATOR}{value}" if out else value
+        if len(candidate) > TAG_VALUE_MAX:
+            break
+        out = candidate
+    return out
+
+
+def job_tags(specs: Sequence[ExecutionSpec], run_tag: str, run_id: str) -> list[dict[str, str]]:
+    tags = {"run": tag_value(run_tag)[:TAG_VALUE_MAX], RUN_ID_TAG: run_id,
+            "generation": joined_tag([s.tags.get("generation", "") for s in specs]),
+            "candidate": joined_tag([s.tags.get("candidate", "") for s in specs]),
+            EXECUTION_TAG: joined_tag([s.execution_id for s in specs]), "tool": "autoresearch"}
     return [{"Key": k, "Value": v} for k, v in tags.items() if v]
+
+
+def proves_ownership(tags: dict[str, str], *, run_tag: str, run_id: str, base: str) -> bool:
+    """Whether a job's tags say it is this run's job `base`: the run id matches, and the first id
+    in its `execution` tag (the one its name is made from) gives that very name. A name alone
+    proves nothing (see job_base_name)."""
+    if tags.get(RUN_ID_TAG) != run_id:
+        return False
+    first = tags.get(EXECUTION_TAG, "").split(TAG_SEPARATOR)[0]
+    return bool(first) and job_base_name(run_tag, run_id, first) == base

@@ -14,6 +14,10 @@ stops that candidate early (status stopped_early) and the others carry on.
 Each output line is prefixed with `[<execution_id>] ` so the runner can tell candidates apart in
 the shared CloudWatch stream, and each result is also printed once as
 `AUTORESEARCH_RESULT <execution_id> <json>` (a fallback when a failed job uploads no output).
+The toolkit forwards the script's output in 64 KiB reads (and Docker's log driver splits lines
+over 16 KiB), so a long line can reach CloudWatch as several events: a record longer than
+RECORD_CHUNK is printed as numbered parts that say their length,
+`AUTORESEARCH_RESULT_PART <execution_id> <i>/<n> <length> <text>`, which the runner joins.
 Exit status: 0 only when every candidate's status is ok, so a job with a crash ends `Failed`.
 """
 from __future__ import annotations
@@ -98,9 +102,21 @@ def run_candidate(cand: dict, preset: str, out_root: Path, gpu: int | None) -> d
     if (workdir / "run.log").is_file():
         shutil.copyfile(workdir / "run.log", out_dir / "run.log")
     with _print_lock:
-        sys.stdout.write(f"AUTORESEARCH_RESULT {execution_id} {json.dumps(result, separators=(',', ':'))}\n")
+        sys.stdout.write(result_lines(execution_id, json.dumps(result, separators=(',', ':'))))
         sys.stdout.flush()
     return result
+
+
+RECORD_CHUNK = 8 * 1024    # well under Docker's 16 KiB log lines and the toolkit's 64 KiB reads
+
+
+def result_lines(execution_id: str, text: str) -> str:
+    """The result record as one line, or as numbered parts when it is long (see the docstring)."""
+    if len(text) <= RECORD_CHUNK:
+        return f"AUTORESEARCH_RESULT {execution_id} {text}\n"
+    parts = [text[i:i + RECORD_CHUNK] for i in range(0, len(text), RECORD_CHUNK)]
+    return "".join(f"AUTORESEARCH_RESULT_PART {execution_id} {i}/{len(parts)} {len(p)} {p}\n"
+                   for i, p in enumerate(parts, 1))
 
 
 def main(argv: list[str] | None = None) -> int:
