@@ -29,7 +29,7 @@ from agent.live import emit_json
 from agent.memory import BASELINE_ID, Memory, MemoryStoreError
 from sandbox.presets import measurement_version
 from sandbox.runners import make_runner
-from sandbox.runners.base import Clock, WallClock, new_run_id
+from sandbox.runners.base import Clock, new_run_id
 from sandbox.statuses import CANDIDATE
 
 PACKAGE_PROMPTS = Path(__file__).resolve().parents[1] / "prompts"
@@ -82,7 +82,7 @@ class RunContext:
     @property
     def clock(self) -> Clock:
         """The runner's notion of time (deadlines are on it; virtual for the simulated backend)."""
-        return runner_clock(self.runner)
+        return self.runner.clock
 
     def say(self, text: str, style: str | None = None) -> None:
         """A line for the human (stderr in --json mode); text, not markup: titles print as they are."""
@@ -95,12 +95,6 @@ class RunContext:
 
     def close(self) -> None:
         self.memory.close()
-
-
-def runner_clock(runner) -> Clock:
-    # Runners built before the protocol gained `clock` (the LocalRunner until integrity-runtime's
-    # rewrite lands, test stand-ins) live on the wall clock.
-    return getattr(runner, "clock", None) or WallClock()
 
 
 # Instance families with an accelerator train.py's gpu preset runs on (G: NVIDIA A10G/L4/L40S/T4,

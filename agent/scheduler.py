@@ -34,7 +34,6 @@ from agent.executions import ensure_workspace, pricing, publish_outputs, spec_fo
 from agent.ledger import Budget
 from agent.live import LiveView
 from agent.results_tsv import write_run_results
-from agent.run_context import runner_clock
 from agent.runlock import RunLock
 from sandbox.runners.base import Charge, Finished, Progress, Requeued
 from sandbox.statuses import PENDING, RUNNING
@@ -98,7 +97,7 @@ class Scheduler:
         self.view = view or LiveView(ctx.console, json_mode=ctx.json_mode)
         self._own_view = view is None
         self.early_stop = early_stop             # agent.stopping.EarlyStopWatch, or None
-        self.clock = runner_clock(ctx.runner)
+        self.clock = ctx.runner.clock
         self.poll_s = math.inf if getattr(ctx.runner, "simulated", False) else POLL_S
         self.pricing = pricing(ctx)
         self.budget = Budget(ctx.limits.budget_usd)
@@ -308,18 +307,13 @@ class Scheduler:
         reason = self.early_stop.check(row, event.pct, event.loss)
         if reason is None:
             return
-        # Runners written before the protocol had stop_early (the LocalRunner until integrity-
-        # runtime's rewrite lands) cannot stop one run: theirs run to the end.
-        stop = getattr(self.runner, "stop_early", None)
-        if stop is None:
-            return
         self.stopping.add(event.execution_id)
         self.memory.log_event("early_stop", {"execution": event.execution_id, "candidate": row["candidate_id"],
                                              **reason}, row["generation"])
         self.view.emit("early_stop", execution=event.execution_id, candidate=row["candidate_id"], **reason)
         self.view.say(f"stopping {event.execution_id} {row['candidate_id']} early: {reason.get('reason', '')}",
                       style="yellow")
-        stop(event.execution_id, reason)
+        self.runner.stop_early(event.execution_id, reason)
 
     def _on_requeued(self, event: Requeued) -> None:
         row = self.rows.get(event.execution_id) or {}
