@@ -141,3 +141,26 @@ def test_a_timed_out_call_is_booked_at_an_estimate_marked_as_such(api):
     proposer(LLMSettings(max_retries=0, timeout_s=0.3), calls).propose(request({"moderate": 1}))
     [call] = calls
     assert call["outcome"] == "unreachable" and call["cost_usd"] > 0 and "cost estimated" in call["error"]
+
+
+def test_a_refused_warm_up_is_not_asked_again_and_the_calls_go_on(monkeypatch):
+    """Should the API refuse max_tokens 0 with these settings (a 400, billed nothing), the round's
+    calls still run and later rounds send no warm-up."""
+    from tests.fake_anthropic import error_reply
+
+    def refuse_warm_ups(body, fake):
+        return error_reply(400, message="max_tokens: 0 is not supported with thinking") \
+            if body["max_tokens"] == 0 else default_reply()
+
+    with FakeAnthropic(responder=refuse_warm_ups) as server:
+        monkeypatch.setenv("ANTHROPIC_BASE_URL", server.url)
+        monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-test-dummy")
+        monkeypatch.delenv("ANTHROPIC_AUTH_TOKEN", raising=False)
+        p = proposer(LLMSettings())
+        for generation in (1, 2):
+            ask = request({"moderate": 1, "aggressive": 1})
+            ask.generation = generation
+            assert sum(x.accepted for x in p.propose(ask)) == 2
+        warm_ups = [r for r in server.message_requests() if r.body["max_tokens"] == 0]
+        calls = [r for r in server.message_requests() if r.body["max_tokens"] > 0]
+        assert len(warm_ups) == 1 and len(calls) == 4

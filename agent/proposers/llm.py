@@ -286,6 +286,7 @@ class LLMProposer:
         self._disabled: str | None = None       # a reason every later call would fail too (no key, 401)
         self._said: set[str] = set()
         self._generation_stop: str | None = None
+        self._warm_up_refused: str | None = None   # the API refused a max_tokens-0 warm-up: none again
         self.client = client if client is not None else self._make_client()
         self._prices, known = model_prices(settings.prices, settings.model)
         if not known:
@@ -588,14 +589,21 @@ class LLMProposer:
     def _warm_up(self, request: ProposalRequest, shared: "_Shared", efforts: list[str]) -> None:
         """max_tokens 0: the API writes the prefix and generates nothing (billed: the write). Why not
         let the first strategy call write it: the others would wait for its whole answer."""
-        if not self.settings.warm_up or self.settings.tool_choice in ("any", "tool"):
+        if not self.settings.warm_up or self.settings.tool_choice in ("any", "tool") or self._warm_up_refused:
             return      # max_tokens 0 cannot be combined with a forced tool choice (a 400)
         for effort in efforts:
             messages = [{"role": "user", "content": list(shared.blocks)}]
             try:
                 response, latency, sent = self._call(shared.system, messages, shared.tool, request.generation,
                                                      "warm-up", shared=shared, effort=effort or None, warm=True)
-            except _Stop:
+            except _Stop as stop:
+                if str(stop).startswith("API error") and not self._disabled:
+                    # Refused (a 4xx, billed nothing): the API may not take max_tokens 0 with these
+                    # settings (e.g. thinking). The calls still run, each writing the prefix itself;
+                    # asking again every round would only add a refused request.
+                    self._warm_up_refused = str(stop)
+                    self._say(f"LLM: the cache warm-up was refused ({stop}); later rounds skip it, so each "
+                              f"strategy call writes the shared prefix itself (llm.warm_up: false says the same)")
                 return      # said and recorded; the strategy calls see the generation stop
             usage = getattr(response, "usage", None)
             if usage is not None:

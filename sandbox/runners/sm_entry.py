@@ -1,4 +1,5 @@
-"""Entry point inside a SageMaker training job (STDLIB ONLY: it runs in the training image).
+"""Entry point inside a SageMaker training job (it runs in the training image: STDLIB ONLY, but for
+boto3 in the stop watcher).
 
 The PyTorch image's toolkit unpacks our source tarball and runs this file. It reads
 manifest.json, links the data/tokenizer channels where prepare.py looks for them
@@ -9,7 +10,11 @@ result.json under /opt/ml/output/data/<execution_id>/, which SageMaker uploads a
 Each harness runs as `python -I harness.py` (nothing in a candidate's folder can shadow a module)
 with `--stop-file`: when the file named by the manifest's `stop_file` for that candidate (default
 $AUTORESEARCH_STOP_DIR/<execution_id>.json, /opt/ml/input/stop by default) appears, the harness
-stops that candidate early (status stopped_early) and the others carry on.
+stops that candidate early (status stopped_early) and the others carry on. The runner asks for
+that by writing the candidate's marker to S3 (the manifest's `stop_uri`): a watcher thread here
+polls it with the job's own credentials (boto3 ships in the training image; it is imported only
+for this) and copies it to the stop file. Under network isolation S3 cannot be reached: the
+watcher says so once and the candidate trains to its end.
 
 Each output line is prefixed with `[<execution_id>] ` so the runner can tell candidates apart in
 the shared CloudWatch stream, and each result is also printed once as
@@ -65,6 +70,40 @@ def count_gpus() -> int:
         return 0
 
 
+STOP_POLL_S = 20.0    # how often a candidate's S3 stop marker is looked for
+
+
+def watch_stop_marker(execution_id: str, stop_uri: str, stop_file: str, done: threading.Event,
+                      poll_s: float = STOP_POLL_S) -> None:
+    """Copy the runner's stop marker (s3://bucket/key) to the harness's --stop-file once it exists;
+    end when the candidate ends. Only S3 reads: what the job's role may do anyway."""
+    try:
+        import boto3
+        from botocore.config import Config
+        bucket, _, key = stop_uri[len("s3://"):].partition("/")
+        s3 = boto3.client("s3", config=Config(connect_timeout=5, read_timeout=10, retries={"max_attempts": 2}))
+    except Exception as exc:   # no boto3 in a custom image: the early stop of one candidate is off
+        say(execution_id, f"sm_entry: early stop unavailable for this candidate ({exc!r})")
+        return
+    while not done.wait(poll_s):
+        try:
+            body = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+        except Exception as exc:
+            if hasattr(exc, "response"):
+                # not asked to stop (yet): NoSuchKey, or AccessDenied, which S3 answers for a missing
+                # key to a role without an unconditional s3:ListBucket (ours lists by prefix only)
+                continue
+            say(execution_id, f"sm_entry: cannot read the stop marker {stop_uri} ({type(exc).__name__}: "
+                              f"{str(exc)[:200]}); early stop unavailable for this candidate (network isolation?)")
+            return
+        tmp = Path(stop_file + ".tmp")
+        tmp.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_bytes(body)
+        os.replace(tmp, stop_file)    # whole or absent: the harness never reads half a marker
+        say(execution_id, "sm_entry: stop marker received; the harness stops this candidate")
+        return
+
+
 def run_candidate(cand: dict, preset: str, out_root: Path, gpu: int | None) -> dict:
     execution_id = cand["execution_id"]
     workdir = HERE / cand["dir"]
@@ -85,10 +124,17 @@ def run_candidate(cand: dict, preset: str, out_root: Path, gpu: int | None) -> d
     started = time.time()
     proc = subprocess.Popen(cmd, cwd=workdir, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True, errors="replace")
+    done = threading.Event()
+    if cand.get("stop_uri"):
+        threading.Thread(target=watch_stop_marker, args=(execution_id, cand["stop_uri"], stop_file, done),
+                         daemon=True).start()
     assert proc.stdout is not None
-    for line in proc.stdout:   # the harness echoes train.py's output line by line
-        say(execution_id, line)
-    code = proc.wait()
+    try:
+        for line in proc.stdout:   # the harness echoes train.py's output line by line
+            say(execution_id, line)
+        code = proc.wait()
+    finally:
+        done.set()
     result = None
     if result_path.is_file():
         try:
