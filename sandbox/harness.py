@@ -84,6 +84,9 @@ LOG_TAIL_LINES = 50
 LOG_MAX_BYTES = 64 << 20             # run.log stops growing here (the child is still drained)
 CURVE_MAX_POINTS = 200
 KILL_GRACE_S = 5.0
+# Told to stop, the harness ends within this many seconds whatever blocks it (kill grace, thread
+# joins, fingerprints and the result normally take a few); SageMaker allows 120 s after SIGTERM.
+STOP_DEADLINE_S = 90.0
 VAL_BPB_TOLERANCE = 1e-6
 POLL_S = 0.1
 CLOCK_POLL_S = 0.5
@@ -294,11 +297,30 @@ class _StopRequest:
         self.status: str | None = None
         self.reason: dict | None = None
         self.event = threading.Event()
+        self.child_pid: int | None = None     # the child's process group, once spawned
+        self._watchdog: threading.Timer | None = None
 
     def request(self, status: str, reason: dict | None = None):
         if self.status is None:
             self.status, self.reason = status, reason
         self.event.set()
+
+    def arm_watchdog(self, seconds: float) -> None:
+        """Told to stop from outside (SIGTERM, SIGINT; PR_SET_PDEATHSIG when the orchestrator dies):
+        end within `seconds` even if something below blocks, so that no harness outlives the run
+        that started it. The normal path writes its result well inside that time."""
+        if self._watchdog is None:
+            self._watchdog = threading.Timer(seconds, self._force_exit)
+            self._watchdog.daemon = True
+            self._watchdog.start()
+
+    def _force_exit(self) -> None:
+        if self.child_pid:
+            try:
+                os.killpg(self.child_pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+        os._exit(statuses.HARNESS_EXIT_CODES.get(self.status or statuses.KILLED, 1))
 
 
 _STOP = _StopRequest()
@@ -631,6 +653,7 @@ def run_harness(workspace, preset: str, *, budget: float | None = None, timeout:
     finally:
         os.close(settings_r)
         os.close(message_w)
+    stop.child_pid = proc.pid
     clock = _Clock(clock_kind, proc.pid, spawned)
     messages.clock = clock
     (private / "child.pid").write_text(str(proc.pid))
@@ -885,6 +908,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def on_signal(signum, _frame):
         _STOP.request(statuses.INTERRUPTED if signum == signal.SIGINT else statuses.KILLED)
+        _STOP.arm_watchdog(STOP_DEADLINE_S)
 
     def on_stop_early(_signum, _frame):   # the runner wrote OUT/stop.json just before
         _STOP.request(statuses.STOPPED_EARLY, _read_json_object(out / "stop.json"))

@@ -432,3 +432,28 @@ def test_curve_is_subsampled_to_200_points():
     lines = [f"step {i:05d} ({i / 10:.1f}%) | loss: {5 - i / 1000:.6f} | dt: 1ms" for i in range(1000)]
     curve = harness._curve(lines)
     assert len(curve) == 200 and curve[0] == [0.0, 5.0] and curve[-1][0] == pytest.approx(99.9)
+
+
+def test_a_harness_told_to_stop_ends_by_its_deadline_even_when_stuck(tmp_path):
+    """The watchdog armed by SIGTERM/SIGINT (also what the orchestrator's death sends): whatever
+    blocks the harness, it kills the child's group and exits with the stop's code, so no harness
+    outlives the run that started it."""
+    script = tmp_path / "stuck.py"
+    script.write_text(
+        "import subprocess, sys, time\n"
+        f"sys.path.insert(0, {str(Path(harness.__file__).parents[1])!r})\n"
+        "from sandbox import harness\n"
+        "child = subprocess.Popen(['sleep', '60'], start_new_session=True)\n"
+        "print(child.pid, flush=True)\n"
+        "harness._STOP.child_pid = child.pid\n"
+        "harness._STOP.request('killed')\n"
+        "harness._STOP.arm_watchdog(0.5)\n"
+        "time.sleep(60)   # stuck: never returns by itself\n")
+    started = time.monotonic()
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=30)
+    assert time.monotonic() - started < 20
+    assert proc.returncode == statuses.HARNESS_EXIT_CODES[statuses.KILLED]
+    child = int(proc.stdout.split()[0])
+    time.sleep(0.2)
+    state = Path(f"/proc/{child}/stat").read_text().split(") ")[-1][:1] if Path(f"/proc/{child}").exists() else "gone"
+    assert state in ("gone", "Z"), state
