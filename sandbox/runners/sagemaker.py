@@ -830,21 +830,13 @@ class SageMakerRunner:
         """A result record (or a part of one, or the rest of a split part): kept, True."""
         if job.open_part is not None:
             eid, i, n, want, text = job.open_part
-            text += raw
             job.open_part = None
-            if len(text) < want:
-                job.open_part = (eid, i, n, want, text)
-            else:
-                self._add_part(job, eid, i, n, text[:want])
+            self._take_part(job, eid, i, n, want, text + raw)
             return True
         part = _RESULT_PART.match(raw)
         if part and part.group(1) in ids:
-            eid, i, n, want, text = part.group(1), int(part.group(2)), int(part.group(3)), int(part.group(4)), \
-                part.group(5)
-            if len(text) < want:
-                job.open_part = (eid, i, n, want, text)
-            else:
-                self._add_part(job, eid, i, n, text[:want])
+            self._take_part(job, part.group(1), int(part.group(2)), int(part.group(3)), int(part.group(4)),
+                            part.group(5))
             return True
         rec = _RESULT_RECORD.match(raw)
         if rec and rec.group(1) in ids:
@@ -854,6 +846,13 @@ class SageMakerRunner:
                 pass
             return True
         return False
+
+    def _take_part(self, job: _Job, eid: str, i: int, n: int, want: int, text: str) -> None:
+        """A part that says its length: kept once whole; until then open, the next event its rest."""
+        if len(text) < want:
+            job.open_part = (eid, i, n, want, text)
+        else:
+            self._add_part(job, eid, i, n, text[:want])
 
     @staticmethod
     def _add_part(job: _Job, eid: str, i: int, n: int, text: str) -> None:
