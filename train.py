@@ -44,30 +44,44 @@ SEED = 42
 # ---------------------------------------------------------------------------------------------
 # Attention kernel
 #
-# On CUDA we try Flash-Attention 3 through the `kernels` package (it needs the network the first
-# time, so it is wrapped in try/except). FALLBACK (any other GPU, CPU, offline): torch SDPA. Full-
-# context layers use is_causal=True (fused fast path). Sliding-window layers use an explicit
-# boolean causal+window mask, built once per distinct window size when the model is created and
-# kept as a buffer. Cost: a T*T bool tensor per distinct window (4 MiB at T=2048), and a masked
-# SDPA cannot use the flash backend (it runs the memory-efficient or math kernel), so windowed
-# layers are slower than with FA3 and do no less work than full attention. It never silently turns
-# a window into full attention (plain is_causal=True would).
+# On CUDA, the first kernel that loads and passes a smoke test, in this order:
+#   1. Flash-Attention 3 through the `kernels` package (Hopper; it downloads the kernel from the hub
+#      the first time, so it fails offline);
+#   2. flash-attn 2, the installed `flash_attn` package (Ampere and newer: A100, A10G, L4, H100; the
+#      PyTorch 2.8 training DLC ships 2.8.3). Same call, same (B, T, H, D) layout, windows kept:
+#      window_size=(w, 0) with causal=True lets query i see keys i-w..i, exactly window_mask below.
+#   3. FALLBACK (any other GPU, CPU, offline): torch SDPA. Full-context layers use is_causal=True
+#      (fused fast path). Sliding-window layers use an explicit boolean causal+window mask, built once
+#      per distinct window size when the model is created and kept as a buffer. Cost: a T*T bool
+#      tensor per distinct window (4 MiB at T=2048), and a masked SDPA cannot use the flash backend
+#      (it runs the memory-efficient or math kernel), so windowed layers do no less work than full
+#      attention, where a flash kernel skips the blocks outside the window. It never silently turns
+#      a window into full attention (plain is_causal=True would).
 
 
-def _load_flash_attention_3():
+def _smoke_test(flash_attn_func):
+    q = torch.randn(1, 8, 1, 64, device="cuda", dtype=torch.bfloat16)
+    flash_attn_func(q, q, q, causal=True, window_size=(4, 0))
+    return flash_attn_func
+
+
+def _load_flash_attention():
+    """(a flash_attn_func, the kernel's name), or (None, the fallback's name)."""
     if not torch.cuda.is_available():
-        return None
+        return None, "SDPA+window masks"
     try:
         from kernels import get_kernel
         cap = torch.cuda.get_device_capability()
         repo = "varunneal/flash-attention-3" if cap == (9, 0) else "kernels-community/flash-attn3"
-        fa3 = get_kernel(repo).flash_attn_interface
-        q = torch.randn(1, 8, 1, 64, device="cuda", dtype=torch.bfloat16)  # smoke test
-        fa3.flash_attn_func(q, q, q, causal=True, window_size=(4, 0))
-        return fa3
-    except Exception as e:  # offline, no package, unsupported GPU: use the SDPA fallback
-        print(f"Flash-Attention 3 unavailable ({type(e).__name__}: {e}); using SDPA with window masks")
-        return None
+        return _smoke_test(get_kernel(repo).flash_attn_interface.flash_attn_func), "FA3"
+    except Exception as e:  # offline, no package, unsupported GPU: try flash-attn 2
+        print(f"Flash-Attention 3 unavailable ({type(e).__name__}: {e})")
+    try:
+        import flash_attn
+        return _smoke_test(flash_attn.flash_attn_func), f"FA2 {flash_attn.__version__}"
+    except Exception as e:  # not installed, or a GPU older than Ampere: masked SDPA
+        print(f"flash-attn 2 unavailable ({type(e).__name__}: {e}); using SDPA with window masks")
+    return None, "SDPA+window masks"
 
 
 def window_mask(T, window, device=None):
@@ -77,12 +91,12 @@ def window_mask(T, window, device=None):
     return (j <= i) & (i - j <= window)
 
 
-def attention(q, k, v, window, mask=None, fa3=None):
+def attention(q, k, v, window, mask=None, flash=None):
     """Causal attention with a left window. q: (B, T, H, D), k/v: (B, T, Hkv, D); returns (B, T, H, D).
     window >= T - 1 means full causal attention; otherwise mask must be window_mask(>=T, window)."""
     T = q.size(1)
-    if fa3 is not None:
-        y = fa3.flash_attn_func(q, k, v, causal=True, window_size=(window, 0))
+    if flash is not None:  # FA3 or FA2: the same call
+        y = flash(q, k, v, causal=True, window_size=(window, 0))
         return y[0] if isinstance(y, tuple) else y
     q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
     gqa = dict(enable_gqa=True) if k.size(1) != q.size(1) else {}
@@ -138,7 +152,7 @@ class CausalSelfAttention(nn.Module):
         self.ve_gate = (nn.Linear(self.ve_gate_channels, self.n_kv_head, bias=False)
                         if has_ve(layer_idx, config.n_layer) else None)
 
-    def forward(self, x, ve, cos_sin, window, mask, fa3):
+    def forward(self, x, ve, cos_sin, window, mask, flash):
         B, T, C = x.size()
         q = self.c_q(x).view(B, T, self.n_head, self.head_dim)
         k = self.c_k(x).view(B, T, self.n_kv_head, self.head_dim)
@@ -151,7 +165,7 @@ class CausalSelfAttention(nn.Module):
         q, k = apply_rotary_emb(q, cos, sin), apply_rotary_emb(k, cos, sin)
         q, k = norm(q), norm(k)  # QK-norm
         q, k = q.to(v.dtype), k.to(v.dtype)
-        y = attention(q, k, v, window, mask, fa3)
+        y = attention(q, k, v, window, mask, flash)
         return self.c_proj(y.contiguous().view(B, T, -1))
 
 
@@ -171,16 +185,16 @@ class Block(nn.Module):
         self.attn = CausalSelfAttention(config, layer_idx)
         self.mlp = MLP(config)
 
-    def forward(self, x, ve, cos_sin, window, mask, fa3):
-        x = x + self.attn(norm(x), ve, cos_sin, window, mask, fa3)
+    def forward(self, x, ve, cos_sin, window, mask, flash):
+        x = x + self.attn(norm(x), ve, cos_sin, window, mask, flash)
         return x + self.mlp(norm(x))
 
 
 class GPT(nn.Module):
-    def __init__(self, config, fa3=None):
+    def __init__(self, config, flash=None):
         super().__init__()
         self.config = config
-        self.fa3 = fa3
+        self.flash = flash
         self.window_sizes = self._compute_window_sizes(config)
         self.transformer = nn.ModuleDict(dict(
             wte=nn.Embedding(config.vocab_size, config.n_embd),
@@ -197,7 +211,7 @@ class GPT(nn.Module):
         self.register_buffer("cos", cos, persistent=False)
         self.register_buffer("sin", sin, persistent=False)
         for w in sorted(set(self.window_sizes)):  # one cached mask per distinct sliding window
-            if w < config.sequence_len - 1:
+            if flash is None and w < config.sequence_len - 1:
                 self.register_buffer(f"mask_{w}", window_mask(config.sequence_len, w), persistent=False)
 
     @staticmethod
@@ -260,7 +274,7 @@ class GPT(nn.Module):
             ve = self.value_embeds[str(i)](idx) if str(i) in self.value_embeds else None
             w = self.window_sizes[i]
             mask = getattr(self, f"mask_{w}", None)
-            x = block(x, ve, cos_sin, w, mask, self.fa3)
+            x = block(x, ve, cos_sin, w, mask, self.flash)
         x = norm(x)
         softcap = 15
         logits = self.lm_head(x).float()
@@ -479,12 +493,12 @@ def main():
     n_head = model_dim // HEAD_DIM
     config = GPTConfig(sequence_len=MAX_SEQ_LEN, vocab_size=vocab_size, n_layer=DEPTH, n_head=n_head,
                        n_kv_head=n_head, n_embd=model_dim, window_pattern=WINDOW_PATTERN)
-    fa3 = _load_flash_attention_3()
-    model = GPT(config, fa3=fa3).to(device)
+    flash, attention_kernel = _load_flash_attention()
+    model = GPT(config, flash=flash).to(device)
     model.init_weights()
     num_params = sum(p.numel() for p in model.parameters())
     num_flops_per_token = model.estimate_flops()
-    print(f"preset: {PRESET} | device: {device} | attention: {'FA3' if fa3 else 'SDPA+window masks'}")
+    print(f"preset: {PRESET} | device: {device} | attention: {attention_kernel}")
     print(f"vocab: {vocab_size} | depth: {DEPTH} | model_dim: {model_dim} | heads: {n_head} | "
           f"windows: {model.window_sizes} | params: {num_params / 1e6:.2f}M")
     print(f"batch: {TOTAL_BATCH_SIZE} tokens = {grad_accum_steps} x {device_batch_size} x {MAX_SEQ_LEN} | "

@@ -27,7 +27,7 @@ from __future__ import annotations
 import math
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from agent.digest import noise_sigma
 from agent.executions import ensure_workspace, pricing, publish_outputs, spec_for
@@ -36,7 +36,7 @@ from agent.live import LiveView
 from agent.results_tsv import write_run_results
 from agent.runlock import RunLock
 from sandbox.runners.base import Charge, Finished, Progress, Requeued
-from sandbox.statuses import PENDING, RUNNING
+from sandbox.statuses import PENDING, RUNNING, STOPPED_EARLY
 
 POLL_S = 0.25
 # results.tsv is re-rendered while runs finish at most every TSV_EVERY_S (wall clock), and never
@@ -106,6 +106,7 @@ class Scheduler:
         self.running: dict[str, dict] = {}
         self.refused: dict[str, str] = {}        # queued id -> budget | deadline (reported once)
         self.stopping: set[str] = set()          # early stop requested, Finished not seen yet
+        self.unreachable: set[str] = set()       # no stop can reach them (their job decides itself)
         self.generation: int | None = None       # for the live view's header
         self.usage = SlotUsage(capacity=max(1, ctx.runner.free_slots() + len(ctx.runner.active())))
         self.started_at = self._last = self.clock.now()
@@ -263,7 +264,10 @@ class Scheduler:
         row = self.rows[eid]
         candidate = self.memory.candidate(row["candidate_id"])
         ensure_workspace(self.ctx, row, candidate)
-        job_id = self.runner.submit(spec_for(self.ctx, row, candidate))
+        spec = spec_for(self.ctx, row, candidate)
+        if self.early_stop is not None:
+            spec = replace(spec, stop_rule=self.early_stop.rule_for(row))
+        job_id = self.runner.submit(spec)
         self._account()
         self.memory.mark_started(eid, job_id=job_id, started_at=self.clock.now())
         self.queue.remove(eid)
@@ -282,7 +286,14 @@ class Scheduler:
         row = self.running.pop(event.execution_id, None) or self.rows.get(event.execution_id)
         if row is None:
             return None               # not this scheduler's execution
+        asked = event.execution_id in self.stopping
         self.stopping.discard(event.execution_id)
+        self.unreachable.discard(event.execution_id)
+        decided_elsewhere = (event.result or {}).get("early_stop") if not asked else None
+        if isinstance(decided_elsewhere, dict) and event.result.get("status") == STOPPED_EARLY:
+            # the job's own copy of the rule stopped it (a network-isolated packed job)
+            self.memory.log_event("early_stop", {"execution": event.execution_id, "candidate": row["candidate_id"],
+                                                 **decided_elsewhere}, row["generation"])
         cost = self.pricing.actual(event.backend, event.instance_type or row.get("instance_type"),
                                    event.billable_seconds)
         self.memory.finish_execution(event.execution_id, result=event.result, billable_seconds=event.billable_seconds,
@@ -302,10 +313,16 @@ class Scheduler:
         self.view.progress(event.execution_id, step=event.step, pct=event.pct, loss=event.loss,
                            tok_per_s=event.tok_per_s)
         row = self.running.get(event.execution_id)
-        if row is None or self.early_stop is None or event.execution_id in self.stopping:
+        if (row is None or self.early_stop is None or event.execution_id in self.stopping
+                or event.execution_id in self.unreachable):
             return
         reason = self.early_stop.check(row, event.pct, event.loss)
         if reason is None:
+            return
+        if not self.runner.stop_early(event.execution_id, reason):
+            self.unreachable.add(event.execution_id)
+            self.view.say(f"{event.execution_id} {row['candidate_id']} is losing, but no stop can reach its "
+                          "network-isolated packed job: the job's own copy of the rule decides", style="yellow")
             return
         self.stopping.add(event.execution_id)
         self.memory.log_event("early_stop", {"execution": event.execution_id, "candidate": row["candidate_id"],
@@ -313,7 +330,6 @@ class Scheduler:
         self.view.emit("early_stop", execution=event.execution_id, candidate=row["candidate_id"], **reason)
         self.view.say(f"stopping {event.execution_id} {row['candidate_id']} early: {reason.get('reason', '')}",
                       style="yellow")
-        self.runner.stop_early(event.execution_id, reason)
 
     def _on_requeued(self, event: Requeued) -> None:
         row = self.rows.get(event.execution_id) or {}

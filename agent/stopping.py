@@ -1,5 +1,5 @@
 """Early stopping, wired: the scheduler asks on every progress reading of a running candidate;
-this module gathers what the rule needs and asks it (agent/early_stop.py, pure).
+this module gathers what the rule needs and asks it (sandbox/early_stop_rule.py, pure).
 
 The rule compares the candidate's loss curve so far, at equal progress, with the curves of the
 current incumbent's finished ok runs: its baseline repeats, controls, confirmations and its own
@@ -11,12 +11,13 @@ decision's figures, which end up in its result under `early_stop`.
 """
 from __future__ import annotations
 
-from agent import early_stop
+from agent.early_stop import EarlyStopSettings
+from sandbox import early_stop_rule
 from sandbox.statuses import CANDIDATE, OK, REPLAY
 
 
 class EarlyStopWatch:
-    def __init__(self, memory, settings: early_stop.EarlyStopSettings, *, preset: str, backend: str):
+    def __init__(self, memory, settings: EarlyStopSettings, *, preset: str, backend: str):
         self.memory, self.settings = memory, settings
         self.preset, self.backend = preset, backend
         self._partial: dict[str, list[list[float]]] = {}     # execution id -> readings so far
@@ -36,8 +37,18 @@ class EarlyStopWatch:
             rows = [] if incumbent is None else self.memory.executions(candidate_id=incumbent, status=OK)
             results = [row["result"] or {} for row in rows if row["kind"] != REPLAY
                        and row["preset"] == self.preset and row["backend"] == self.backend]
-            self._cached = (incumbent, early_stop.reference_curves(results))
+            self._cached = (incumbent, early_stop_rule.reference_curves(results))
         return self._cached
+
+    def rule_for(self, row: dict) -> dict | None:
+        """The rule and its references as of now, for a job that must decide by itself (see
+        ExecutionSpec.stop_rule); None when this row is not watched or nothing could decide."""
+        if not self.settings.enabled or not self.watches(row):
+            return None
+        incumbent, curves = self.references()
+        if incumbent is None or incumbent == row["candidate_id"] or len(curves) < self.settings.min_references:
+            return None
+        return {"settings": self.settings.model_dump(), "references": curves, "incumbent": incumbent}
 
     def check(self, row: dict, pct: float, loss: float) -> dict | None:
         """Record the reading; None to let the run go on, else the reason for runner.stop_early
@@ -51,7 +62,7 @@ class EarlyStopWatch:
         incumbent, curves = self.references()
         if incumbent is None or incumbent == row["candidate_id"] or len(curves) < self.settings.min_references:
             return None
-        decision = early_stop.decide(curves, partial, self.settings)
+        decision = early_stop_rule.decide(curves, partial, self.settings)
         if not decision.stop:
             return None
         return {**decision.as_reason(), "incumbent": incumbent}

@@ -3,8 +3,8 @@
 Prints the untrained model's val_bpb (train.py's model, freshly initialised, scored by
 prepare.evaluate_bpb) and N full baseline runs through the real path (run-one: workspace,
 LocalRunner, sandboxed harness) with their steps, val_bpb, mean, sample sigma and step spread.
-With --busy K, K busy loops (`python3 -c 'while True: pass'`) compete for the cores during the
-runs. With --parallel, the runs go two at a time on the runner's slots (what the demo does).
+With --busy K, K busy loops (`python3 -c 'while True: pass'`, one pinned to each core in turn)
+compete for the cores during the runs. With --parallel, the runs go two at a time on the runner's slots (what the demo does).
 What else was running on the machine (the heaviest processes, the load average) is printed too:
 on a shared machine "quiet" is relative.
 
@@ -97,7 +97,12 @@ def main() -> None:
                                          capture_output=True, text=True).stdout.split()[-1])
     print(f"machine: {os.cpu_count()} cores; load average before: {os.getloadavg()}")
     print("busiest processes before:", *busiest(), sep="\n  ")
-    loops = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(args.busy)]
+    # one loop per core in turn: left to the scheduler, both loops may share the core the run is
+    # not pinned to, and the run then competes with nothing
+    cores = sorted(os.sched_getaffinity(0))
+    loops = [subprocess.Popen([sys.executable, "-c", "while True: pass"],
+                              preexec_fn=lambda core=cores[i % len(cores)]: os.sched_setaffinity(0, {core}))
+             for i in range(args.busy)]
     try:
         time.sleep(1 if loops else 0)
         t0 = time.monotonic()

@@ -34,7 +34,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from agent.config import SelectionSettings  # noqa: E402
-from agent.early_stop import EarlyStopSettings, first_stop_observed, observe  # noqa: E402
+from agent.early_stop import EarlyStopSettings  # noqa: E402
+from sandbox.early_stop_rule import first_stop_observed, observe  # noqa: E402
 from agent.selection import threshold as selection_threshold  # noqa: E402
 
 # One guard at a time moved off the chosen default, to show what each buys.
@@ -174,7 +175,7 @@ def calibration(runs: list[Run]) -> str:
     candidates = [r for r in runs if r.kind == "candidate"]
     if len(repeats) < 2:
         return "  (calibration needs two incumbent repeats)"
-    from agent.early_stop import interpolate, reference_band
+    from sandbox.early_stop_rule import interpolate, reference_band
     incumbent = statistics.fmean(r.val_bpb for r in repeats)
     at = lambda c, pct: interpolate(c, pct)  # noqa: E731
     mids = [v for v in (at(r.curve, 50.0) for r in repeats) if v is not None]

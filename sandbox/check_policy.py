@@ -51,7 +51,7 @@ PRESET_VALUES = ("gpu", "cpu", "micro")    # what PRESET can hold (a safe piece 
 
 # ---------------------------------------------------------------------------------------- modules
 
-TRAINING_PACKAGES = frozenset({"torch", "numpy", "triton", "kernels", "tiktoken"})
+TRAINING_PACKAGES = frozenset({"torch", "numpy", "triton", "kernels", "flash_attn", "tiktoken"})
 
 # Standard-library modules a training script needs. Those marked (*) have names that are judged
 # by what they do (writes, listing, processes); the rest is computation, text, time and typing.

@@ -305,7 +305,8 @@ class SageMakerSim:
             tar.extractall(src, filter="data")
         env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
         env.update({"SM_OUTPUT_DATA_DIR": str(out), "SM_OUTPUT_FAILURE": str(root / "output" / "failure"),
-                    "SM_NUM_GPUS": str(gpus), "AUTORESEARCH_CACHE": str(cache)})
+                    "SM_NUM_GPUS": str(gpus), "AUTORESEARCH_CACHE": str(cache),
+                    "AUTORESEARCH_STOP_DIR": str(root / "input" / "stop")})
         # File-mode input: every object under a channel's S3 prefix lands in the channel's folder
         for channel in job.input_data_config or []:
             ch_dir = root / "input" / "data" / channel["ChannelName"]
@@ -314,7 +315,8 @@ class SageMakerSim:
             ch_bucket, _, ch_prefix = channel["DataSource"]["S3DataSource"]["S3Uri"][len("s3://"):].partition("/")
             listing = self.s3.list_objects_v2(Bucket=ch_bucket, Prefix=ch_prefix).get("Contents", [])
             for obj in listing:
-                dest = ch_dir / obj["Key"][len(ch_prefix):]
+                # a prefix that is one object's whole key (the `code` channel) gives that file by its name
+                dest = ch_dir / (obj["Key"][len(ch_prefix):].lstrip("/") or obj["Key"].rsplit("/", 1)[-1])
                 dest.parent.mkdir(parents=True, exist_ok=True)
                 self.s3.download_file(ch_bucket, obj["Key"], str(dest))
         # moto keeps no Environment: take it from the request the server received

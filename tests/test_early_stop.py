@@ -7,8 +7,9 @@ import math
 import pytest
 from pydantic import ValidationError
 
-from agent.early_stop import (
-    EarlyStopSettings, StopDecision, decide, first_stop, interpolate, reference_band, reference_curves,
+from agent.early_stop import EarlyStopSettings
+from sandbox.early_stop_rule import (
+    RuleSettings, StopDecision, decide, first_stop, interpolate, reference_band, reference_curves,
 )
 
 
@@ -200,3 +201,12 @@ def test_the_rule_stops_a_losing_candidate_on_the_simulated_backend(tmp_path):
     assert bad["status"] == "stopped_early" and bad["early_stop"]["code"] == "losing"
     assert settings.min_progress <= bad["early_stop"]["pct"] < 100
     assert bad["early_stop"]["gap"] > bad["early_stop"]["threshold"] and "losing: at" in bad["failure_reason"]
+
+
+def test_the_config_section_and_the_rule_share_their_defaults():
+    """One place for the defaults: the stdlib rule a job runs decides as the validated section does."""
+    assert EarlyStopSettings().model_dump() == RuleSettings().__dict__
+    section = EarlyStopSettings(min_progress=30, patience=2)
+    assert RuleSettings.from_dict({**section.model_dump(), "unknown": 1}) == RuleSettings(min_progress=30, patience=2)
+    refs, losing = [curve(3.0), curve(3.02)], curve(3.6)
+    assert decide(refs, losing, section) == decide(refs, losing, RuleSettings.from_dict(section.model_dump()))

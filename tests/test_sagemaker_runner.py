@@ -6,6 +6,7 @@ sm_entry.py -> harness.py -> train.py, then uploads output.tar.gz where SageMake
 """
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import re
@@ -36,12 +37,13 @@ BUCKET = "ar-test-bucket"
 # The stand-in reports through the stand-in prepare's real channel (tests/standins.py): the harness
 # accepts only records that come authenticated down its pipe, never a file the script writes.
 STANDIN = r'''
-import os, sys
+import os, sys, time
 import prepare
 print("cuda=" + os.environ.get("CUDA_VISIBLE_DEVICES", "-"), flush=True)
 for i in range(1, 4):
     print(f"step {i:05d} ({33.3*i:.1f}%) | loss: {4.0 - i/10:.6f} | lrm: 1.00 | dt: 10ms | "
           f"tok/sec: 12,345 | mfu: 1.5% | epoch: 1 | remaining: {3-i}s", flush=True)
+    time.sleep(CFG.get("step_s", 0))
 if CFG.get("raise"):
     raise RuntimeError(CFG["raise"])
 val = CFG.get("val", 1.234567)
@@ -458,6 +460,42 @@ def test_early_stop_inside_a_packed_job_writes_only_that_candidates_stop_marker(
         Bucket=BUCKET, Key="autoresearch/runs/t1/ar-t1-rid1-e1/stop/e2.json")["Body"].read()
     assert json.loads(marker) == {"rule": "early_stop/v1", "pct": 50.0}
     assert sorted(runner.active()) == ["e1", "e2"]     # e2's harness reports stopped_early when the job ends
+
+
+def test_a_network_isolated_packed_job_stops_a_losing_candidate_by_its_own_rule(aws, sim, bucket, tmp_path):
+    """No marker can reach an isolated job: the watched candidate carries the rule and the
+    incumbent's curves (manifest stop_rule), and sm_entry.py - run for real, with the rule and the
+    progress parser packed beside it - stops only that candidate, with the figures that decided."""
+    runner, _ = make_runner(candidates_per_job=2, instance_type="ml.g5.12xlarge", prebuilt_image=True)
+    rule = {"settings": {"min_progress": 40.0, "patience": 1, "k": 3.0, "min_gap": 0.02, "min_references": 2,
+                         "enabled": True},
+            "references": [[[0, 1.0], [100, 0.9]], [[0, 1.02], [100, 0.92]]], "incumbent": "c-best"}
+    keeps = make_spec(tmp_path, "e1")                                   # a control: not watched
+    loses = dataclasses.replace(make_spec(tmp_path, "e2", step_s=2), stop_rule=rule)   # stopped at 66.6%
+    name = {runner.submit(keeps), runner.submit(loses)}.pop()
+    request = created(aws, name)[-1]
+    assert request["EnableNetworkIsolation"] is True
+    source = boto3.client("s3", region_name=REGION, endpoint_url=aws.url).get_object(
+        Bucket=BUCKET, Key="autoresearch/runs/t1/ar-t1-rid1-e1/source/sourcedir.tar.gz")["Body"].read()
+    with tarfile.open(fileobj=io.BytesIO(source)) as tar:
+        manifest = json.loads(tar.extractfile("manifest.json").read())
+        assert {"sandbox/early_stop_rule.py", "sandbox/progress.py"} <= set(tar.getnames())
+    by_id = {c["execution_id"]: c for c in manifest["candidates"]}
+    assert "stop_uri" not in by_id["e1"] and "stop_rule" not in by_id["e1"] and by_id["e2"]["stop_rule"] == rule
+    set_job(name, status="InProgress", secondary="Training")
+    assert runner.stop_early("e2", {"rule": "early_stop/v1"}) is False    # nothing could deliver it
+    proc = sim.run_container(name)
+    assert "e2] sm_entry: stopping this candidate early: losing" in proc.stdout, proc.stdout[-3000:]
+    done = finished(drain(runner))
+    assert done["e1"].result["status"] == "ok"
+    e2 = done["e2"].result
+    assert e2["status"] == "stopped_early" and e2["early_stop"]["decided_in"] == "job"
+    assert e2["early_stop"]["incumbent"] == "c-best" and e2["early_stop"]["code"] == "losing"
+    assert e2["early_stop"]["pct"] == 66.6 and e2["early_stop"]["gap"] > e2["early_stop"]["threshold"]
+    assert "step 00003" not in proc.stdout.split("[e2] sm_entry: stopping", 1)[1].split("[e1]")[0]
+    listing = boto3.client("s3", region_name=REGION, endpoint_url=aws.url).list_objects_v2(
+        Bucket=BUCKET, Prefix="autoresearch/runs/t1/ar-t1-rid1-e1/")
+    assert not [o["Key"] for o in listing.get("Contents", []) if "/stop/" in o["Key"]]   # no marker written
 
 
 def test_resume_reattaches_to_running_jobs_by_name(aws, sim, bucket, tmp_path):

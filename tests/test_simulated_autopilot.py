@@ -4,6 +4,7 @@ simulated everywhere, never touch git and never mix with real ones; the summary 
 slot accounting of the runner's clock."""
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 
@@ -127,6 +128,49 @@ def test_losing_candidates_are_stopped_early_with_their_figures_and_never_a_cont
     assert all(rows[e["id"]]["status"] == "discard" for e in stopped)
     md, _ = build_report(Memory.open(run_dir, create=False), run_dir)
     assert "## Stopped early" in md.read_text()
+
+
+def test_a_backend_no_stop_can_reach_gets_the_rule_and_is_asked_once(tmp_path, capsys):
+    """A network-isolated packed job: the scheduler hands each watched candidate the rule with the
+    incumbent's curves at submission, and a stop it cannot deliver is not pretended: no `stopping`,
+    no early_stop event, asked once per execution, said on the console."""
+    from sandbox.runners.simulated import SimulatedRunner
+
+    class Unreachable(SimulatedRunner):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.rules, self.asked = {}, []
+
+        def submit(self, spec):
+            self.rules[spec.execution_id] = spec.stop_rule
+            return super().submit(spec)
+
+        def stop_early(self, execution_id, reason):
+            self.asked.append(execution_id)
+            return False
+
+    project = simulated_project(tmp_path, slots=3, noise_sigma=0.002)
+    ctx = open_ctx(project, "iso", proposer=ScriptedProposer({1: LOSERS + FINE}), json_mode=True,
+                   schedule="async", preset="gpu")
+    built = ctx.runner
+    runner = Unreachable(built.settings, reference_source=(project / "train.py").read_text(), clock=built.clock)
+    ctx = dataclasses.replace(ctx, runner=runner)
+    assert run_autopilot(ctx, generations=1, population=6) == EXIT_OK
+    ctx.close()
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    with Memory.open(project / "runs" / "iso", create=False) as mem:
+        rows = {e["id"]: e for e in mem.executions()}
+        assert mem.executions(status="stopped_early") == []            # nobody could stop them
+    watched = {e for e, rule in runner.rules.items() if rule}
+    assert watched and all(rows[e]["kind"] == "candidate" for e in watched)
+    for e in watched:
+        rule = runner.rules[e]
+        assert rule["incumbent"] and len(rule["references"]) >= 2 and rule["settings"]["min_progress"] == 40.0
+    # asked once each, candidates only (one launched before the incumbent had two finished curves
+    # is asked too, but carried no rule: its job could not have decided either)
+    assert runner.asked and len(runner.asked) == len(set(runner.asked))
+    assert all(rows[e]["kind"] == "candidate" for e in runner.asked)
+    assert not [x for x in lines if x["event"] == "early_stop"]
 
 
 def test_early_stopping_can_be_switched_off(tmp_path, capsys):

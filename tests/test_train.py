@@ -228,6 +228,47 @@ def test_model_forward_uses_windows():
     assert not torch.allclose(windowed[:, 17:], full[:, 17:], atol=1e-3)
 
 
+def documented_flash_attn_func(q, k, v, causal=False, window_size=(-1, -1)):
+    """flash_attn_func as flash-attn 2 (and FA3) document it, written from the docstring: (B, T, H, D)
+    layout; with window_size (left, right), query i sees keys i-left..i+right (-1: unlimited), and
+    causal=True sets right to 0. Used to check that train.py asks a flash kernel for its windows."""
+    Tn = q.size(1)
+    i, j = torch.arange(Tn).unsqueeze(1), torch.arange(Tn).unsqueeze(0)
+    left, right = window_size
+    allowed = torch.ones(Tn, Tn, dtype=torch.bool)
+    if causal or right >= 0:
+        allowed &= j <= i + (0 if causal else right)
+    if left >= 0:
+        allowed &= j >= i - left
+    return reference_attention(q, k, v, allowed)
+
+
+def test_a_flash_kernel_keeps_every_layers_window():
+    """FA3 and flash-attn 2 get the same call; the model must reach the same logits through it as
+    through the masked SDPA fallback (so a window is never widened), and builds no masks."""
+    torch.manual_seed(0)
+    cfg = T.GPTConfig(sequence_len=32, vocab_size=64, n_layer=4, n_head=2, n_kv_head=2, n_embd=32,
+                      window_pattern="SSL")
+    sdpa = T.GPT(cfg)
+    sdpa.init_weights()
+    with torch.no_grad():
+        for p in sdpa.parameters():
+            p.normal_(0, 0.3)
+    calls = []
+
+    def flash(q, k, v, causal=False, window_size=(-1, -1)):
+        calls.append((causal, window_size))
+        return documented_flash_attn_func(q, k, v, causal, window_size)
+
+    flashed = T.GPT(cfg, flash=flash)
+    flashed.load_state_dict(sdpa.state_dict())
+    assert not any(name.startswith("mask_") for name, _ in flashed.named_buffers())
+    idx = torch.randint(0, 64, (2, 32))
+    assert torch.allclose(flashed(idx), sdpa(idx), atol=1e-4)
+    assert calls == [(True, (16, 0)), (True, (16, 0)), (True, (32, 0)), (True, (32, 0))]
+    assert T._load_flash_attention() == (None, "SDPA+window masks")   # no CUDA here
+
+
 def test_model_structure():
     cfg = T.GPTConfig(sequence_len=16, vocab_size=64, n_layer=4, n_head=2, n_kv_head=2, n_embd=64)
     model = T.GPT(cfg)

@@ -24,6 +24,10 @@ class ExecutionSpec:
     timeout_s: float | None = None   # hard wall-clock limit; None = harness default for the preset
     env: dict[str, str] = field(default_factory=dict)  # extra NON-secret variables for the child
     tags: dict[str, str] = field(default_factory=dict)  # run / generation / candidate, for cloud tags
+    # The early-stop rule's settings and the incumbent's reference curves at submission
+    # ({"settings", "references", "incumbent"}), for a backend whose executions no stop request can
+    # reach (a network-isolated packed SageMaker job runs the rule itself); None: not watched.
+    stop_rule: dict | None = None
 
 
 @dataclass
@@ -134,10 +138,11 @@ class Runner(Protocol):
     def cancel(self, execution_id: str) -> None:
         """Stop one execution; it still ends with a Finished event (status `killed`)."""
 
-    def stop_early(self, execution_id: str, reason: dict) -> None:
+    def stop_early(self, execution_id: str, reason: dict) -> bool:
         """Stop one execution because its loss curve is losing. It still ends with a Finished
         event, status `stopped_early`, whose result carries `reason` (the figures that decided)
-        under `early_stop`. Inside a packed job only that candidate stops."""
+        under `early_stop`. Inside a packed job only that candidate stops. False when no stop
+        can reach it (a network-isolated packed job, where its spec's stop_rule decides)."""
 
     def reattach(self, spec: ExecutionSpec, job_id: str) -> bool:
         """After an orchestrator restart: follow an execution started earlier. False when the

@@ -225,13 +225,13 @@ class LocalRunner:
     def cancel(self, execution_id: str) -> None:
         self._cancel(execution_id, "killed")
 
-    def stop_early(self, execution_id: str, reason: dict) -> None:
+    def stop_early(self, execution_id: str, reason: dict) -> bool:
         """Stop one execution because its curve is losing: its Finished has status
         `stopped_early` and the result carries `reason` under `early_stop`."""
         with self._lock:
             execution = self._running.get(execution_id)
         if execution is None:
-            return
+            return True        # already over: its Finished is on its way
         execution.cancel_status = "stopped_early"
         execution.early_stop = dict(reason)
         stop = execution.out_dir / "stop.json"
@@ -239,6 +239,7 @@ class LocalRunner:
         tmp.write_text(json.dumps(reason, default=str))
         os.replace(tmp, stop)    # complete before the signal: the harness reads it in its handler
         self._signal(execution, signal.SIGUSR1)
+        return True
 
     def reattach(self, spec: ExecutionSpec, job_id: str) -> bool:
         return False  # a local child does not outlive its orchestrator

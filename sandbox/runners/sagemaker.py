@@ -17,7 +17,9 @@ What decides an execution's result (never a regex over the log):
     when the stop was an early stop (`stop_early`). Inside a packed job an early stop does not
     stop the job: the runner writes that candidate's stop marker to S3 (manifest `stop_uri`), the
     job's entry script hands it to that candidate's harness (--stop-file), and only that
-    candidate ends, with its harness's `stopped_early` result.
+    candidate ends, with its harness's `stopped_early` result. A network-isolated job reads no
+    marker: each watched candidate carries the rule and the incumbent's curves at submission
+    (manifest `stop_rule`) and the entry script applies it to the candidate's progress itself.
   * Spot capacity lost (an `Interrupted` or `MaxWaitTimeExceeded` secondary status on a job that did
     not complete): requeued up to `sagemaker.max_spot_requeues` times, then `interrupted`.
   * MaxRuntimeExceeded: `timeout`.
@@ -325,19 +327,24 @@ class SageMakerRunner:
             return
         self._stop(job)   # Finished(killed) arrives when the job reports Stopped, with its billable time
 
-    def stop_early(self, execution_id: str, reason: dict) -> None:
+    def stop_early(self, execution_id: str, reason: dict) -> bool:
         """StopTrainingJob for a job of its own; in a packed job only this candidate's stop marker
-        (the others keep training). The Finished says `stopped_early` with `reason`."""
+        (the others keep training). The Finished says `stopped_early` with `reason`. False for a
+        candidate of a network-isolated packed job: no marker reaches it (its stop_rule decides)."""
         job = self._by_exec.get(execution_id)
         if job is None or execution_id in job.closed or job.state != "running":
-            return
-        job.early_stops[execution_id] = dict(reason)
+            return True      # over, or not started: there is nothing left to stop
         if [s.execution_id for s in job.open_specs()] == [execution_id]:
+            job.early_stops[execution_id] = dict(reason)
             self._stop(job)
-            return
-        layout = req.job_layout(self.settings, self.run_tag or "adhoc", job.base)
-        bucket, key = req.split_s3_uri(layout.stop_uri(execution_id))
+            return True
+        uri = req.job_layout(self.settings, self.run_tag or "adhoc", job.base).stop_uri(execution_id)
+        if uri is None:
+            return False     # network-isolated: the job reads no marker; its stop_rule decides there
+        job.early_stops[execution_id] = dict(reason)
+        bucket, key = req.split_s3_uri(uri)
         self._call("s3", "put_object", Bucket=bucket, Key=key, Body=json.dumps(reason, default=str).encode())
+        return True
 
     def reattach(self, spec: ExecutionSpec, job_id: str) -> bool:
         if self.run_tag is None:

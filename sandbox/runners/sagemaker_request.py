@@ -25,6 +25,11 @@ from sandbox.runners.base import ExecutionSpec
 
 ENTRY_SCRIPT = Path(__file__).with_name("sm_entry.py")
 ENTRY_NAME = "sm_entry.py"
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+# The stdlib modules sm_entry.py imports to run the early-stop rule in a network-isolated job,
+# packed at the tarball's root beside it (its folder is on sys.path when it runs).
+JOB_MODULES = ("sandbox/__init__.py", "sandbox/early_stop_rule.py", "sandbox/progress.py",
+               "sandbox/runners/__init__.py", "sandbox/runners/base.py")
 CACHE_DIR_IN_JOB = "/tmp/autoresearch-cache"   # sm_entry.py links the channels in here
 CHECKPOINT_LOCAL_PATH = "/opt/ml/checkpoints"
 CHANNELS = ("data", "tokenizer")
@@ -70,13 +75,15 @@ class JobLayout:
     source_uri: str        # s3://.../sourcedir.tar.gz
     output_path: str       # S3OutputPath; SageMaker adds <job-name>/output/{model,output}.tar.gz
     checkpoint_uri: str | None
-    stop_prefix: str       # s3://.../stop/: <execution_id>.json here asks that candidate to stop early
+    # s3://.../stop/: <execution_id>.json here asks that candidate to stop early. None when the
+    # job is network-isolated and cannot read S3: its candidates then carry the rule itself.
+    stop_prefix: str | None
 
-    def stop_uri(self, execution_id: str) -> str:
+    def stop_uri(self, execution_id: str) -> str | None:
         """Where the runner writes one candidate's early-stop marker (the early_stop reason as
         JSON); the job's entry script polls it and hands it to that candidate's harness as its
-        --stop-file, so only that candidate of a packed job stops."""
-        return f"{self.stop_prefix}{slug(execution_id)}.json"
+        --stop-file, so only that candidate of a packed job stops. None: no marker can reach it."""
+        return None if self.stop_prefix is None else f"{self.stop_prefix}{slug(execution_id)}.json"
 
 
 def slug(text: str) -> str:
@@ -175,7 +182,7 @@ def job_layout(settings: AWSBackendSettings, run_tag: str, base: str) -> JobLayo
         source_uri=f"{root}/source/sourcedir.tar.gz",
         output_path=f"{root}/output",
         checkpoint_uri=f"{ckpt.rstrip('/')}/{run_folder(run_tag)}/{base}/" if ckpt else None,
-        stop_prefix=f"{root}/stop/",
+        stop_prefix=None if settings.sagemaker.isolated else f"{root}/stop/",
     )
 
 
@@ -235,16 +242,27 @@ def job_environment(specs: Sequence[ExecutionSpec]) -> dict[str, str]:
 
 
 def manifest_for(specs: Sequence[ExecutionSpec], layout: JobLayout | None = None) -> dict:
-    """What sm_entry.py runs; with the job's layout, each candidate's `stop_uri` (its early-stop
-    marker in S3) too."""
+    """What sm_entry.py runs; with the job's layout, how each candidate can be stopped early: its
+    `stop_uri` (a marker in S3 the job polls), or, when the job cannot read S3 (network isolation)
+    and the candidate is watched, its `stop_rule` (the rule and the incumbent's reference curves,
+    which sm_entry.py applies to the candidate's progress lines itself)."""
     presets = {s.preset for s in specs}
     if len(presets) != 1:
         raise ValueError(f"one job runs one preset; got {sorted(presets)}")
+
+    def stopping(spec: ExecutionSpec) -> dict:
+        if layout is None:
+            return {}
+        uri = layout.stop_uri(spec.execution_id)
+        if uri is not None:
+            return {"stop_uri": uri}
+        return {"stop_rule": spec.stop_rule} if spec.stop_rule else {}
+
     return {
         "preset": specs[0].preset,
         "candidates": [{"execution_id": s.execution_id, "dir": f"candidates/{slug(s.execution_id)}",
-                        "timeout_s": s.timeout_s, "env": dict(s.env), "label": s.label,
-                        **({"stop_uri": layout.stop_uri(s.execution_id)} if layout else {})} for s in specs],
+                        "timeout_s": s.timeout_s, "env": dict(s.env), "label": s.label, **stopping(s)}
+                       for s in specs],
     }
 
 
@@ -276,6 +294,8 @@ def pack_source(specs: Sequence[ExecutionSpec], layout: JobLayout | None = None)
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w:gz", compresslevel=6) as tar:
         add_bytes(tar, ENTRY_NAME, ENTRY_SCRIPT.read_bytes())
+        for module in JOB_MODULES:          # what sm_entry.py imports to apply a stop_rule
+            add_bytes(tar, module, (PROJECT_ROOT / module).read_bytes())
         add_bytes(tar, "manifest.json", json.dumps(manifest, indent=1).encode())
         # The toolkit pip-installs the root requirements.txt; candidates cannot add dependencies,
         # so the first workspace's list is every workspace's list.

@@ -254,8 +254,9 @@ class SimulatedRunner:
     def cancel(self, execution_id: str) -> None:
         self._stop(execution_id, statuses.KILLED, None)
 
-    def stop_early(self, execution_id: str, reason: dict) -> None:
+    def stop_early(self, execution_id: str, reason: dict) -> bool:
         self._stop(execution_id, statuses.STOPPED_EARLY, dict(reason))
+        return True
 
     def reattach(self, spec: ExecutionSpec, job_id: str) -> bool:
         return False          # a simulation lives in its orchestrator's memory: the loop re-runs it

@@ -13,8 +13,11 @@ $AUTORESEARCH_STOP_DIR/<execution_id>.json, /opt/ml/input/stop by default) appea
 stops that candidate early (status stopped_early) and the others carry on. The runner asks for
 that by writing the candidate's marker to S3 (the manifest's `stop_uri`): a watcher thread here
 polls it with the job's own credentials (boto3 ships in the training image; it is imported only
-for this) and copies it to the stop file. Under network isolation S3 cannot be reached: the
-watcher says so once and the candidate trains to its end.
+for this) and copies it to the stop file. Under network isolation S3 cannot be reached, so the
+manifest gives a watched candidate its `stop_rule` instead (the early-stop rule's settings and the
+incumbent's reference curves at submission) and JobStopRule here applies the rule to the
+candidate's progress lines as they come (the rule and the progress parser are packed beside this
+file: sandbox/early_stop_rule.py, sandbox/progress.py).
 
 Each output line is prefixed with `[<execution_id>] ` so the runner can tell candidates apart in
 the shared CloudWatch stream, and each result is also printed once as
@@ -96,12 +99,58 @@ def watch_stop_marker(execution_id: str, stop_uri: str, stop_file: str, done: th
             say(execution_id, f"sm_entry: cannot read the stop marker {stop_uri} ({type(exc).__name__}: "
                               f"{str(exc)[:200]}); early stop unavailable for this candidate (network isolation?)")
             return
-        tmp = Path(stop_file + ".tmp")
-        tmp.parent.mkdir(parents=True, exist_ok=True)
-        tmp.write_bytes(body)
-        os.replace(tmp, stop_file)    # whole or absent: the harness never reads half a marker
+        hand_to_harness(stop_file, body)
         say(execution_id, "sm_entry: stop marker received; the harness stops this candidate")
         return
+
+
+def hand_to_harness(stop_file: str, body: bytes) -> None:
+    tmp = Path(stop_file + ".tmp")
+    tmp.parent.mkdir(parents=True, exist_ok=True)
+    tmp.write_bytes(body)
+    os.replace(tmp, stop_file)    # whole or absent: the harness never reads half a marker
+
+
+class JobStopRule:
+    """The early-stop rule for a candidate no marker can reach: the manifest's `stop_rule`
+    ({"settings", "references", "incumbent"}, as the orchestrator had them at submission) judged
+    on each of the candidate's progress lines; a stop goes to the harness's stop file with the
+    figures that decided, as a marker would, and `decided_in: job`."""
+
+    def __init__(self, execution_id: str, rule: dict, stop_file: str):
+        from sandbox.early_stop_rule import RuleSettings, decide   # packed beside this file
+        from sandbox.progress import parse_progress_line
+        self._decide, self._parse = decide, parse_progress_line
+        self.execution_id, self.stop_file = execution_id, stop_file
+        self.settings = RuleSettings.from_dict(rule["settings"])
+        self.references, self.incumbent = rule["references"], rule.get("incumbent")
+        self.curve: list[list[float]] = []
+        self.stopped = False
+
+    @classmethod
+    def for_candidate(cls, cand: dict, stop_file: str) -> "JobStopRule | None":
+        if not cand.get("stop_rule"):
+            return None
+        try:
+            return cls(cand["execution_id"], cand["stop_rule"], stop_file)
+        except Exception as exc:   # a malformed rule must not cost the candidate its run
+            say(cand["execution_id"], f"sm_entry: early stop unavailable for this candidate ({exc!r})")
+            return None
+
+    def reading(self, line: str) -> None:
+        fields = None if self.stopped else self._parse(line)
+        if fields is None:
+            return
+        self.curve.append([fields["pct"], fields["loss"]])
+        if fields["pct"] < self.settings.min_progress:
+            return
+        decision = self._decide(self.references, self.curve, self.settings)
+        if not decision.stop:
+            return
+        self.stopped = True
+        reason = {**decision.as_reason(), "incumbent": self.incumbent, "decided_in": "job"}
+        hand_to_harness(self.stop_file, json.dumps(reason).encode())
+        say(self.execution_id, f"sm_entry: stopping this candidate early: {decision.reason}")
 
 
 def run_candidate(cand: dict, preset: str, out_root: Path, gpu: int | None) -> dict:
@@ -128,10 +177,13 @@ def run_candidate(cand: dict, preset: str, out_root: Path, gpu: int | None) -> d
     if cand.get("stop_uri"):
         threading.Thread(target=watch_stop_marker, args=(execution_id, cand["stop_uri"], stop_file, done),
                          daemon=True).start()
+    rule = JobStopRule.for_candidate(cand, stop_file)
     assert proc.stdout is not None
     try:
         for line in proc.stdout:   # the harness echoes train.py's output line by line
             say(execution_id, line)
+            if rule is not None:
+                rule.reading(line)
         code = proc.wait()
     finally:
         done.set()
