@@ -40,14 +40,24 @@ class EarlyStopWatch:
             self._cached = (incumbent, early_stop_rule.reference_curves(results))
         return self._cached
 
-    def rule_for(self, row: dict) -> dict | None:
-        """The rule and its references as of now, for a job that must decide by itself (see
-        ExecutionSpec.stop_rule); None when this row is not watched or nothing could decide."""
+    def _deciding(self, row: dict) -> tuple[str, list] | None:
+        """(incumbent, its reference curves) when the rule may judge this row now: early stopping
+        is on, the row is a watched candidate of another candidate than the incumbent, and there
+        are enough reference curves; else None."""
         if not self.settings.enabled or not self.watches(row):
             return None
         incumbent, curves = self.references()
         if incumbent is None or incumbent == row["candidate_id"] or len(curves) < self.settings.min_references:
             return None
+        return incumbent, curves
+
+    def rule_for(self, row: dict) -> dict | None:
+        """The rule and its references as of now, for a job that must decide by itself (see
+        ExecutionSpec.stop_rule); None when this row is not watched or nothing could decide."""
+        deciding = self._deciding(row)
+        if deciding is None:
+            return None
+        incumbent, curves = deciding
         return {"settings": self.settings.model_dump(), "references": curves, "incumbent": incumbent}
 
     def check(self, row: dict, pct: float, loss: float) -> dict | None:
@@ -59,9 +69,10 @@ class EarlyStopWatch:
         partial.append([float(pct), float(loss)])
         if pct < self.settings.min_progress:
             return None                  # the rule would say so too; this saves it the work
-        incumbent, curves = self.references()
-        if incumbent is None or incumbent == row["candidate_id"] or len(curves) < self.settings.min_references:
+        deciding = self._deciding(row)
+        if deciding is None:
             return None
+        incumbent, curves = deciding
         decision = early_stop_rule.decide(curves, partial, self.settings)
         if not decision.stop:
             return None

@@ -4,7 +4,8 @@ Prints the untrained model's val_bpb (train.py's model, freshly initialised, sco
 prepare.evaluate_bpb) and N full baseline runs through the real path (run-one: workspace,
 LocalRunner, sandboxed harness) with their steps, val_bpb, mean, sample sigma and step spread.
 With --busy K, K busy loops (`python3 -c 'while True: pass'`, one pinned to each core in turn)
-compete for the cores during the runs. With --parallel, the runs go two at a time on the runner's slots (what the demo does).
+compete for the cores during the runs. With --parallel, the runs go two at a time on the
+runner's slots (what the demo does).
 What else was running on the machine (the heaviest processes, the load average) is printed too:
 on a shared machine "quiet" is relative.
 

@@ -42,11 +42,12 @@ def live_processes_under(path: Path) -> list[str]:
             continue
         try:
             cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            state = Path(f"/proc/{pid}/stat").read_text().split(") ")[-1][:1]
+            fields = Path(f"/proc/{pid}/stat").read_text().split(") ")[-1].split()
         except OSError:
             continue
+        state, ppid = fields[0], fields[1]
         if str(path) in cmd and state != "Z":
-            found.append(cmd)
+            found.append(f"pid {pid} ppid {ppid} state {state}: {cmd}")
     return found
 
 
@@ -144,7 +145,11 @@ def test_kill_9_at_random_moments_then_the_same_command_completes(tmp_path, sche
         assert len(mem.executions()) == len(state["executions"])
     # no orphaned harness or train.py: a harness told to stop (its orchestrator's death signals it)
     # ends within the harness's STOP_DEADLINE_S, whatever blocks it
-    wait_until(lambda: live_processes_under(project) == [], STOP_DEADLINE_S + 30, "orphans to end")
+    try:
+        wait_until(lambda: live_processes_under(project) == [], STOP_DEADLINE_S + 30, "orphans to end")
+    except AssertionError:   # name the survivors: the one flake seen here needs them to be understood
+        raise AssertionError(f"orphans still running {STOP_DEADLINE_S + 30:.0f} s after the run: "
+                             f"{live_processes_under(project)}") from None
 
 
 @pytest.mark.timeout(120)
